@@ -1,0 +1,195 @@
+#include "engine/model/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace sluice {
+namespace {
+
+using nlohmann::json;
+
+// Field readers that name the file and field on a type error.
+class Fields {
+ public:
+  Fields(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+  absl::Status Error(const std::string& field, const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": field \"", field, "\" ", what));
+  }
+  bool Has(const std::string& f) const { return j_.contains(f) && !j_[f].is_null(); }
+
+  absl::StatusOr<int> Int(const std::string& f, std::optional<int> fallback = {}) const {
+    if (!Has(f)) {
+      if (fallback) return *fallback;
+      return Error(f, "is missing");
+    }
+    if (!j_[f].is_number_integer()) return Error(f, "must be an integer");
+    const int64_t v = j_[f].get<int64_t>();
+    if (v <= 0 || v > (int64_t{1} << 30)) return Error(f, "must be a positive integer");
+    return static_cast<int>(v);
+  }
+  absl::StatusOr<float> Float(const std::string& f, float fallback) const {
+    if (!Has(f)) return fallback;
+    if (!j_[f].is_number()) return Error(f, "must be a number");
+    return j_[f].get<float>();
+  }
+  absl::StatusOr<bool> Bool(const std::string& f, bool fallback) const {
+    if (!Has(f)) return fallback;
+    if (!j_[f].is_boolean()) return Error(f, "must be true or false");
+    return j_[f].get<bool>();
+  }
+
+ private:
+  const json& j_;
+  const std::string& source_;
+};
+
+// RoPE from transformers-v5 `rope_parameters` or the older `rope_theta` + `rope_scaling`.
+absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c) {
+  json params = json::object();
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    params = j["rope_parameters"];
+  } else {
+    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) params = j["rope_scaling"];
+    if (j.contains("rope_theta")) params["rope_theta"] = j["rope_theta"];
+  }
+  const std::string where = absl::StrCat(source, " (rope)");
+  Fields f(params, where);
+  SLUICE_ASSIGN_OR_RETURN(c.rope.theta, f.Float("rope_theta", 10000.0f));
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (params.contains(key) && params[key].is_string()) type = params[key].get<std::string>();
+  }
+  c.rope.rotary_dim = c.head_dim;
+  if (type == "default") return absl::OkStatus();
+  if (type != "llama3") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": rope type \"", type, "\" is not supported (default, llama3)"));
+  }
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_factor, f.Float("factor", 0.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_low_freq_factor, f.Float("low_freq_factor", 1.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_high_freq_factor, f.Float("high_freq_factor", 4.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_original_max_position,
+                      f.Int("original_max_position_embeddings", 8192));
+  if (c.rope.llama3_factor <= 0.0f ||
+      c.rope.llama3_high_freq_factor <= c.rope.llama3_low_freq_factor) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": llama3 rope needs factor > 0 and high_freq_factor > low_freq_factor"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const json& v, const std::string& source,
+                                              const std::string& field) {
+  std::vector<int32_t> ids;
+  if (v.is_number_integer()) {
+    ids.push_back(v.get<int32_t>());
+  } else if (v.is_array()) {
+    for (const json& e : v) {
+      if (!e.is_number_integer()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": field \"", field, "\" must hold integers"));
+      }
+      ids.push_back(e.get<int32_t>());
+    }
+  } else if (!v.is_null()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"", field, "\" must be an integer or a list"));
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string ModelConfig::Summary() const {
+  return absl::StrFormat(
+      "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s",
+      model_type, num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim,
+      intermediate_size, vocab_size, tie_word_embeddings ? ", tied lm_head" : "",
+      attention_bias ? ", qkv bias" : "");
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  Fields f(j, source);
+  ModelConfig c;
+  if (!j.contains("model_type") || !j["model_type"].is_string()) {
+    return f.Error("model_type", "is missing or not a string");
+  }
+  c.model_type = j["model_type"].get<std::string>();
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+    return f.Error("model_type", absl::StrCat("is \"", c.model_type,
+                                              "\"; supported: llama, mistral, qwen2"));
+  }
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
+    return f.Error("hidden_act", "must be \"silu\"");
+  }
+  SLUICE_ASSIGN_OR_RETURN(c.vocab_size, f.Int("vocab_size"));
+  SLUICE_ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size"));
+  SLUICE_ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size"));
+  SLUICE_ASSIGN_OR_RETURN(c.num_layers, f.Int("num_hidden_layers"));
+  SLUICE_ASSIGN_OR_RETURN(c.num_q_heads, f.Int("num_attention_heads"));
+  SLUICE_ASSIGN_OR_RETURN(c.num_kv_heads, f.Int("num_key_value_heads", c.num_q_heads));
+  if (c.num_q_heads % c.num_kv_heads != 0) {
+    return f.Error("num_key_value_heads", "must divide num_attention_heads");
+  }
+  if (c.hidden_size % c.num_q_heads != 0 && !f.Has("head_dim")) {
+    return f.Error("head_dim", "is missing and hidden_size is not divisible by the head count");
+  }
+  SLUICE_ASSIGN_OR_RETURN(c.head_dim, f.Int("head_dim", c.hidden_size / c.num_q_heads));
+  SLUICE_ASSIGN_OR_RETURN(c.max_position_embeddings, f.Int("max_position_embeddings", 4096));
+  SLUICE_ASSIGN_OR_RETURN(c.rms_norm_eps, f.Float("rms_norm_eps", 1e-6f));
+  SLUICE_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", false));
+  SLUICE_ASSIGN_OR_RETURN(c.attention_bias, f.Bool("attention_bias", c.model_type == "qwen2"));
+  if (absl::Status s = ParseRope(j, source, c); !s.ok()) return s;
+  if (j.contains("eos_token_id")) {
+    SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids, ParseIds(j["eos_token_id"], source, "eos_token_id"));
+  }
+  if (f.Has("bos_token_id") && j["bos_token_id"].is_number_integer()) {
+    c.bos_token_id = j["bos_token_id"].get<int32_t>();
+  }
+  return c;
+}
+
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path config_path = fs::path(dir) / "config.json";
+  auto text = ReadFile(config_path);
+  if (!text.ok()) return text.status();
+  auto config = ParseModelConfig(*text, config_path.string());
+  if (!config.ok()) return config.status();
+  const fs::path gen_path = fs::path(dir) / "generation_config.json";
+  if (fs::exists(gen_path)) {
+    auto gen_text = ReadFile(gen_path);
+    if (!gen_text.ok()) return gen_text.status();
+    json g = json::parse(*gen_text, nullptr, /*allow_exceptions=*/false);
+    if (g.is_discarded() || !g.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(gen_path.string(), ": not a JSON object"));
+    }
+    if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
+      SLUICE_ASSIGN_OR_RETURN(config->eos_token_ids,
+                          ParseIds(g["eos_token_id"], gen_path.string(), "eos_token_id"));
+    }
+  }
+  return config;
+}
+
+}  // namespace sluice

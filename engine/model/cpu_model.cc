@@ -1,0 +1,167 @@
+#include "engine/model/cpu_model.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
+#include "sluice/kernels/activation.h"
+#include "sluice/kernels/attention.h"
+#include "sluice/kernels/embedding.h"
+#include "sluice/kernels/gemm.h"
+#include "sluice/kernels/norm.h"
+#include "sluice/kernels/rope.h"
+
+namespace sluice {
+namespace {
+
+absl::Status FromKernel(const kernels::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return s.code() == kernels::StatusCode::kInvalidArgument ? absl::InvalidArgumentError(s.message())
+                                                           : absl::InternalError(s.message());
+}
+
+}  // namespace
+
+CpuKvCache::CpuKvCache(const ModelConfig& config, int num_blocks, int block_size) {
+  shape_ = {num_blocks, block_size, config.num_kv_heads, config.head_dim};
+  const size_t n = static_cast<size_t>(num_blocks) * shape_.BlockElems();
+  k_.assign(config.num_layers, std::vector<float>(n));
+  v_.assign(config.num_layers, std::vector<float>(n));
+}
+
+absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir,
+                                                         const LoadProgress& progress) {
+  SLUICE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  SLUICE_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::OpenDir(dir));
+  SLUICE_ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(*ckpt, config, progress));
+  return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
+}
+
+CpuModel::CpuModel(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  rope_cos_sin_ = kernels::RopeCosSinCache(config_.rope, config_.max_position_embeddings);
+}
+
+absl::Status CpuModel::ValidateBatch(const ForwardBatch& b, const CpuKvCache& cache) const {
+  const int n = b.num_tokens();
+  if (b.positions.size() != static_cast<size_t>(n) ||
+      b.slot_mapping.size() != static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError("batch: positions and slot_mapping must match input_ids");
+  }
+  if (b.cu_seqlens_q.size() != b.seq_lens.size() + 1 || b.cu_seqlens_q.back() != n ||
+      b.block_tables.size() != b.seq_lens.size() * static_cast<size_t>(b.max_blocks_per_seq)) {
+    return absl::InvalidArgumentError("batch: cu_seqlens_q, seq_lens and block_tables disagree");
+  }
+  for (int p : b.positions) {
+    if (p < 0 || p >= config_.max_position_embeddings) {
+      return absl::OutOfRangeError(absl::StrCat("batch: position ", p, " is outside the context "
+                                                "window of ", config_.max_position_embeddings));
+    }
+  }
+  for (int32_t block : b.block_tables) {
+    if (block < 0 || block >= cache.shape().num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("batch: block ", block, " is not in the cache"));
+    }
+  }
+  for (int32_t row : b.logits_rows) {
+    if (row < 0 || row >= n) return absl::InvalidArgumentError("batch: logits row out of range");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuModel::Forward(const ForwardBatch& batch, CpuKvCache& cache,
+                               std::vector<float>& logits) {
+  SLUICE_RETURN_IF_ERROR(ValidateBatch(batch, cache));
+  const ModelConfig& c = config_;
+  const int n = batch.num_tokens();
+  const int h = c.hidden_size;
+  hidden_.resize(static_cast<size_t>(n) * h);
+  residual_.assign(static_cast<size_t>(n) * h, 0.0f);
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Embedding(
+      residual_.data(), batch.input_ids.data(), weights_.embed.data(), n, c.vocab_size, h)));
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& w = weights_.layers[layer];
+    // residual already holds the running sum; hidden := norm(residual).
+    SLUICE_RETURN_IF_ERROR(FromKernel(
+        kernels::cpu::RmsNorm(hidden_.data(), residual_.data(), w.input_norm.data(), n, h,
+                              c.rms_norm_eps)));
+    SLUICE_RETURN_IF_ERROR(Attention(layer, batch, cache));  // hidden := attn output
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::FusedAddRmsNorm(
+        hidden_.data(), residual_.data(), w.post_norm.data(), n, h, c.rms_norm_eps)));
+    SLUICE_RETURN_IF_ERROR(Mlp(layer, n));  // hidden := mlp output
+    for (size_t i = 0; i < hidden_.size(); ++i) residual_[i] += hidden_[i];
+  }
+  // Final norm and lm_head only for the rows that need logits.
+  const int rows = static_cast<int>(batch.logits_rows.size());
+  std::vector<float> picked(static_cast<size_t>(rows) * h);
+  for (int r = 0; r < rows; ++r) {
+    const float* src = residual_.data() + static_cast<size_t>(batch.logits_rows[r]) * h;
+    std::copy(src, src + h, picked.begin() + static_cast<size_t>(r) * h);
+  }
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
+      picked.data(), picked.data(), weights_.final_norm.data(), rows, h, c.rms_norm_eps)));
+  logits.resize(static_cast<size_t>(rows) * c.vocab_size);
+  return FromKernel(kernels::cpu::Gemm(logits.data(), picked.data(), weights_.LmHead().data(),
+                                       nullptr, rows, c.vocab_size, h));
+}
+
+absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& cache) {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[layer];
+  const int n = b.num_tokens();
+  const int q_width = c.num_q_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
+  const int qkv_width = q_width + 2 * kv_width;
+  qkv_.resize(static_cast<size_t>(n) * qkv_width);
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
+      qkv_.data(), hidden_.data(), w.qkv.data(), w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
+      n, qkv_width, c.hidden_size)));
+  q_.resize(static_cast<size_t>(n) * q_width);
+  k_.resize(static_cast<size_t>(n) * kv_width);
+  v_.resize(static_cast<size_t>(n) * kv_width);
+  for (int t = 0; t < n; ++t) {
+    const float* row = qkv_.data() + static_cast<size_t>(t) * qkv_width;
+    std::copy(row, row + q_width, q_.begin() + static_cast<size_t>(t) * q_width);
+    std::copy(row + q_width, row + q_width + kv_width,
+              k_.begin() + static_cast<size_t>(t) * kv_width);
+    std::copy(row + q_width + kv_width, row + qkv_width,
+              v_.begin() + static_cast<size_t>(t) * kv_width);
+  }
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::ApplyRope(
+      q_.data(), k_.data(), b.positions.data(), rope_cos_sin_.data(), n, c.num_q_heads,
+      c.num_kv_heads, c.head_dim, c.rope.rotary_dim)));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::WriteKvCache(
+      cache.k(layer), cache.v(layer), k_.data(), v_.data(), b.slot_mapping.data(), n,
+      cache.shape())));
+  kernels::PagedAttentionParams p;
+  p.num_seqs = b.num_seqs();
+  p.num_q_heads = c.num_q_heads;
+  p.num_kv_heads = c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.block_size = cache.shape().block_size;
+  p.max_blocks_per_seq = b.max_blocks_per_seq;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.block_tables = b.block_tables.data();
+  p.seq_lens = b.seq_lens.data();
+  p.cu_seqlens_q = b.cu_seqlens_q.data();
+  attn_.resize(static_cast<size_t>(n) * q_width);
+  SLUICE_RETURN_IF_ERROR(FromKernel(
+      kernels::cpu::PagedAttention(p, attn_.data(), q_.data(), cache.k(layer), cache.v(layer))));
+  return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn_.data(), w.o_proj.data(), nullptr, n,
+                                       c.hidden_size, q_width));
+}
+
+absl::Status CpuModel::Mlp(int layer, int n) {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[layer];
+  const int inter = c.intermediate_size;
+  gate_up_.resize(static_cast<size_t>(n) * 2 * inter);
+  act_.resize(static_cast<size_t>(n) * inter);
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
+      gate_up_.data(), hidden_.data(), w.gate_up.data(), nullptr, n, 2 * inter, c.hidden_size)));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
+  return FromKernel(kernels::cpu::Gemm(hidden_.data(), act_.data(), w.down_proj.data(), nullptr, n,
+                                       c.hidden_size, inter));
+}
+
+}  // namespace sluice

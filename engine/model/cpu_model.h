@@ -1,0 +1,74 @@
+// The Llama-family forward pass on the CPU backend: fp32 math on weights converted from
+// the checkpoint, paged KV cache, ops from kernels/ (the same references the CUDA kernels
+// are tested against).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
+#include "sluice/kernels/kv_cache.h"
+
+namespace sluice {
+
+// One step's flattened batch, as the runner builds it from the scheduler's output.
+// Sequence s owns query tokens [cu_seqlens_q[s], cu_seqlens_q[s + 1]).
+struct ForwardBatch {
+  std::vector<int32_t> input_ids;      // [num_tokens]
+  std::vector<int32_t> positions;      // [num_tokens]
+  std::vector<int64_t> slot_mapping;   // [num_tokens] KV slot of each token
+  std::vector<int32_t> cu_seqlens_q;   // [num_seqs + 1]
+  std::vector<int32_t> seq_lens;       // [num_seqs] context length after this step
+  std::vector<int32_t> block_tables;   // [num_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  std::vector<int32_t> logits_rows;    // token rows whose logits are wanted
+
+  int num_tokens() const { return static_cast<int>(input_ids.size()); }
+  int num_seqs() const { return static_cast<int>(seq_lens.size()); }
+};
+
+// Per-layer K and V pools in fp32.
+class CpuKvCache {
+ public:
+  CpuKvCache(const ModelConfig& config, int num_blocks, int block_size);
+
+  const kernels::KvCacheShape& shape() const { return shape_; }
+  float* k(int layer) { return k_[layer].data(); }
+  float* v(int layer) { return v_[layer].data(); }
+
+ private:
+  kernels::KvCacheShape shape_;
+  std::vector<std::vector<float>> k_, v_;
+};
+
+class CpuModel {
+ public:
+  // Loads DIR's config and checkpoint. `progress` sees each layer as it loads.
+  static absl::StatusOr<std::unique_ptr<CpuModel>> Load(const std::string& dir,
+                                                        const LoadProgress& progress = nullptr);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs the batch, writing its K/V into `cache` and the logits of batch.logits_rows
+  // into `logits` ([logits_rows.size(), vocab]).
+  // REQUIRES: every slot and block the batch names lies inside `cache`.
+  absl::Status Forward(const ForwardBatch& batch, CpuKvCache& cache, std::vector<float>& logits);
+
+ private:
+  CpuModel(ModelConfig config, ModelWeights weights);
+  absl::Status ValidateBatch(const ForwardBatch& batch, const CpuKvCache& cache) const;
+  absl::Status Attention(int layer, const ForwardBatch& batch, CpuKvCache& cache);
+  absl::Status Mlp(int layer, int num_tokens);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::vector<float> rope_cos_sin_;  // [max_positions, rotary_dim]
+  // Scratch reused across steps.
+  std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,97 @@
+#include "sluice/kernels/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace sluice::kernels {
+
+Status ValidatePagedAttention(const PagedAttentionParams& p) {
+  if (p.num_seqs < 0) return Status::InvalidArgument("paged_attention: num_seqs < 0");
+  if (p.num_q_heads <= 0 || p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0) {
+    return Status::InvalidArgument("paged_attention: num_q_heads (" +
+                                   std::to_string(p.num_q_heads) +
+                                   ") must be a positive multiple of num_kv_heads (" +
+                                   std::to_string(p.num_kv_heads) + ")");
+  }
+  if (p.head_dim <= 0 || p.block_size <= 0 || p.max_blocks_per_seq <= 0) {
+    return Status::InvalidArgument("paged_attention: head_dim, block_size and "
+                                   "max_blocks_per_seq must be positive");
+  }
+  if (p.num_seqs > 0 && (p.block_tables == nullptr || p.seq_lens == nullptr)) {
+    return Status::InvalidArgument("paged_attention: block_tables and seq_lens are required");
+  }
+  return Status::Ok();
+}
+
+namespace cpu {
+namespace {
+
+// Attention of one query head vector over one sequence's first kv_len cache positions.
+void AttendOne(const PagedAttentionParams& p, const int32_t* block_row, int kv_head, int kv_len,
+               const float* q, const float* k_cache, const float* v_cache, float* out,
+               std::vector<float>& scores) {
+  const int d = p.head_dim;
+  const int64_t token_stride = int64_t{p.num_kv_heads} * d;
+  const int64_t block_stride = token_stride * p.block_size;
+  auto kv_row = [&](const float* cache, int pos) {
+    return cache + block_row[pos / p.block_size] * block_stride +
+           (pos % p.block_size) * token_stride + int64_t{kv_head} * d;
+  };
+  scores.resize(kv_len);
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int pos = 0; pos < kv_len; ++pos) {
+    const float* k = kv_row(k_cache, pos);
+    float dot = 0.0f;
+    for (int i = 0; i < d; ++i) dot += q[i] * k[i];
+    scores[pos] = dot * p.scale;
+    max_score = std::max(max_score, scores[pos]);
+  }
+  float denom = 0.0f;
+  for (int pos = 0; pos < kv_len; ++pos) {
+    scores[pos] = std::exp(scores[pos] - max_score);
+    denom += scores[pos];
+  }
+  std::fill(out, out + d, 0.0f);
+  for (int pos = 0; pos < kv_len; ++pos) {
+    const float* v = kv_row(v_cache, pos);
+    const float w = scores[pos] / denom;
+    for (int i = 0; i < d; ++i) out[i] += w * v[i];
+  }
+}
+
+}  // namespace
+
+Status PagedAttention(const PagedAttentionParams& p, float* out, const float* q,
+                      const float* k_cache, const float* v_cache) {
+  if (Status s = ValidatePagedAttention(p); !s.ok()) return s;
+  const int group = p.num_q_heads / p.num_kv_heads;
+  const int64_t token_stride = int64_t{p.num_q_heads} * p.head_dim;
+  std::vector<float> scores;
+  for (int s = 0; s < p.num_seqs; ++s) {
+    const int q_begin = p.cu_seqlens_q ? p.cu_seqlens_q[s] : s;
+    const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[s + 1] - q_begin : 1;
+    const int seq_len = p.seq_lens[s];
+    if (q_len < 0 || q_len > seq_len ||
+        (seq_len + p.block_size - 1) / p.block_size > p.max_blocks_per_seq) {
+      return Status::InvalidArgument("paged_attention: sequence " + std::to_string(s) +
+                                     " has q_len " + std::to_string(q_len) + " and seq_len " +
+                                     std::to_string(seq_len) + " that do not fit its table");
+    }
+    const int32_t* block_row = p.block_tables + int64_t{s} * p.max_blocks_per_seq;
+    for (int i = 0; i < q_len; ++i) {
+      const int kv_len = seq_len - q_len + i + 1;
+      const int64_t t = q_begin + i;
+      for (int h = 0; h < p.num_q_heads; ++h) {
+        const int64_t off = t * token_stride + int64_t{h} * p.head_dim;
+        AttendOne(p, block_row, h / group, kv_len, q + off, k_cache, v_cache, out + off, scores);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace sluice::kernels

@@ -1,0 +1,46 @@
+// Paged attention over the KV cache (see kv_cache.h for its layout).
+//
+// A batch holds num_seqs sequences. Sequence s has seq_lens[s] tokens of context in
+// the cache (its new tokens already written there) and q_len(s) new query tokens,
+// the last q_len(s) of its context. Query token i of s (0-based among its new tokens)
+// sits at position seq_lens[s] - q_len(s) + i and attends to cache positions
+// [0, that position] (bottom-right causal mask), so decode (q_len 1), prefill, chunked
+// prefill and prefill over prefix-cached blocks are one case.
+#pragma once
+
+#include <cstdint>
+
+#include "sluice/kernels/status.h"
+
+namespace sluice::kernels {
+
+struct PagedAttentionParams {
+  int num_seqs = 0;
+  int num_q_heads = 0;
+  int num_kv_heads = 0;  // num_q_heads % num_kv_heads == 0 (grouped-query attention)
+  int head_dim = 0;
+  int block_size = 16;
+  int max_blocks_per_seq = 0;  // row stride of block_tables
+  float scale = 1.0f;          // usually 1 / sqrt(head_dim)
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  const int32_t* seq_lens = nullptr;      // [num_seqs]
+  // [num_seqs + 1] offsets of each sequence's query tokens in q; nullptr means one
+  // query token per sequence (decode).
+  const int32_t* cu_seqlens_q = nullptr;
+};
+
+// Checks shapes and head ratios; pointers are not dereferenced.
+Status ValidatePagedAttention(const PagedAttentionParams& p);
+
+namespace cpu {
+
+// fp32 reference. REQUIRES: q_len(s) <= seq_lens[s] and every block a sequence
+// touches is listed in its block-table row.
+Status PagedAttention(const PagedAttentionParams& p,
+                      float* out,            // [num_q_tokens, num_q_heads, head_dim]
+                      const float* q,        // [num_q_tokens, num_q_heads, head_dim]
+                      const float* k_cache,  // [num_blocks, block_size, kv_heads, head_dim]
+                      const float* v_cache);  // [num_blocks, block_size, kv_heads, head_dim]
+
+}  // namespace cpu
+}  // namespace sluice::kernels

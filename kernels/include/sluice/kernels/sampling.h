@@ -1,0 +1,36 @@
+// Token sampling from logits. Per row: temperature == 0 is greedy (argmax, lowest id on
+// ties). Otherwise logits / temperature -> softmax -> top-k -> top-p (smallest set whose
+// mass reaches top_p) -> min-p (drop p < min_p * p_max) -> renormalise -> draw with the
+// Philox uniform of (seed, offset), so a draw depends only on its request and step.
+#pragma once
+
+#include <cstdint>
+
+#include "sluice/kernels/status.h"
+
+namespace sluice::kernels {
+
+struct SamplingRow {
+  float temperature = 1.0f;
+  int top_k = 0;        // <= 0 or >= vocab: off
+  float top_p = 1.0f;   // 1: off
+  float min_p = 0.0f;   // 0: off
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // the request's step index, so each step draws anew
+};
+
+namespace cpu {
+
+Status Sample(int32_t* out_ids,         // [num_rows]
+              const float* logits,      // [num_rows, vocab]
+              const SamplingRow* rows,  // [num_rows]
+              int num_rows, int vocab);
+
+// Writes the renormalised distribution Sample draws from (zeros for filtered tokens).
+// Used by tests of every sampler and by logprob reporting.
+Status SamplingProbs(float* probs,          // [vocab]
+                     const float* logits,   // [vocab]
+                     const SamplingRow& row, int vocab);
+
+}  // namespace cpu
+}  // namespace sluice::kernels

@@ -1,0 +1,18 @@
+// Subcommands of the `sluice` binary. Each registers its flags on the CLI11 app and
+// returns the exit code when run.
+#pragma once
+
+#include <functional>
+
+#include "CLI/CLI.hpp"
+
+namespace sluice {
+
+// The default model directory: the embedded tiny model, found beside the binary's
+// source tree or through $SLUICE_MODEL.
+std::string DefaultModelDir();
+
+// Adds `generate` to `app`; `*run` is set to its entry point when it is chosen.
+void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
+
+}  // namespace sluice

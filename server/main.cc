@@ -1,0 +1,15 @@
+// `sluice`: the serving daemon's single binary.
+#include <functional>
+
+#include "CLI/CLI.hpp"
+#include "server/commands.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sluice: a high-throughput LLM serving daemon"};
+  app.require_subcommand(1);
+  std::function<int()> run;
+  sluice::AddGenerateCommand(app, &run);
+  CLI11_PARSE(app, argc, argv);
+  return run ? run() : 1;
+}

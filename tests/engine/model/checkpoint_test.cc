@@ -1,0 +1,217 @@
+// Broken checkpoints and configs are refused with errors that name the file and tensor.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "engine/model/config.h"
+#include "engine/model/cpu_model.h"
+#include "engine/model/safetensors.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/common/fixtures.h"
+
+namespace sluice {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// A scratch copy of the tiny model whose files a test may break.
+class BrokenCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("sluice_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors"}) {
+      fs::copy_file(fs::path(testing::TinyModelDir()) / f, dir_ / f);
+    }
+    const std::string bytes = testing::ReadFileOrDie((dir_ / "model.safetensors").string());
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    header_ = json::parse(bytes.substr(8, n));
+    data_ = bytes.substr(8 + n);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void WriteSafetensors(const json& header, const std::string& data) {
+    const std::string h = header.dump();
+    const uint64_t n = h.size();
+    std::ofstream out(dir_ / "model.safetensors", std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << h << data;
+  }
+  void WriteFile(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name, std::ios::trunc) << text;
+  }
+  absl::Status LoadStatus() { return CpuModel::Load(dir_.string()).status(); }
+
+  fs::path dir_;
+  json header_;
+  std::string data_;
+};
+
+void ExpectErrorMentions(const absl::Status& s, std::initializer_list<std::string> parts) {
+  ASSERT_FALSE(s.ok());
+  for (const std::string& p : parts) {
+    EXPECT_NE(s.message().find(p), std::string::npos) << "'" << p << "' not in: " << s.message();
+  }
+}
+
+TEST_F(BrokenCheckpointTest, IntactCopyLoads) { EXPECT_TRUE(LoadStatus().ok()) << LoadStatus(); }
+
+TEST_F(BrokenCheckpointTest, TruncatedDataIsRefused) {
+  WriteSafetensors(header_, data_.substr(0, data_.size() / 2));
+  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "outside the data section"});
+}
+
+TEST_F(BrokenCheckpointTest, FileShorterThanHeaderSizeIsRefused) {
+  std::ofstream(dir_ / "model.safetensors", std::ios::binary | std::ios::trunc) << "abc";
+  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "truncated"});
+}
+
+TEST_F(BrokenCheckpointTest, HeaderSizePastEndIsRefused) {
+  const uint64_t n = 1ull << 40;
+  std::ofstream out(dir_ / "model.safetensors", std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << "{}";
+  out.close();
+  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "header claims"});
+}
+
+TEST_F(BrokenCheckpointTest, OffsetsPastTheEndAreRefused) {
+  header_["model.norm.weight"]["data_offsets"] = {data_.size() - 2, data_.size() + 510};
+  WriteSafetensors(header_, data_);
+  ExpectErrorMentions(LoadStatus(), {"model.norm.weight", "outside the data section"});
+}
+
+TEST_F(BrokenCheckpointTest, OverlappingTensorsAreRefused) {
+  header_["model.norm.weight"]["data_offsets"] = header_["model.layers.0.input_layernorm.weight"]["data_offsets"];
+  WriteSafetensors(header_, data_);
+  ExpectErrorMentions(LoadStatus(), {"overlap"});
+}
+
+TEST_F(BrokenCheckpointTest, UnsupportedDtypeIsRefused) {
+  header_["model.norm.weight"]["dtype"] = "I64";
+  WriteSafetensors(header_, data_);
+  ExpectErrorMentions(LoadStatus(), {"model.norm.weight", "unsupported dtype I64"});
+}
+
+TEST_F(BrokenCheckpointTest, SizeDisagreeingWithDtypeIsRefused) {
+  header_["model.norm.weight"]["dtype"] = "F32";
+  WriteSafetensors(header_, data_);
+  ExpectErrorMentions(LoadStatus(), {"model.norm.weight", "bytes"});
+}
+
+TEST_F(BrokenCheckpointTest, MissingTensorIsRefused) {
+  header_.erase("model.layers.3.mlp.up_proj.weight");
+  WriteSafetensors(header_, data_);
+  ExpectErrorMentions(LoadStatus(), {"missing tensor model.layers.3.mlp.up_proj.weight"});
+}
+
+TEST_F(BrokenCheckpointTest, ShapeMismatchWithConfigIsRefused) {
+  json config = json::parse(testing::ReadFileOrDie((dir_ / "config.json").string()));
+  config["intermediate_size"] = 1024;
+  WriteFile("config.json", config.dump());
+  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "mlp.gate_proj.weight", "[768, 256]",
+                                     "[1024, 256]"});
+}
+
+TEST_F(BrokenCheckpointTest, HeaderThatIsNotJsonIsRefused) {
+  const std::string h = "{\"a\": [1, 2";
+  const uint64_t n = h.size();
+  std::ofstream out(dir_ / "model.safetensors", std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << h;
+  out.close();
+  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "not a JSON object"});
+}
+
+TEST_F(BrokenCheckpointTest, MalformedConfigIsRefused) {
+  WriteFile("config.json", "{\"model_type\": \"llama\", ");
+  ExpectErrorMentions(LoadStatus(), {"config.json", "not a JSON object"});
+}
+
+TEST_F(BrokenCheckpointTest, ConfigWithWrongTypeNamesTheField) {
+  json config = json::parse(testing::ReadFileOrDie((dir_ / "config.json").string()));
+  config["hidden_size"] = "256";
+  WriteFile("config.json", config.dump());
+  ExpectErrorMentions(LoadStatus(), {"config.json", "hidden_size", "integer"});
+}
+
+TEST_F(BrokenCheckpointTest, UnknownModelTypeIsRefused) {
+  json config = json::parse(testing::ReadFileOrDie((dir_ / "config.json").string()));
+  config["model_type"] = "gpt2";
+  WriteFile("config.json", config.dump());
+  ExpectErrorMentions(LoadStatus(), {"model_type", "gpt2"});
+}
+
+TEST_F(BrokenCheckpointTest, MissingCheckpointIsRefused) {
+  fs::remove(dir_ / "model.safetensors");
+  ExpectErrorMentions(LoadStatus(), {"no model.safetensors"});
+}
+
+TEST_F(BrokenCheckpointTest, ShardedCheckpointLoadsThroughIndex) {
+  // Split the tensors over two shards and point an index at them.
+  json first = {{"__metadata__", {{"format", "pt"}}}}, second = first, index;
+  std::string data_a, data_b;
+  int i = 0;
+  for (auto& [name, entry] : header_.items()) {
+    if (name == "__metadata__") continue;
+    const auto off = entry["data_offsets"].get<std::vector<uint64_t>>();
+    std::string bytes = data_.substr(off[0], off[1] - off[0]);
+    json& shard = (i % 2 == 0) ? first : second;
+    std::string& data = (i % 2 == 0) ? data_a : data_b;
+    shard[name] = {{"dtype", entry["dtype"]}, {"shape", entry["shape"]},
+                   {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+    data += bytes;
+    index["weight_map"][name] = (i % 2 == 0) ? "model-00001-of-00002.safetensors"
+                                              : "model-00002-of-00002.safetensors";
+    ++i;
+  }
+  fs::remove(dir_ / "model.safetensors");
+  WriteSafetensors(first, data_a);
+  fs::rename(dir_ / "model.safetensors", dir_ / "model-00001-of-00002.safetensors");
+  WriteSafetensors(second, data_b);
+  fs::rename(dir_ / "model.safetensors", dir_ / "model-00002-of-00002.safetensors");
+  WriteFile("model.safetensors.index.json", index.dump());
+  auto ckpt = Checkpoint::OpenDir(dir_.string());
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ((*ckpt)->num_tensors(), header_.size() - 1);
+  EXPECT_TRUE(LoadStatus().ok()) << LoadStatus();
+}
+
+TEST(ModelConfigTest, EosIdsAcceptIntOrList) {
+  auto c = ParseModelConfig(
+      R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":[3,7]})",
+      "inline");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{3, 7}));
+  EXPECT_EQ(c->head_dim, 4);
+  EXPECT_EQ(c->num_kv_heads, 2);
+}
+
+TEST(ModelConfigTest, Qwen2DefaultsToQkvBias) {
+  auto c = ParseModelConfig(
+      R"({"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1})",
+      "inline");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->attention_bias);
+}
+
+TEST(ModelConfigTest, UnsupportedRopeTypeIsRefused) {
+  auto c = ParseModelConfig(
+      R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,
+          "rope_scaling":{"rope_type":"yarn","factor":4.0}})",
+      "inline");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("yarn"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,99 @@
+// Parity with Hugging Face transformers: prompt ids, greedy ids and logits of the tiny
+// model and of the two architecture variants, against ../shared/fixtures.
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "engine/model/cpu_model.h"
+#include "engine/model/generate.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "gtest/gtest.h"
+#include "tests/common/fixtures.h"
+
+namespace sluice {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ReadJsonOrDie;
+using testing::SharedDir;
+using testing::TinyModelDir;
+
+constexpr float kLogitTolerance = 1e-3f;
+
+struct GoldenModel {
+  std::string name;
+  std::string model_dir;    // weights and config.json
+  std::string golden_path;  // golden json
+};
+
+// Runs every case of a golden file against a model directory.
+void CheckGolden(const std::string& model_dir, const std::string& golden_path) {
+  auto tokenizer = Tokenizer::FromDir(TinyModelDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto model = CpuModel::Load(model_dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const nlohmann::json golden = ReadJsonOrDie(golden_path);
+  ASSERT_FALSE(golden["cases"].empty());
+  for (const auto& c : golden["cases"]) {
+    SCOPED_TRACE(c["prompt"].get<std::string>());
+    auto ids = (*tokenizer)->Encode(c["prompt"].get<std::string>(), true);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["prompt_ids"].get<std::vector<int32_t>>());
+
+    const auto want_ids = c["greedy_ids"].get<std::vector<int32_t>>();
+    const auto want_last = c["last_logits"].get<std::vector<float>>();
+    const auto& want_top5 = c["greedy_top5"];
+    GenerateOptions opts;
+    opts.max_tokens = static_cast<int>(want_ids.size());
+    opts.ignore_eos = true;
+    float max_err = 0.0f;
+    auto result = Generate(**model, c["prompt_ids"].get<std::vector<int32_t>>(), opts, nullptr,
+                           [&](int step, std::span<const float> logits) {
+                             if (step == 0) {
+                               ASSERT_EQ(logits.size(), want_last.size());
+                               for (size_t i = 0; i < logits.size(); ++i) {
+                                 max_err = std::max(max_err, std::abs(logits[i] - want_last[i]));
+                               }
+                             }
+                             for (const auto& pair : want_top5[step]) {
+                               const int id = pair[0].get<int>();
+                               EXPECT_NEAR(logits[id], pair[1].get<float>(), kLogitTolerance)
+                                   << "step " << step << " token " << id;
+                             }
+                           });
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->output_ids, want_ids);
+    EXPECT_LT(max_err, kLogitTolerance);
+  }
+}
+
+TEST(GoldenTest, TinyModelMatchesTransformers) {
+  CheckGolden(TinyModelDir(), SharedDir() + "/fixtures/golden_tiny.json");
+}
+
+TEST(GoldenTest, Llama3RopeUntiedVariantMatchesTransformers) {
+  const std::string dir = SharedDir() + "/fixtures/variants/llama3-rope-untied";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
+TEST(GoldenTest, Qwen2BiasTiedVariantMatchesTransformers) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen2-bias-tied";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
+// The pre-v5 config layout (rope_theta + rope_scaling) must give the same model.
+TEST(GoldenTest, HubStyleConfigGivesSameOutputs) {
+  const std::string src = SharedDir() + "/fixtures/variants/llama3-rope-untied";
+  const fs::path dir = fs::temp_directory_path() / "sluice_hub_style_llama3";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(src + "/config.hub-style.json", dir / "config.json");
+  fs::copy_file(src + "/generation_config.json", dir / "generation_config.json");
+  fs::create_symlink(fs::absolute(src + "/model.safetensors"), dir / "model.safetensors");
+  CheckGolden(dir.string(), src + "/golden.json");
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sluice
