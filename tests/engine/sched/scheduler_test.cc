@@ -1,0 +1,183 @@
+// Per-step expectation tables for the scheduler: chunked prefill, decode batching,
+// preemption by recompute, aborts mid-prefill and mid-decode, prefix hits.
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "engine/sched/scheduler.h"
+#include "gtest/gtest.h"
+
+namespace sluice {
+namespace {
+
+struct Step {
+  std::vector<std::pair<RequestId, int>> scheduled;  // (id, tokens) in batch order
+  std::vector<RequestId> preempted;
+  std::vector<RequestId> finished;                   // finished by this step's Update
+};
+
+std::unique_ptr<Request> MakeRequest(RequestId id, int prompt_len, int max_tokens,
+                                     int first_token = 100) {
+  auto r = std::make_unique<Request>();
+  r->id = id;
+  r->arrival_seq = id;
+  r->token_ids.resize(prompt_len);
+  std::iota(r->token_ids.begin(), r->token_ids.end(), first_token);
+  r->num_prompt_tokens = prompt_len;
+  r->sampling.max_tokens = max_tokens;
+  r->sampling.temperature = 0.0f;
+  return r;
+}
+
+// Runs one step with every sampled token = 7 and checks it against `want`.
+void RunStep(Scheduler& s, const Step& want, int step_index) {
+  SCOPED_TRACE("step " + std::to_string(step_index));
+  const SchedulerOutput out = s.Schedule();
+  std::vector<std::pair<RequestId, int>> got;
+  int samples = 0;
+  for (const auto& st : out.scheduled) {
+    got.emplace_back(st.id, st.num_tokens);
+    samples += st.samples;
+  }
+  EXPECT_EQ(got, want.scheduled);
+  EXPECT_EQ(out.preempted_ids, want.preempted);
+  const std::vector<int32_t> sampled(samples, 7);
+  std::vector<RequestId> finished;
+  for (const RequestDelta& d : s.Update(out, sampled)) {
+    if (d.finish_reason != FinishReason::kNone) finished.push_back(d.id);
+  }
+  EXPECT_EQ(finished, want.finished);
+}
+
+void RunTable(Scheduler& s, const std::vector<Step>& table) {
+  for (size_t i = 0; i < table.size(); ++i) RunStep(s, table[i], static_cast<int>(i));
+}
+
+SchedulerConfig SmallConfig(int num_blocks, int budget, int max_seqs) {
+  SchedulerConfig c;
+  c.num_blocks = num_blocks;
+  c.block_size = 4;
+  c.max_num_batched_tokens = budget;
+  c.max_num_seqs = max_seqs;
+  c.max_model_len = 64;
+  c.eos_token_ids = {0};
+  return c;
+}
+
+TEST(SchedulerTest, ChunkedPrefillThenDecode) {
+  Scheduler s(SmallConfig(16, 8, 4));
+  s.Add(MakeRequest(1, 10, 3));
+  RunTable(s, {
+                  {{{1, 8}}, {}, {}},  // first chunk: no token sampled
+                  {{{1, 2}}, {}, {}},  // rest of the prompt: first token
+                  {{{1, 1}}, {}, {}},
+                  {{{1, 1}}, {}, {1}},  // third token: max_tokens
+                  {{}, {}, {}},
+              });
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.kv().num_free_blocks(), 16);
+}
+
+TEST(SchedulerTest, RunningFirstThenWaitingWithinBudget) {
+  Scheduler s(SmallConfig(32, 8, 4));
+  s.Add(MakeRequest(1, 5, 2));
+  s.Add(MakeRequest(2, 6, 2));
+  RunTable(s, {
+                  {{{1, 5}, {2, 3}}, {}, {}},  // 2 gets what is left of the budget
+                  {{{1, 1}, {2, 3}}, {}, {1}},
+                  {{{2, 1}}, {}, {2}},
+              });
+  EXPECT_TRUE(s.idle());
+}
+
+TEST(SchedulerTest, MaxNumSeqsLimitsRunning) {
+  Scheduler s(SmallConfig(32, 64, 1));
+  s.Add(MakeRequest(1, 3, 2));
+  s.Add(MakeRequest(2, 3, 1));
+  RunTable(s, {
+                  {{{1, 3}}, {}, {}},
+                  {{{1, 1}}, {}, {1}},
+                  {{{2, 3}}, {}, {2}},
+              });
+}
+
+TEST(SchedulerTest, PreemptsNewestWhenBlocksRunOut) {
+  // 4 blocks of 4 tokens. Each request's 7-token prompt takes 2 blocks.
+  Scheduler s(SmallConfig(4, 16, 4));
+  s.Add(MakeRequest(1, 7, 4, 100));
+  s.Add(MakeRequest(2, 7, 4, 200));
+  RunTable(s, {
+                  {{{1, 7}, {2, 7}}, {}, {}},  // 8 tokens each: 2 full blocks each
+                  {{{1, 1}, {2, 1}}, {}, {}},  // the 8th tokens still fit
+                  {{{1, 1}}, {2}, {}},         // 1 needs a 3rd block: newest (2) preempted
+                  {{{1, 1}}, {}, {1}},         // 2 waits: its 2nd block was evicted, 2 short
+                  {{{2, 5}}, {}, {}},          // 2 resumes: 1st block hit, 5 recomputed
+                  {{{2, 1}}, {}, {2}},
+              });
+  EXPECT_EQ(s.kv().num_free_blocks(), 4);
+}
+
+TEST(SchedulerTest, PreemptionByRecomputeResumesAndFinishes) {
+  Scheduler s(SmallConfig(5, 16, 4));
+  s.Add(MakeRequest(1, 7, 3, 100));
+  s.Add(MakeRequest(2, 7, 3, 200));
+  RunTable(s, {
+                  {{{1, 7}, {2, 7}}, {}, {}},  // 4 blocks used, 1 free
+                  {{{1, 1}, {2, 1}}, {}, {}},  // the 8th tokens fit in the 2nd blocks
+                  {{{1, 1}}, {2}, {1}},        // 1 takes the free block; 2 is preempted
+                  // 2 resumes: its first 2 blocks are prefix hits, 1 token recomputed
+                  {{{2, 1}}, {}, {2}},
+              });
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.kv().num_free_blocks(), 5);
+}
+
+TEST(SchedulerTest, AbortMidPrefillAndMidDecodeFreesBlocks) {
+  Scheduler s(SmallConfig(16, 4, 4));
+  s.Add(MakeRequest(1, 10, 8));
+  s.Add(MakeRequest(2, 2, 8));
+  RunStep(s, {{{1, 4}}, {}, {}}, 0);
+  auto d = s.Abort(1);  // mid-prefill
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->finish_reason, FinishReason::kAbort);
+  RunStep(s, {{{2, 2}}, {}, {}}, 1);
+  RunStep(s, {{{2, 1}}, {}, {}}, 2);
+  EXPECT_TRUE(s.Abort(2));  // mid-decode
+  EXPECT_FALSE(s.Abort(2));
+  const SchedulerOutput out = s.Schedule();
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(out.finished_ids, (std::vector<RequestId>{2}));
+  EXPECT_EQ(s.kv().num_free_blocks(), 16);
+}
+
+TEST(SchedulerTest, PriorityThenArrivalOrdersWaiting) {
+  Scheduler s(SmallConfig(32, 64, 1));
+  auto low = MakeRequest(1, 2, 1);
+  low->priority = 5;
+  s.Add(std::move(low));
+  s.Add(MakeRequest(2, 2, 1));
+  s.Add(MakeRequest(3, 2, 1));
+  RunTable(s, {{{{2, 2}}, {}, {2}}, {{{3, 2}}, {}, {3}}, {{{1, 2}}, {}, {1}}});
+}
+
+TEST(SchedulerTest, StopsOnEosAndStopTokenIds) {
+  Scheduler s(SmallConfig(32, 64, 4));
+  auto a = MakeRequest(1, 3, 10);
+  a->sampling.stop_token_ids = {7};
+  s.Add(std::move(a));
+  RunStep(s, {{{1, 3}}, {}, {1}}, 0);  // the fake sampler always returns 7
+}
+
+TEST(SchedulerTest, SharedPrefixIsComputedOnce) {
+  Scheduler s(SmallConfig(32, 64, 4));
+  s.Add(MakeRequest(1, 10, 1));
+  RunStep(s, {{{1, 10}}, {}, {1}}, 0);
+  auto b = MakeRequest(2, 10, 1);
+  s.Add(std::move(b));
+  RunStep(s, {{{2, 2}}, {}, {2}}, 1);  // 8 tokens (2 blocks) from the cache
+  EXPECT_EQ(s.kv().prefix_counters().hit_tokens, 8);
+}
+
+}  // namespace
+}  // namespace sluice
