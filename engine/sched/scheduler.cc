@@ -145,7 +145,7 @@ FinishReason Scheduler::CheckStop(const Request& r) const {
   return FinishReason::kNone;
 }
 
-void Scheduler::Finish(Request* r, FinishReason reason) {
+void Scheduler::Release(Request* r, FinishReason reason) {
   kv_.Release(r->kv);
   if (r->state == RequestState::kWaiting) {
     RemoveWaiting(r);
@@ -177,32 +177,28 @@ std::vector<RequestDelta> Scheduler::Update(const SchedulerOutput& output,
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
     RequestDelta d{r->id, {token}, CheckStop(*r), r->num_prompt_tokens,
                    std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens()};
-    if (d.finish_reason != FinishReason::kNone) Finish(r, d.finish_reason);
+    if (d.finish_reason != FinishReason::kNone) Release(r, d.finish_reason);
     deltas.push_back(std::move(d));
   }
   return deltas;
 }
 
-std::optional<RequestDelta> Scheduler::Abort(RequestId id) {
+std::optional<RequestDelta> Scheduler::Finish(RequestId id, FinishReason reason) {
   auto it = requests_.find(id);
   if (it == requests_.end()) return std::nullopt;
   Request* r = it->second.get();
-  RequestDelta d{id, {}, FinishReason::kAbort, r->num_prompt_tokens,
-                 std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens()};
-  Finish(r, FinishReason::kAbort);
+  RequestDelta d{id, {}, reason, r->num_prompt_tokens, std::max(r->num_cached_prompt_tokens, 0),
+                 r->num_output_tokens()};
+  Release(r, reason);
   return d;
 }
 
-std::vector<RequestDelta> Scheduler::FailAll() {
+std::vector<RequestDelta> Scheduler::FinishAll(FinishReason reason) {
   std::vector<RequestId> ids;
   for (const auto& [id, r] : requests_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
   std::vector<RequestDelta> deltas;
-  for (RequestId id : ids) {
-    Request* r = requests_[id].get();
-    deltas.push_back({id, {}, FinishReason::kError, r->num_prompt_tokens,
-                      std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens()});
-    Finish(r, FinishReason::kError);
-  }
+  for (RequestId id : ids) deltas.push_back(*Finish(id, reason));
   return deltas;
 }
 

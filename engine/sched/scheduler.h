@@ -82,7 +82,7 @@ class Scheduler {
 
   // Removes a waiting or running request, freeing its blocks. Returns its delta (abort),
   // or nothing when the id is unknown or already finished.
-  std::optional<RequestDelta> Abort(RequestId id);
+  std::optional<RequestDelta> Abort(RequestId id) { return Finish(id, FinishReason::kAbort); }
 
   SchedulerOutput Schedule();
 
@@ -91,8 +91,11 @@ class Scheduler {
   std::vector<RequestDelta> Update(const SchedulerOutput& output,
                                    std::span<const int32_t> sampled);
 
-  // Fails every running and waiting request (after a runner error).
-  std::vector<RequestDelta> FailAll();
+  // Ends one request with `reason` (an error or an abort); nothing when unknown.
+  std::optional<RequestDelta> Finish(RequestId id, FinishReason reason);
+
+  // Ends every running and waiting request with `reason` (at shutdown).
+  std::vector<RequestDelta> FinishAll(FinishReason reason);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
@@ -109,7 +112,7 @@ class Scheduler {
   void ScheduleWaiting(int& budget, SchedulerOutput& out);
   void Preempt(Request* victim, SchedulerOutput& out);
   FinishReason CheckStop(const Request& r) const;
-  void Finish(Request* r, FinishReason reason);
+  void Release(Request* r, FinishReason reason);
 
   SchedulerConfig config_;
   KvCacheManager kv_;

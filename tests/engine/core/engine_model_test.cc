@@ -1,0 +1,163 @@
+// The engine on the real tiny model: batched outputs equal the golden and the
+// single-sequence outputs, under preemption and prefix caching.
+#include <chrono>
+#include <map>
+#include <random>
+
+#include "engine/core/engine.h"
+#include "engine/model/generate.h"
+#include "engine/runner/cpu_runner.h"
+#include "gtest/gtest.h"
+#include "tests/common/fixtures.h"
+
+namespace sluice {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::shared_ptr<CpuModel> TinyModel() {
+  static std::shared_ptr<CpuModel> model = [] {
+    auto m = CpuModel::Load(testing::TinyModelDir());
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::shared_ptr<CpuModel>(std::move(*m));
+  }();
+  return model;
+}
+
+std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
+  std::shared_ptr<CpuModel> model = TinyModel();
+  EngineConfig c;
+  c.scheduler.max_num_seqs = max_seqs;
+  c.scheduler.max_num_batched_tokens = budget;
+  c.scheduler.max_model_len = model->config().max_position_embeddings;
+  c.scheduler.eos_token_ids = model->config().eos_token_ids;
+  c.max_waiting_requests = 1000;
+  auto engine =
+      Engine::Create(c, std::make_unique<CpuRunner>(model, num_blocks, block_size));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(*engine);
+}
+
+struct Result {
+  std::vector<int32_t> ids;
+  FinishReason reason = FinishReason::kNone;
+  int cached = 0;
+};
+
+Result Wait(RequestStream& s) {
+  Result r;
+  while (r.reason == FinishReason::kNone) {
+    auto o = s.Pop(60s);
+    if (!o) {
+      ADD_FAILURE() << "request " << s.id() << " timed out";
+      break;
+    }
+    r.ids.insert(r.ids.end(), o->new_token_ids.begin(), o->new_token_ids.end());
+    r.reason = o->finish_reason;
+    r.cached = o->num_cached_prompt_tokens;
+  }
+  return r;
+}
+
+SubmitParams Greedy(std::vector<int32_t> prompt, int max_tokens, std::string salt = "") {
+  SubmitParams p;
+  p.prompt_ids = std::move(prompt);
+  p.sampling.temperature = 0.0f;
+  p.sampling.max_tokens = max_tokens;
+  p.sampling.ignore_eos = true;
+  p.cache_salt = std::move(salt);
+  return p;
+}
+
+TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  // 12 blocks of 8 tokens: far less than 8 prompts x (prompt + 32) needs at once.
+  auto engine = MakeEngine(12, 8, 8, 64);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& c : golden["cases"]) {
+    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_EQ(Wait(*streams[i]).ids, golden["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
+        << "prompt " << i;
+  }
+  EXPECT_GT(engine->Stats().num_preemptions, 0);
+  EXPECT_TRUE(engine->WaitIdle(5s));
+  EXPECT_EQ(engine->Stats().kv_usage, 0.0);
+}
+
+TEST(EngineModelTest, SharedPrefixIsServedFromCacheWithSameOutput) {
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 256; ++i) prefix.push_back(10 + (i * 7) % 3000);
+  auto with_tail = [&](int tail) {
+    auto p = prefix;
+    for (int i = 0; i < 5; ++i) p.push_back(tail + i);
+    return p;
+  };
+  auto engine = MakeEngine(256, 16, 4, 512);
+  auto first = engine->Submit(Greedy(with_tail(100), 8));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(Wait(**first).cached, 0);
+  auto second = engine->Submit(Greedy(with_tail(200), 8));
+  ASSERT_TRUE(second.ok());
+  const Result hit = Wait(**second);
+  EXPECT_GE(hit.cached, 240);
+  auto other_salt = engine->Submit(Greedy(with_tail(200), 8, "tenant-b"));
+  ASSERT_TRUE(other_salt.ok());
+  const Result miss = Wait(**other_salt);
+  EXPECT_EQ(miss.cached, 0);
+  EXPECT_EQ(hit.ids, miss.ids);  // the cache changes nothing but the work done
+}
+
+TEST(EngineModelTest, RandomWorkloadsEqualRequestsRunAlone) {
+  std::shared_ptr<CpuModel> model = TinyModel();
+  std::mt19937 rng(7);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::map<std::pair<std::vector<int32_t>, int>, std::vector<int32_t>> alone;
+  std::vector<int32_t> base;
+  for (int i = 0; i < 64; ++i) base.push_back(uni(5, 4000));
+  int checked = 0;
+  for (int w = 0; w < 200; ++w) {
+    // Caches from just enough for the longest request (43 + 8 tokens) to roomy.
+    const int block_size = 4 << uni(0, 2);
+    const int min_blocks = 52 / block_size + 1;
+    auto engine = MakeEngine(uni(min_blocks, 3 * min_blocks), block_size, uni(1, 6), uni(8, 96));
+    std::vector<std::pair<SubmitParams, std::shared_ptr<RequestStream>>> reqs;
+    for (int i = uni(1, 5); i > 0; --i) {
+      std::vector<int32_t> prompt(base.begin(), base.begin() + uni(1, 40));
+      for (int j = uni(0, 3); j > 0; --j) prompt.push_back(uni(5, 4000));
+      SubmitParams p = Greedy(prompt, uni(1, 8));
+      auto s = engine->Submit(p);
+      ASSERT_TRUE(s.ok()) << s.status();
+      reqs.emplace_back(std::move(p), *s);
+      if (uni(0, 3) == 0) std::this_thread::sleep_for(1ms);  // staggered arrivals
+    }
+    if (uni(0, 4) == 0) engine->Abort(reqs[0].second->id());
+    std::vector<std::pair<const SubmitParams*, Result>> done;
+    for (auto& [p, s] : reqs) done.emplace_back(&p, Wait(*s));
+    ASSERT_TRUE(engine->WaitIdle(5s));
+    ASSERT_EQ(engine->Stats().kv_usage, 0.0) << "workload " << w << " leaked blocks";
+    engine.reset();  // the model is free again for the single-sequence reference
+    for (const auto& [p, got] : done) {
+      if (got.reason == FinishReason::kAbort) continue;
+      ASSERT_EQ(got.reason, FinishReason::kLength) << "workload " << w;
+      auto key = std::make_pair(p->prompt_ids, p->sampling.max_tokens);
+      if (!alone.contains(key)) {
+        GenerateOptions o;
+        o.max_tokens = p->sampling.max_tokens;
+        o.ignore_eos = true;
+        auto r = Generate(*model, p->prompt_ids, o);
+        ASSERT_TRUE(r.ok());
+        alone[key] = r->output_ids;
+      }
+      ASSERT_EQ(got.ids, alone[key]) << "workload " << w;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 400);
+}
+
+}  // namespace
+}  // namespace sluice

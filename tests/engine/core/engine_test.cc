@@ -1,0 +1,177 @@
+// The engine loop against a fake runner: admission refusals with retry delays, aborts
+// from other threads, drain, step failures.
+#include <chrono>
+#include <thread>
+
+#include "engine/core/engine.h"
+#include "gtest/gtest.h"
+#include "tests/engine/core/fake_runner.h"
+
+namespace sluice {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FakeRunner;
+
+struct Harness {
+  FakeRunner* runner;
+  std::unique_ptr<Engine> engine;
+};
+
+Harness Make(EngineConfig config, int num_blocks = 64, int block_size = 4) {
+  auto runner = std::make_unique<FakeRunner>(num_blocks, block_size);
+  FakeRunner* raw = runner.get();
+  if (config.scheduler.max_model_len == 2048) config.scheduler.max_model_len = 128;
+  auto engine = Engine::Create(config, std::move(runner));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return {raw, std::move(*engine)};
+}
+
+SubmitParams Params(int prompt_len, int max_tokens) {
+  SubmitParams p;
+  for (int i = 0; i < prompt_len; ++i) p.prompt_ids.push_back(1 + i % 40);
+  p.sampling.max_tokens = max_tokens;
+  p.sampling.temperature = 0.0f;
+  p.sampling.ignore_eos = true;
+  return p;
+}
+
+// Collects a stream's outputs until it finishes.
+std::vector<RequestOutput> Collect(RequestStream& s) {
+  std::vector<RequestOutput> all;
+  while (all.empty() || !all.back().finished()) {
+    auto o = s.Pop(10s);
+    if (!o) break;
+    all.push_back(std::move(*o));
+  }
+  return all;
+}
+
+TEST(EngineTest, GeneratesAndFinishesWithLength) {
+  Harness h = Make({});
+  auto stream = h.engine->Submit(Params(5, 6));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  auto outs = Collect(**stream);
+  ASSERT_FALSE(outs.empty());
+  int tokens = 0;
+  for (auto& o : outs) tokens += static_cast<int>(o.new_token_ids.size());
+  EXPECT_EQ(tokens, 6);
+  EXPECT_EQ(outs.back().finish_reason, FinishReason::kLength);
+  EXPECT_EQ(outs.back().num_prompt_tokens, 5);
+  EXPECT_TRUE(h.engine->WaitIdle(5s));
+  EXPECT_EQ(h.engine->Stats().kv_usage, 0.0);
+}
+
+TEST(EngineTest, RefusesWhenWaitingRequestsExceedLimitWithRetryDelay) {
+  EngineConfig c;
+  c.max_waiting_requests = 2;
+  Harness h = Make(c);
+  h.runner->SetOpen(false);  // hold the engine in its first step
+  auto first = h.engine->Submit(Params(4, 2));
+  ASSERT_TRUE(first.ok());
+  std::this_thread::sleep_for(50ms);  // let the engine take it into its (held) step
+  ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
+  ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
+  auto refused = h.engine->Submit(Params(4, 2));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("requests waiting"), std::string::npos);
+  ASSERT_TRUE(RetryAfterMs(refused.status()).has_value());
+  EXPECT_GE(*RetryAfterMs(refused.status()), 100);
+  h.runner->SetOpen(true);
+  EXPECT_TRUE(h.engine->WaitIdle(5s));
+  EXPECT_EQ(h.engine->Stats().num_refused, 1);
+  EXPECT_TRUE(h.engine->Submit(Params(4, 2)).ok());  // room again
+}
+
+TEST(EngineTest, RefusesWhenWaitingTokensExceedLimit) {
+  EngineConfig c;
+  c.max_waiting_tokens = 20;
+  Harness h = Make(c);
+  h.runner->SetOpen(false);
+  ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(h.engine->Submit(Params(15, 2)).ok());
+  auto refused = h.engine->Submit(Params(6, 2));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("prompt tokens waiting"), std::string::npos);
+  h.runner->SetOpen(true);
+}
+
+TEST(EngineTest, InvalidRequestsNameTheProblem) {
+  Harness h = Make({});
+  auto too_long = h.engine->Submit(Params(200, 2));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("context window is 128"), std::string::npos);
+  SubmitParams bad_id = Params(3, 2);
+  bad_id.prompt_ids[1] = 9999;
+  auto oov = h.engine->Submit(bad_id);
+  ASSERT_FALSE(oov.ok());
+  EXPECT_NE(oov.status().message().find("9999"), std::string::npos);
+  EXPECT_FALSE(h.engine->Submit(Params(0, 2)).ok());
+  EXPECT_FALSE(h.engine->Submit(Params(3, 0)).ok());
+  EXPECT_EQ(h.engine->Stats().num_invalid, 4);
+}
+
+TEST(EngineTest, AbortFromAnotherThreadFreesBlocks) {
+  Harness h = Make({});
+  h.runner->SetStepDelay(2ms);
+  auto stream = h.engine->Submit(Params(8, 100));
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE((*stream)->Pop(5s).has_value());  // running
+  std::thread([&] { h.engine->Abort((*stream)->id()); }).join();
+  auto outs = Collect(**stream);
+  ASSERT_FALSE(outs.empty());
+  EXPECT_EQ(outs.back().finish_reason, FinishReason::kAbort);
+  EXPECT_TRUE(h.engine->WaitIdle(5s));
+  const EngineStats s = h.engine->Stats();
+  EXPECT_EQ(s.kv_usage, 0.0);
+  EXPECT_EQ(s.num_running, 0);
+}
+
+TEST(EngineTest, DrainFinishesInFlightAndRefusesNew) {
+  Harness h = Make({});
+  auto stream = h.engine->Submit(Params(8, 20));
+  ASSERT_TRUE(stream.ok());
+  h.engine->StartDrain();
+  auto refused = h.engine->Submit(Params(4, 2));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  auto outs = Collect(**stream);
+  EXPECT_EQ(outs.back().finish_reason, FinishReason::kLength);
+  EXPECT_TRUE(h.engine->WaitIdle(5s));
+}
+
+TEST(EngineTest, FailedStepFailsItsRequestsAndEngineStaysUp) {
+  Harness h = Make({});
+  h.runner->FailNextStep();
+  auto stream = h.engine->Submit(Params(4, 3));
+  ASSERT_TRUE(stream.ok());
+  auto outs = Collect(**stream);
+  EXPECT_EQ(outs.back().finish_reason, FinishReason::kError);
+  EXPECT_NE(outs.back().error.find("injected"), std::string::npos);
+  auto next = h.engine->Submit(Params(4, 3));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(Collect(**next).back().finish_reason, FinishReason::kLength);
+}
+
+TEST(EngineTest, ShutdownAbortsWhatIsLeft) {
+  Harness h = Make({});
+  h.runner->SetOpen(false);
+  auto stream = h.engine->Submit(Params(4, 3));
+  ASSERT_TRUE(stream.ok());
+  std::this_thread::sleep_for(20ms);
+  std::thread opener([&] {
+    std::this_thread::sleep_for(50ms);
+    h.runner->SetOpen(true);
+  });
+  h.engine->Shutdown();
+  opener.join();
+  auto outs = Collect(**stream);
+  ASSERT_FALSE(outs.empty());
+  EXPECT_TRUE(outs.back().finished());
+}
+
+}  // namespace
+}  // namespace sluice
