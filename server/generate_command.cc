@@ -1,93 +1,178 @@
+// `sluice generate`: one prompt (--prompt), or many at once through the engine
+// (--prompts-file, JSON lines), printing text or JSON lines in input order.
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
 
-#include "engine/model/cpu_model.h"
-#include "engine/model/generate.h"
+#include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
-#include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "server/commands.h"
+#include "server/engine_factory.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
 namespace {
 
+using nlohmann::json;
+
 struct GenerateFlags {
-  std::string model;
+  EngineOptions engine;
   std::string prompt;
+  std::string prompts_file;
   int max_tokens = 64;
   float temperature = 0.0f;
   float top_p = 1.0f;
   int top_k = 0;
   float min_p = 0.0f;
-  uint64_t seed = 0;
+  int64_t seed = -1;
   bool ignore_eos = false;
   bool json = false;
 };
 
-int RunGenerate(const GenerateFlags& f) {
-  const std::string dir = f.model.empty() ? DefaultModelDir() : f.model;
-  auto tokenizer = Tokenizer::FromDir(dir);
-  if (!tokenizer.ok()) {
-    spdlog::error("cannot load tokenizer: {}", tokenizer.status().ToString());
-    return 2;
-  }
-  const auto load_start = std::chrono::steady_clock::now();
-  auto model = CpuModel::Load(dir, [&](int done, int total) {
-    if (!f.json) spdlog::info("loading {}: layer {}/{}", dir, done, total);
-  });
-  if (!model.ok()) {
-    spdlog::error("cannot load model: {}", model.status().ToString());
-    return 2;
-  }
-  if (!f.json) {
-    spdlog::info("{} loaded in {:.2f} s", (*model)->config().Summary(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start)
-                     .count());
-  }
-  auto prompt_ids = (*tokenizer)->Encode(f.prompt, /*add_special_tokens=*/true);
-  if (!prompt_ids.ok()) {
-    spdlog::error("cannot tokenize the prompt: {}", prompt_ids.status().ToString());
-    return 2;
-  }
-  GenerateOptions opts;
-  opts.max_tokens = f.max_tokens;
-  opts.temperature = f.temperature;
-  opts.top_p = f.top_p;
-  opts.top_k = f.top_k;
-  opts.min_p = f.min_p;
-  opts.seed = f.seed;
-  opts.ignore_eos = f.ignore_eos;
+struct Job {
+  std::string prompt;
+  SubmitParams params;
+};
 
-  IncrementalDetokenizer detok(**tokenizer, *prompt_ids);
+// A job for `prompt` with the flags' sampling parameters.
+Job FromFlags(std::string prompt, const GenerateFlags& f) {
+  Job job;
+  job.prompt = std::move(prompt);
+  SamplingParams& s = job.params.sampling;
+  s.max_tokens = f.max_tokens;
+  s.temperature = f.temperature;
+  s.top_p = f.top_p;
+  s.top_k = f.top_k;
+  s.min_p = f.min_p;
+  s.ignore_eos = f.ignore_eos;
+  if (f.seed >= 0) s.seed = static_cast<uint64_t>(f.seed);
+  return job;
+}
+
+// Reads one JSON line of a prompts file into a job; defaults come from the flags.
+absl::StatusOr<Job> ParseLine(const std::string& line, const GenerateFlags& f) {
+  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  if (!j.contains("prompt") || !j["prompt"].is_string()) {
+    return absl::InvalidArgumentError("\"prompt\" must be a string");
+  }
+  Job job = FromFlags(j["prompt"].get<std::string>(), f);
+  SamplingParams& s = job.params.sampling;
+  try {
+    if (j.contains("max_tokens")) s.max_tokens = j["max_tokens"].get<int>();
+    if (j.contains("temperature")) s.temperature = j["temperature"].get<float>();
+    if (j.contains("top_p")) s.top_p = j["top_p"].get<float>();
+    if (j.contains("top_k")) s.top_k = j["top_k"].get<int>();
+    if (j.contains("min_p")) s.min_p = j["min_p"].get<float>();
+    if (j.contains("seed")) s.seed = j["seed"].get<uint64_t>();
+    if (j.contains("ignore_eos")) s.ignore_eos = j["ignore_eos"].get<bool>();
+    if (j.contains("stop_token_ids")) s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
+    if (j.contains("cache_salt")) job.params.cache_salt = j["cache_salt"].get<std::string>();
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", e.what()));
+  }
+  return job;
+}
+
+absl::StatusOr<std::vector<Job>> ReadJobs(const GenerateFlags& f) {
+  std::vector<Job> jobs;
+  if (f.prompts_file.empty()) {
+    jobs.push_back(FromFlags(f.prompt, f));
+    return jobs;
+  }
+  std::ifstream in(f.prompts_file);
+  if (!in) return absl::NotFoundError(absl::StrCat(f.prompts_file, ": cannot open"));
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto job = ParseLine(line, f);
+    if (!job.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.prompts_file, ":", n, ": ", job.status().message()));
+    }
+    jobs.push_back(std::move(*job));
+  }
+  return jobs;
+}
+
+int RunGenerate(GenerateFlags f) {
+  auto jobs = ReadJobs(f);
+  if (!jobs.ok()) {
+    spdlog::error("{}", std::string(jobs.status().message()));
+    return 2;
+  }
+  // Every prompt is submitted at once, so the waiting limits must hold them all.
+  f.engine.max_waiting_requests = std::max<int>(f.engine.max_waiting_requests, jobs->size());
+  f.engine.max_waiting_tokens = std::numeric_limits<int32_t>::max();
+  f.engine.quiet = f.json;
+  auto loaded = LoadEngine(f.engine);
+  if (!loaded.ok()) {
+    spdlog::error("cannot load model: {}", std::string(loaded.status().message()));
+    return 2;
+  }
+  const Tokenizer& tok = *loaded->tokenizer;
+  std::vector<std::shared_ptr<RequestStream>> streams;
   const auto start = std::chrono::steady_clock::now();
-  auto result = Generate(**model, *prompt_ids, opts, [&](int32_t id) {
-    if (f.json) return;
-    std::cout << detok.Push(id) << std::flush;
-  });
-  if (!result.ok()) {
-    spdlog::error("generation failed: {}", result.status().ToString());
-    return 1;
+  for (size_t i = 0; i < jobs->size(); ++i) {
+    Job& job = (*jobs)[i];
+    auto ids = tok.Encode(job.prompt, /*add_special_tokens=*/true);
+    if (!ids.ok()) {
+      spdlog::error("prompt {}: {}", i + 1, std::string(ids.status().message()));
+      return 2;
+    }
+    job.params.prompt_ids = std::move(*ids);
+    auto stream = loaded->engine->Submit(job.params);
+    if (!stream.ok()) {
+      spdlog::error("prompt {}: {}", i + 1, std::string(stream.status().message()));
+      return 2;
+    }
+    streams.push_back(*stream);
+  }
+  const bool stream_text = !f.json && streams.size() == 1;
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    IncrementalDetokenizer detok(tok, /*skip_special_tokens=*/true);
+    std::vector<int32_t> output;
+    RequestOutput last;
+    while (!last.finished()) {
+      auto o = streams[i]->Pop(std::chrono::hours(1));
+      if (!o) continue;
+      last = std::move(*o);
+      output.insert(output.end(), last.new_token_ids.begin(), last.new_token_ids.end());
+      if (stream_text) std::cout << detok.Add(last.new_token_ids) << std::flush;
+    }
+    total_tokens += static_cast<int64_t>(output.size());
+    if (last.finish_reason == FinishReason::kError) {
+      spdlog::error("prompt {} failed: {}", i + 1, last.error);
+      return 1;
+    }
+    const std::string text = tok.Decode(output, /*skip_special_tokens=*/true);
+    if (f.json) {
+      json line = {{"prompt_ids", (*jobs)[i].params.prompt_ids},
+                   {"output_ids", output},
+                   {"text", text},
+                   {"cached_prompt_tokens", last.num_cached_prompt_tokens},
+                   {"finish_reason", FinishReasonName(last.finish_reason)}};
+      std::cout << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    } else if (stream_text) {
+      std::cout << detok.Finish() << "\n";
+    } else {
+      std::cout << "--- prompt " << i + 1 << " (" << FinishReasonName(last.finish_reason)
+                << ")\n" << (*jobs)[i].prompt << text << "\n";
+    }
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (f.json) {
-    nlohmann::json out;
-    out["prompt_ids"] = *prompt_ids;
-    out["output_ids"] = result->output_ids;
-    out["text"] = (*tokenizer)->Decode(result->output_ids, /*skip_special_tokens=*/true);
-    out["finish_reason"] = result->finish_reason;
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-  } else {
-    std::cout << detok.Finish() << "\n";
-    spdlog::info("{} tokens in {:.3f} s ({:.1f} tok/s), finish: {}", result->output_ids.size(),
-                 seconds, result->output_ids.size() / seconds, result->finish_reason);
+  if (!f.json) {
+    spdlog::info("{} requests, {} tokens in {:.3f} s ({:.1f} tok/s)", streams.size(), total_tokens,
+                 seconds, total_tokens / seconds);
   }
+  loaded->engine->Shutdown();
   return 0;
 }
 
@@ -99,23 +184,32 @@ std::string DefaultModelDir() {
 }
 
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
-  auto flags = std::make_shared<GenerateFlags>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate a completion from the CLI");
-  cmd->add_option("--model", flags->model, "Model directory (default: the embedded tiny model)");
-  cmd->add_option("--prompt", flags->prompt, "Prompt text")->required();
-  cmd->add_option("--max-tokens", flags->max_tokens, "Tokens to generate")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--temperature", flags->temperature, "0 is greedy")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", flags->top_p, "Nucleus mass")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--top-k", flags->top_k, "Keep the k most likely (0: off)")
+  auto f = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate completions from the command line");
+  AddEngineFlags(cmd, &f->engine);
+  auto* prompt = cmd->add_option("--prompt", f->prompt, "Prompt text");
+  auto* file = cmd->add_option("--prompts-file", f->prompts_file,
+                               "JSON lines {\"prompt\": ..., optional OpenAI sampling fields, "
+                               "\"cache_salt\"}, run together");
+  prompt->excludes(file);
+  cmd->add_option("--max-tokens", f->max_tokens, "Tokens to generate")->check(CLI::PositiveNumber);
+  cmd->add_option("--temperature", f->temperature, "0 is greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", f->top_p, "Nucleus mass")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", f->top_k, "Keep the k most likely (0: off)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--min-p", flags->min_p, "Drop tokens under min_p * p_max")
+  cmd->add_option("--min-p", f->min_p, "Drop tokens under min_p * p_max")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--seed", flags->seed, "Sampling seed");
-  cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating past end-of-sequence");
-  cmd->add_flag("--json", flags->json,
-                "Print one JSON line {prompt_ids, output_ids, text, finish_reason}");
-  cmd->callback([flags, run] { *run = [flags] { return RunGenerate(*flags); }; });
+  cmd->add_option("--seed", f->seed, "Sampling seed (default: random)");
+  cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep generating past end-of-sequence");
+  cmd->add_flag("--json", f->json,
+                "One JSON line per prompt: prompt_ids, output_ids, text, cached_prompt_tokens, "
+                "finish_reason");
+  cmd->callback([f, cmd, run] {
+    if (cmd->count("--prompt") == 0 && cmd->count("--prompts-file") == 0) {
+      throw CLI::RequiredError("--prompt or --prompts-file");
+    }
+    *run = [f] { return RunGenerate(*f); };
+  });
 }
 
 }  // namespace sluice

@@ -1,0 +1,41 @@
+// Builds an engine on the CPU backend for a model directory, from the command-line
+// options every subcommand shares.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "engine/core/engine.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace sluice {
+
+struct EngineOptions {
+  std::string model;  // empty: the embedded default model
+  int num_kv_blocks = 0;  // 0: sized from --kv-cache-gib
+  double kv_cache_gib = 1.0;
+  int block_size = 16;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 2048;
+  int max_waiting_requests = 256;
+  int64_t max_waiting_tokens = 1 << 18;
+  double slo_ttft_ms = 0.0;
+  bool enable_prefix_caching = true;
+  bool quiet = false;  // no progress logs
+};
+
+// Registers the shared engine flags on `cmd`.
+void AddEngineFlags(CLI::App* cmd, EngineOptions* options);
+
+struct LoadedEngine {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Engine> engine;
+  std::string model_dir;
+};
+
+// Loads tokenizer and model and starts the engine. Errors name the file at fault.
+absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options);
+
+}  // namespace sluice
