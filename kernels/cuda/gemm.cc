@@ -1,0 +1,170 @@
+// cuBLASLt bf16 GEMM: row-major out[m, n] = a[m, k] · w[n, k]ᵀ is, in cuBLAS's
+// column-major terms, outᵀ[n, m] = op(w)[n, k] · aᵀ[k, m] with op = transpose.
+#include "sluice/kernels/cuda/gemm.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+namespace sluice::kernels::cuda {
+namespace {
+
+Status LtStatus(cublasStatus_t st, const char* what) {
+  if (st == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+  return Status::CudaError(std::string("gemm: ") + what + ": cublasLt status " +
+                           std::to_string(static_cast<int>(st)));
+}
+
+}  // namespace
+
+struct GemmRunner::Impl {
+  int n = 0, k = 0, max_m = 0;
+  bool has_bias = false;
+  cublasLtHandle_t handle = nullptr;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  // Bucket b serves m in (2^(b-1), 2^b]; its algorithm was picked for m = 2^b.
+  std::vector<cublasLtMatmulAlgo_t> algos;
+  std::vector<bool> has_algo;
+
+  ~Impl() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    if (handle) cublasLtDestroy(handle);
+  }
+
+  // Layouts for one m: w as k×n (ld k, transposed by op), a as k×m, out as n×m.
+  struct Layouts {
+    cublasLtMatrixLayout_t w = nullptr, a = nullptr, c = nullptr;
+    ~Layouts() {
+      if (w) cublasLtMatrixLayoutDestroy(w);
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (c) cublasLtMatrixLayoutDestroy(c);
+    }
+  };
+
+  Status MakeLayouts(int m, Layouts* l) const {
+    cublasStatus_t st = cublasLtMatrixLayoutCreate(&l->w, CUDA_R_16BF, k, n, k);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&l->a, CUDA_R_16BF, k, m, k);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&l->c, CUDA_R_16BF, n, m, n);
+    return LtStatus(st, "matrix layout");
+  }
+
+  static int Bucket(int m) {
+    int b = 0;
+    while ((1 << b) < m) ++b;
+    return b;
+  }
+
+  Status PickAlgo(int m, cublasLtMatmulAlgo_t* algo, bool* found) const {
+    Layouts l;
+    if (Status s = MakeLayouts(m, &l); !s.ok()) return s;
+    cublasLtMatmulHeuristicResult_t result;
+    int count = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, l.w, l.a, l.c, l.c, pref, 1, &result, &count);
+    *found = st == CUBLAS_STATUS_SUCCESS && count > 0;
+    if (*found) *algo = result.algo;
+    return Status::Ok();
+  }
+};
+
+GemmRunner::GemmRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GemmRunner::~GemmRunner() = default;
+
+Status GemmRunner::Create(int n, int k, bool has_bias, int max_m,
+                          std::unique_ptr<GemmRunner>* runner) {
+  if (n <= 0 || k <= 0 || n % 8 != 0 || k % 8 != 0 || max_m < 1) {
+    return Status::InvalidArgument("gemm: n (" + std::to_string(n) + ") and k (" +
+                                   std::to_string(k) +
+                                   ") must be positive multiples of 8, "
+                                   "max_m >= 1");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->n = n;
+  impl->k = k;
+  impl->max_m = max_m;
+  impl->has_bias = has_bias;
+  cublasStatus_t st = cublasLtCreate(&impl->handle);
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulDescCreate(&impl->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  }
+  const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulDescSetAttribute(impl->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans,
+                                        sizeof(trans));
+  }
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulDescSetAttribute(impl->desc, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
+                                        sizeof(no_trans));
+  }
+  if (st == CUBLAS_STATUS_SUCCESS && has_bias) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_16BF;
+    st = cublasLtMatmulDescSetAttribute(impl->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                        sizeof(epi));
+    if (st == CUBLAS_STATUS_SUCCESS) {
+      st = cublasLtMatmulDescSetAttribute(impl->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                          &bias_type, sizeof(bias_type));
+    }
+  }
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&impl->pref);
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    const size_t ws = kGemmWorkspaceBytes;
+    st = cublasLtMatmulPreferenceSetAttribute(impl->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                              &ws, sizeof(ws));
+  }
+  if (Status s = LtStatus(st, "setup"); !s.ok()) return s;
+
+  const int buckets = Impl::Bucket(max_m) + 1;
+  impl->algos.resize(buckets);
+  impl->has_algo.assign(buckets, false);
+  for (int b = 0; b < buckets; ++b) {
+    bool found = false;
+    if (Status s = impl->PickAlgo(1 << b, &impl->algos[b], &found); !s.ok()) return s;
+    impl->has_algo[b] = found;
+  }
+  runner->reset(new GemmRunner(std::move(impl)));
+  return Status::Ok();
+}
+
+Status GemmRunner::Run(bf16* out, const bf16* a, const bf16* w, const bf16* bias, int m,
+                       void* workspace, cudaStream_t stream) const {
+  const Impl& im = *impl_;
+  if (m < 0 || m > im.max_m) {
+    return Status::InvalidArgument("gemm: m " + std::to_string(m) + " outside [0, max_m " +
+                                   std::to_string(im.max_m) + "]");
+  }
+  if ((bias != nullptr) != im.has_bias) {
+    return Status::InvalidArgument("gemm: bias given iff the runner was created with one");
+  }
+  if (m == 0) return Status::Ok();
+  Impl::Layouts l;
+  if (Status s = im.MakeLayouts(m, &l); !s.ok()) return s;
+  if (im.has_bias) {
+    const cublasStatus_t st = cublasLtMatmulDescSetAttribute(
+        im.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    if (Status s = LtStatus(st, "bias pointer"); !s.ok()) return s;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  const int b = Impl::Bucket(m);
+  cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+  if (im.has_algo[b]) {
+    st = cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out, l.c,
+                        &im.algos[b], workspace, kGemmWorkspaceBytes, stream);
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    // The bucket's algorithm does not take this m: let cuBLASLt choose for it.
+    cublasLtMatmulAlgo_t algo;
+    bool found = false;
+    if (Status s = im.PickAlgo(m, &algo, &found); !s.ok()) return s;
+    if (!found) return Status::Unsupported("gemm: no cuBLASLt algorithm for this shape");
+    st = cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out, l.c,
+                        &algo, workspace, kGemmWorkspaceBytes, stream);
+  }
+  return LtStatus(st, "matmul");
+}
+
+}  // namespace sluice::kernels::cuda

@@ -1,0 +1,42 @@
+// bf16 GEMM through cuBLASLt, out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n]), fp32
+// accumulation, as cpu::Gemm. One runner per weight shape: Create picks an algorithm
+// for each M bucket (powers of two up to max_m) once; Run reuses it.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "sluice/kernels/dtype.h"
+#include "sluice/kernels/status.h"
+#include "sluice/kernels/stream.h"
+
+namespace sluice::kernels::cuda {
+
+inline constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
+
+class GemmRunner {
+ public:
+  // REQUIRES: n, k multiples of 8; max_m >= 1.
+  static Status Create(int n, int k, bool has_bias, int max_m, std::unique_ptr<GemmRunner>* runner);
+  ~GemmRunner();
+  GemmRunner(const GemmRunner&) = delete;
+  GemmRunner& operator=(const GemmRunner&) = delete;
+
+  // REQUIRES: 0 <= m <= max_m; bias given iff has_bias; workspace not used by another
+  // stream concurrently. Thread safety: a runner with a bias is used by one thread at a
+  // time (Run sets the bias pointer on the shared descriptor).
+  Status Run(bf16* out,         // [m, n]
+             const bf16* a,     // [m, k]
+             const bf16* w,     // [n, k]
+             const bf16* bias,  // [n] or nullptr
+             int m,
+             void* workspace,  // [kGemmWorkspaceBytes]
+             cudaStream_t stream) const;
+
+ private:
+  struct Impl;
+  explicit GemmRunner(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::kernels::cuda
