@@ -19,10 +19,9 @@ build: configure
 test: build
 	@bash scripts/run_tests.sh $(BUILD)
 
-# Serves the embedded default model. Until the HTTP front lands this runs one
-# generation from the CLI.
+# Serves the embedded default model on port 8000 (OpenAI-compatible API).
 serve: build
-	$(BUILD)/bin/sluice generate --prompt 'def fibonacci(n):' --max-tokens 64
+	$(BUILD)/bin/sluice serve --port 8000
 
 bench: build
 	@bash bench/run_cpu_benchmarks.sh $(BUILD)

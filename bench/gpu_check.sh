@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check for kernels/: builds the kernels-only tree, runs the gpu tests, runs
-# them again under compute-sanitizer memcheck with small shapes (SLUICE_QUICK=1), runs
-# bench/kernels, and prints a short table last. Logs go to $OUT (or /tmp/gpu_check).
+# bench/kernels, runs the tests again under compute-sanitizer memcheck with small shapes
+# (SLUICE_QUICK=1), and prints a short table last. Logs go to $OUT (or /tmp/gpu_check).
 # Usage: bash bench/gpu_check.sh        (from anywhere; about 3 minutes on 16 cores)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,11 @@ if [ "$status_build" = ok ]; then
   echo "tests: $status_tests ($(( $(date +%s) - start )) s)"
 
   start=$(date +%s)
+  if timeout 240 "$BUILD"/bin/kernel_bench >"$LOG/bench.log" 2>&1; then status_bench=ok; fi
+  tail -5 "$LOG/bench.log" | grep -v RESULT
+  echo "bench: $status_bench ($(( $(date +%s) - start )) s)"
+
+  start=$(date +%s)
   status_memcheck=ok
   : >"$LOG/memcheck.log"
   for t in "$BUILD"/tests/*_gpu_test; do
@@ -44,11 +49,6 @@ if [ "$status_build" = ok ]; then
   done
   grep -E "ERROR SUMMARY|PASS|FAIL" "$LOG/memcheck.log"
   echo "memcheck: $status_memcheck ($(( $(date +%s) - start )) s)"
-
-  start=$(date +%s)
-  if timeout 240 "$BUILD"/bin/kernel_bench >"$LOG/bench.log" 2>&1; then status_bench=ok; fi
-  tail -5 "$LOG/bench.log" | grep -v RESULT
-  echo "bench: $status_bench ($(( $(date +%s) - start )) s)"
 
   # SLUICE_NCU=1: Nsight Compute on one launch of each prefill variant named here.
   if [ "${SLUICE_NCU:-0}" = 1 ]; then

@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libpcre2-dev libutf8proc-dev libopenblas-dev libxxhash-dev libssl-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libboost-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  prometheus-cpp-dev
+  prometheus-cpp-dev prometheus wrk
   python3 python3-venv python3-pip
 )
 

@@ -15,4 +15,7 @@ std::string DefaultModelDir();
 // Adds `generate` to `app`; `*run` is set to its entry point when it is chosen.
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 
+// Adds `serve` (the HTTP server) to `app`.
+void AddServeCommand(CLI::App& app, std::function<int()>* run);
+
 }  // namespace sluice

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "engine/common/status_macros.h"
 #include "engine/model/cpu_model.h"
@@ -10,6 +11,11 @@
 #include "spdlog/spdlog.h"
 
 namespace sluice {
+
+std::string DefaultModelDir() {
+  if (const char* env = std::getenv("SLUICE_MODEL"); env != nullptr && *env != '\0') return env;
+  return SLUICE_DEFAULT_MODEL_DIR;
+}
 
 void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
   cmd->add_option("--model", o->model, "Model directory (default: the embedded tiny model)");

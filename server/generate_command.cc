@@ -178,11 +178,6 @@ int RunGenerate(GenerateFlags f) {
 
 }  // namespace
 
-std::string DefaultModelDir() {
-  if (const char* env = std::getenv("SLUICE_MODEL"); env != nullptr && *env != '\0') return env;
-  return SLUICE_DEFAULT_MODEL_DIR;
-}
-
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<GenerateFlags>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate completions from the command line");

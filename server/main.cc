@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::function<int()> run;
   sluice::AddGenerateCommand(app, &run);
+  sluice::AddServeCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 1;
 }

@@ -133,12 +133,13 @@ void DecodeGemms(DeviceBuffer<char>& ws, double copy_gbps) {
 }
 
 struct AttentionRun {
-  double ms = 0, graph_ms = 0;
+  double ms = 0, graph_ms = 0, b2b_ms = 0;  // b2b: per run of 10 back to back (decode)
 };
 
 // Times one bench case; `rotations` distinct block tables (over disjoint blocks of one
 // pool) cycle so that repeated runs touch different cache lines.
-AttentionRun TimeAttention(const AttentionCase& c, int rotations, int variant, int min_chunk) {
+AttentionRun TimeAttention(const AttentionCase& c, int rotations,
+                           const cuda::PagedAttentionOptions& options) {
   std::mt19937_64 rng(1);
   AttentionBatch b = BuildAttentionBatch(c, rotations, rng);
   const size_t q_elems = size_t(b.num_q_tokens) * c.num_q_heads * c.head_dim;
@@ -167,9 +168,6 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations, int variant, i
   p.seq_lens = lens.get();
   p.cu_seqlens_q = b.cu_seqlens_q.empty() ? nullptr : cu.get();
   cuda::PagedAttentionPlan plan;
-  cuda::PagedAttentionOptions options;
-  options.prefill_variant = variant;
-  options.decode_min_chunk = min_chunk;
   p.block_tables = tables[0].get();
   Check(cuda::PlanPagedAttention(p, b.seq_lens.data(), b.params.cu_seqlens_q, &plan, options));
   DeviceBuffer<char> ws(plan.workspace_bytes);
@@ -182,6 +180,16 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations, int variant, i
   AttentionRun r;
   const int iters = c.q_lens.empty() ? 200 : 20;
   r.ms = MedianMs([&](int i) { run(i, nullptr); }, 5, iters);
+  // Back to back: launch latency overlaps the previous run, leaving the kernel's time.
+  if (c.q_lens.empty()) {
+    constexpr int kBatch = 10;
+    r.b2b_ms = MedianMs(
+                   [&](int i) {
+                     for (int k = 0; k < kBatch; ++k) run(i * kBatch + k, nullptr);
+                   },
+                   2, 20) /
+               kBatch;
+  }
 
   // The engine replays decode steps as CUDA graphs: time that too, one graph per rotation.
   cudaStream_t s;
@@ -200,7 +208,8 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations, int variant, i
   r.graph_ms =
       MedianMs([&](int i) { CUDA_OK(cudaGraphLaunch(execs[i % rotations], nullptr)); }, 5, iters);
   for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
-  std::printf("  %s: %zu decode + %zu prefill items, grids %d/%d, %zu merges\n", c.name.c_str(),
+  std::printf("  %s d%d v%d s%d: %zu decode + %zu prefill items, grids %d/%d, %zu merges\n",
+              c.name.c_str(), plan.decode_variant, plan.prefill_variant, plan.schedule,
               plan.decode_items.size(), plan.prefill_items.size(), plan.decode_grid,
               plan.prefill_grid, plan.merge_items.size());
   return r;
@@ -208,12 +217,33 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations, int variant, i
 
 // only: when set, times just the attention figures whose name contains it.
 void Attention(double copy_gbps, const char* only) {
-  // Decode cases first, then every prefill variant (the Hopper-only ones, 3..7, last).
-  for (int variant = -1; variant < 8; ++variant) {
+  // Decode cases first (every decode variant), then every prefill variant (the
+  // Hopper-only ones, 3 and up, last), then the serpentine schedule on the wgmma ones.
+  struct Config {
+    bool decode;
+    int variant, chunk, schedule;
+  };
+  std::vector<Config> configs;
+  for (int d = 0; d < cuda::kNumDecodeVariants; ++d) {
+    for (int chunk : {0, 128, 512}) {
+      // One CTA per multiprocessor (d2, d3) already makes 256-position pieces.
+      if (chunk == 128 && d >= 2) continue;
+      configs.push_back({true, d, chunk, -1});
+    }
+  }
+  for (int v = 0; v < cuda::kNumPrefillVariants; ++v) configs.push_back({false, v, 0, -1});
+  for (int v : {5, 8}) configs.push_back({false, v, 0, 1});
+  for (const Config& cfg : configs) {
     for (const AttentionCase& c : AttentionBenchCases()) {
       const bool decode = c.q_lens.empty();
-      if (decode != (variant == -1)) continue;
-      const std::string name = decode ? c.name : c.name + "_v" + std::to_string(variant);
+      if (decode != cfg.decode) continue;
+      // Longer split pieces only matter where one long sequence must be split.
+      if (decode && cfg.chunk != 0 && (c.seq_lens.size() != 1 || c.seq_lens[0] < 4096)) {
+        continue;
+      }
+      std::string name = c.name + (decode ? "_d" : "_v") + std::to_string(cfg.variant);
+      if (cfg.chunk != 0) name += "_c" + std::to_string(cfg.chunk);
+      if (cfg.schedule >= 0) name += "_s" + std::to_string(cfg.schedule);
       if (only != nullptr && name.find(only) == std::string::npos) continue;
       double kv_bytes = 0, flops = 0;
       for (size_t s = 0; s < c.seq_lens.size(); ++s) {
@@ -222,21 +252,20 @@ void Attention(double copy_gbps, const char* only) {
         flops += 2.0 * 2.0 * c.num_q_heads * l * l * c.head_dim / 2.0;
       }
       const int rotations = kv_bytes < 256e6 ? static_cast<int>(std::ceil(256e6 / kv_bytes)) : 1;
+      cuda::PagedAttentionOptions options;
+      (decode ? options.decode_variant : options.prefill_variant) = cfg.variant;
+      options.decode_min_chunk = cfg.chunk;
+      options.schedule = cfg.schedule;
+      const AttentionRun r = TimeAttention(c, std::min(rotations, 16), options);
       if (decode) {
-        // Single-sequence decode also tries longer split pieces (fewer partials to merge).
-        for (int chunk :
-             c.seq_lens.size() == 1 ? std::vector<int>{0, 128, 512} : std::vector<int>{0}) {
-          const AttentionRun r = TimeAttention(c, std::min(rotations, 16), variant, chunk);
-          const std::string tag = chunk ? "_c" + std::to_string(chunk) : "";
-          for (auto [g, ms] : {std::pair{"", r.ms}, std::pair{"_graph", r.graph_ms}}) {
-            const double gbps = kv_bytes / (ms * 1e-3) / 1e9;
-            std::printf("RESULT %s%s%s %.2f us %.1f GB/s %.3f of copy_bw\n", c.name.c_str(),
-                        tag.c_str(), g, ms * 1e3, gbps, gbps / copy_gbps);
-          }
+        for (auto [g, ms] : {std::pair{"", r.ms}, std::pair{"_graph", r.graph_ms},
+                             std::pair{"_b2b", r.b2b_ms}}) {
+          const double gbps = kv_bytes / (ms * 1e-3) / 1e9;
+          std::printf("RESULT %s%s %.2f us %.1f GB/s %.3f of copy_bw\n", name.c_str(), g,
+                      ms * 1e3, gbps, gbps / copy_gbps);
         }
       } else {
-        const AttentionRun r = TimeAttention(c, std::min(rotations, 16), variant, 0);
-        std::printf("RESULT %s_v%d %.1f TFLOP/s %.3f ms (graph %.3f ms)\n", c.name.c_str(), variant,
+        std::printf("RESULT %s %.1f TFLOP/s %.3f ms (graph %.3f ms)\n", name.c_str(),
                     flops / (r.ms * 1e-3) / 1e12, r.ms, r.graph_ms);
       }
       std::fflush(stdout);

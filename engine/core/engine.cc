@@ -203,10 +203,12 @@ void Engine::Deliver(const RequestDelta& d, const std::string& error) {
   if (it == streams_.end()) return;
   RequestOutput out;
   out.new_token_ids = d.new_token_ids;
+  out.logprobs = d.logprobs;
   out.finish_reason = d.finish_reason;
   out.num_prompt_tokens = d.num_prompt_tokens;
   out.num_cached_prompt_tokens = d.num_cached_prompt_tokens;
   out.num_output_tokens = d.num_output_tokens;
+  out.queue_time_s = d.queue_time_s;
   out.error = error;
   out.time = Clock::now();
   it->second->Push(std::move(out));
@@ -245,18 +247,22 @@ void Engine::Step() {
   const SchedulerOutput out = scheduler_.Schedule();
   if (out.empty()) return;
   const auto start = Clock::now();
-  absl::StatusOr<std::vector<int32_t>> sampled = runner_->Execute(out);
-  if (!sampled.ok()) {
-    spdlog::error("engine step failed: {}; failing its {} requests", sampled.status().ToString(),
+  absl::StatusOr<StepResult> result = runner_->Execute(out);
+  if (!result.ok()) {
+    spdlog::error("engine step failed: {}; failing its {} requests", result.status().ToString(),
                   out.scheduled.size());
     for (const ScheduledTokens& st : out.scheduled) {
       if (std::optional<RequestDelta> d = scheduler_.Finish(st.id, FinishReason::kError)) {
-        Deliver(*d, std::string(sampled.status().message()));
+        Deliver(*d, std::string(result.status().message()));
       }
     }
     return;
   }
-  const std::vector<RequestDelta> deltas = scheduler_.Update(out, *sampled);
+  std::vector<RequestDelta> deltas = scheduler_.Update(out, result->sampled);
+  // Update returns one delta per sampled token, in batch order: the logprobs line up.
+  for (size_t i = 0; i < deltas.size() && i < result->logprobs.size(); ++i) {
+    deltas[i].logprobs.push_back(std::move(result->logprobs[i]));
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   int64_t finished = 0, generated = 0;
   for (const RequestDelta& d : deltas) {

@@ -17,10 +17,12 @@ namespace sluice {
 
 struct RequestOutput {
   std::vector<int32_t> new_token_ids;
+  std::vector<TokenLogprobs> logprobs;  // beside new_token_ids when requested
   FinishReason finish_reason = FinishReason::kNone;  // set on the last output only
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
   int num_output_tokens = 0;
+  double queue_time_s = 0.0;
   std::string error;  // set with FinishReason::kError
   Clock::time_point time;
   bool finished() const { return finish_reason != FinishReason::kNone; }

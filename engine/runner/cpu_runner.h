@@ -17,7 +17,7 @@ class CpuRunner : public Runner {
  public:
   CpuRunner(std::shared_ptr<CpuModel> model, int num_blocks, int block_size);
 
-  absl::StatusOr<std::vector<int32_t>> Execute(const SchedulerOutput& output) override;
+  absl::StatusOr<StepResult> Execute(const SchedulerOutput& output) override;
   int num_kv_blocks() const override { return cache_.shape().num_blocks; }
   int block_size() const override { return cache_.shape().block_size; }
   int vocab_size() const override { return model_->config().vocab_size; }
@@ -30,9 +30,12 @@ class CpuRunner : public Runner {
     int num_computed_tokens = 0;
     int num_output_tokens = 0;
     kernels::SamplingRow sampling;
+    SamplingParams params;  // penalties and logprobs
   };
   void ApplyDeltas(const SchedulerOutput& output);
   absl::StatusOr<ForwardBatch> BuildBatch(const SchedulerOutput& output);
+  static void ApplyPenalties(const Seq& s, float* logits, int vocab);
+  static TokenLogprobs Logprobs(const float* logits, int vocab, int32_t token, int top);
 
   std::shared_ptr<CpuModel> model_;  // shared only by engines that never run at once
   CpuKvCache cache_;

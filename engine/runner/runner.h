@@ -10,13 +10,19 @@
 
 namespace sluice {
 
+// One step's result: one sampled id per scheduled entry whose `samples` is set, in batch
+// order, and beside each its logprobs (empty `top` and 0 when not requested).
+struct StepResult {
+  std::vector<int32_t> sampled;
+  std::vector<TokenLogprobs> logprobs;
+};
+
 class Runner {
  public:
   virtual ~Runner() = default;
 
-  // Runs one step. Returns one sampled id per scheduled entry whose `samples` is set, in
-  // batch order. After an error the caller fails the step's requests.
-  virtual absl::StatusOr<std::vector<int32_t>> Execute(const SchedulerOutput& output) = 0;
+  // Runs one step. After an error the caller fails the step's requests.
+  virtual absl::StatusOr<StepResult> Execute(const SchedulerOutput& output) = 0;
 
   // Blocks of `block_size` tokens the runner's KV cache holds.
   virtual int num_kv_blocks() const = 0;

@@ -24,6 +24,17 @@ struct SamplingParams {
   int max_tokens = 16;
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
+  float presence_penalty = 0.0f;    // on generated tokens, OpenAI semantics
+  float frequency_penalty = 0.0f;   // on generated tokens, OpenAI semantics
+  float repetition_penalty = 1.0f;  // on prompt and generated tokens, transformers semantics
+  int logprobs = -1;                // top alternatives to report per token; -1: no logprobs
+};
+
+// A sampled token's log-probability under the model (before sampling filters), with the
+// most likely alternatives.
+struct TokenLogprobs {
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 enum class RequestState { kWaiting, kRunning, kFinished };
@@ -42,6 +53,7 @@ struct Request {
   int priority = 0;          // lower runs first
   uint64_t arrival_seq = 0;  // admission order
   Clock::time_point arrival_time{};
+  Clock::time_point first_scheduled_time{};  // set when first scheduled
 
   RequestState state = RequestState::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;

@@ -20,6 +20,15 @@ const char* FinishReasonName(FinishReason r) {
   return "?";
 }
 
+namespace {
+
+double QueueSeconds(const Request& r) {
+  if (r.num_cached_prompt_tokens < 0) return 0.0;
+  return std::chrono::duration<double>(r.first_scheduled_time - r.arrival_time).count();
+}
+
+}  // namespace
+
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(std::move(config)),
       kv_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching) {}
@@ -105,7 +114,10 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
     if (r->kv.blocks.empty()) {
       const int hit = kv_.AcquireCachedPrefix(r->token_ids, r->cache_salt, r->kv);
       r->num_computed_tokens = hit;
-      if (r->num_cached_prompt_tokens < 0) r->num_cached_prompt_tokens = hit;
+      if (r->num_cached_prompt_tokens < 0) {
+        r->num_cached_prompt_tokens = hit;
+        r->first_scheduled_time = Clock::now();
+      }
     }
     const int n = std::min(r->num_tokens() - r->num_computed_tokens, budget);
     if (!kv_.Reserve(r->kv, r->num_computed_tokens + n)) {
@@ -175,8 +187,9 @@ std::vector<RequestDelta> Scheduler::Update(const SchedulerOutput& output,
     const int32_t token = sampled[next++];
     r->token_ids.push_back(token);
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
-    RequestDelta d{r->id, {token}, CheckStop(*r), r->num_prompt_tokens,
-                   std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens()};
+    RequestDelta d{r->id, {token}, {}, CheckStop(*r), r->num_prompt_tokens,
+                   std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens(),
+                   QueueSeconds(*r)};
     if (d.finish_reason != FinishReason::kNone) Release(r, d.finish_reason);
     deltas.push_back(std::move(d));
   }
@@ -187,8 +200,14 @@ std::optional<RequestDelta> Scheduler::Finish(RequestId id, FinishReason reason)
   auto it = requests_.find(id);
   if (it == requests_.end()) return std::nullopt;
   Request* r = it->second.get();
-  RequestDelta d{id, {}, reason, r->num_prompt_tokens, std::max(r->num_cached_prompt_tokens, 0),
-                 r->num_output_tokens()};
+  RequestDelta d{id,
+                 {},
+                 {},
+                 reason,
+                 r->num_prompt_tokens,
+                 std::max(r->num_cached_prompt_tokens, 0),
+                 r->num_output_tokens(),
+                 QueueSeconds(*r)};
   Release(r, reason);
   return d;
 }

@@ -66,10 +66,12 @@ struct SchedulerOutput {
 struct RequestDelta {
   RequestId id;
   std::vector<int32_t> new_token_ids;
+  std::vector<TokenLogprobs> logprobs;  // one per new token when requested
   FinishReason finish_reason = FinishReason::kNone;
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
   int num_output_tokens = 0;
+  double queue_time_s = 0.0;  // arrival to first scheduling
 };
 
 class Scheduler {

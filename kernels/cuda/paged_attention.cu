@@ -12,8 +12,31 @@
 namespace sluice::kernels::cuda {
 namespace {
 
+// Decode configurations (decode variant ids of PagedAttentionOptions): one row tile of
+// up to 16 rows, the K/V tile split over kWarpsN warps.
+template <int D, int kVariant>
+struct DecodeVariant;
+// 4 warps, 64-position tiles, 3 stages, 2 CTAs per multiprocessor (runs 1-3).
 template <int D>
-using DecodeConfig = AttentionConfig<D, 1, 4, 64, 3, 2>;
+struct DecodeVariant<D, 0> {
+  using Config = AttentionConfig<D, 1, 4, 64, 3, 2>;
+};
+// The same with the short-chain head and one-pass merge tail.
+template <int D>
+struct DecodeVariant<D, 1> {
+  using Config = AttentionConfig<D, 1, 4, 64, 3, 2, false, false, true>;
+};
+// 5 stages (a 256-position piece is in flight at once), one CTA per multiprocessor.
+template <int D>
+struct DecodeVariant<D, 2> {
+  using Config = AttentionConfig<D, 1, 4, 64, 5, 1, false, false, true>;
+};
+// 8 warps over 128-position tiles, 3 stages, one CTA per multiprocessor.
+template <int D>
+struct DecodeVariant<D, 3> {
+  using Config = AttentionConfig<D, 1, 8, 128, 3, 1, false, false, true>;
+};
+static_assert(kNumDecodeVariants == 4);
 
 // Prefill configurations (variant ids of PagedAttentionOptions): rows per CTA, K/V tile,
 // stages and CTAs per multiprocessor. Only head_dim 128 offers the alternatives.
@@ -51,7 +74,11 @@ template <>
 struct PrefillVariant<128, 7> {
   using Config = AttentionConfig<128, 4, 1, 64, 3, 2, true, true>;
 };
-constexpr int kNumPrefillVariants = 8;
+template <>
+struct PrefillVariant<128, 8> {
+  using Config = AttentionConfig<128, 8, 1, 64, 6, 1, true, true>;
+};
+static_assert(kNumPrefillVariants == 9);
 constexpr int kFirstWgmmaVariant = 3;
 // Defaults: the fastest variant bench/kernels measured (see kernels/cuda/NOTES.md), the
 // Hopper one where the binary and device have sm_90a.
@@ -60,6 +87,9 @@ constexpr int kDefaultHopperPrefillVariant = 5;
 // Fewest positions per split decode piece: fewer, longer pieces beat the merge cost at
 // batch 1 (19.7 µs at 256 vs 22.8 µs at 128 on an H100, run 3 of bench/RESULTS.md).
 constexpr int kDefaultDecodeMinChunk = 256;
+constexpr int kDefaultDecodeVariant = 0;
+// Item order over the persistent grid: 0 longest first round robin, 1 serpentine.
+constexpr int kDefaultSchedule = 0;
 
 // Calls fn.template operator()<Config>() with the prefill configuration of variant v.
 template <int D, class Fn>
@@ -80,11 +110,28 @@ Status WithPrefillConfig(int v, Fn&& fn) {
         return fn.template operator()<typename PrefillVariant<128, 6>::Config>();
       case 7:
         return fn.template operator()<typename PrefillVariant<128, 7>::Config>();
+      case 8:
+        return fn.template operator()<typename PrefillVariant<128, 8>::Config>();
       default:
         break;
     }
   }
   return fn.template operator()<typename PrefillVariant<D, 0>::Config>();
+}
+
+// Calls fn.template operator()<Config>() with the decode configuration of variant v.
+template <int D, class Fn>
+Status WithDecodeConfig(int v, Fn&& fn) {
+  switch (v) {
+    case 1:
+      return fn.template operator()<typename DecodeVariant<D, 1>::Config>();
+    case 2:
+      return fn.template operator()<typename DecodeVariant<D, 2>::Config>();
+    case 3:
+      return fn.template operator()<typename DecodeVariant<D, 3>::Config>();
+    default:
+      return fn.template operator()<typename DecodeVariant<D, 0>::Config>();
+  }
 }
 
 // Raises the kernel's dynamic shared-memory limit once, then reports how many of its
@@ -172,11 +219,21 @@ void SplitTiles(const std::vector<Tile>& tiles, int capacity, int block_n, int m
                    });
 }
 
-template <int D, class Pre>
+// Reorders items (sorted longest first) so that the kernel's strided loop over a grid
+// of `grid` CTAs takes them in serpentine rounds: CTA c gets the c-th item of even
+// rounds and the c-th from the end of odd ones, evening out the CTAs' total work.
+void Serpentine(int grid, std::vector<AttentionWorkItem>* items) {
+  for (size_t r = 1; grid > 0 && r * grid < items->size(); r += 2) {
+    const auto begin = items->begin() + static_cast<ptrdiff_t>(r * grid);
+    const auto end = items->begin() + static_cast<ptrdiff_t>(std::min(items->size(), (r + 1) * grid));
+    std::reverse(begin, end);
+  }
+}
+
+template <int D, class Dec, class Pre>
 Status PlanForHeadDim(const PagedAttentionParams& p, const int32_t* seq_lens,
                       const int32_t* cu_seqlens_q, const PagedAttentionOptions& options,
                       PagedAttentionPlan* plan) {
-  using Dec = DecodeConfig<D>;
   int num_sms = 0, device = 0, occ_dec = 0, occ_pre = 0;
   if (Status s = CudaStatus(cudaGetDevice(&device), "paged_attention: device"); !s.ok()) return s;
   if (Status s =
@@ -218,6 +275,10 @@ Status PlanForHeadDim(const PagedAttentionParams& p, const int32_t* seq_lens,
   SplitTiles(pre_tiles, occ_pre * num_sms, Pre::kBlockN, 0, plan, &plan->prefill_items);
   plan->decode_grid = std::min<int>(plan->decode_items.size(), occ_dec * num_sms);
   plan->prefill_grid = std::min<int>(plan->prefill_items.size(), occ_pre * num_sms);
+  if (plan->schedule == 1) {
+    Serpentine(plan->decode_grid, &plan->decode_items);
+    Serpentine(plan->prefill_grid, &plan->prefill_items);
+  }
   return Status::Ok();
 }
 
@@ -257,7 +318,12 @@ Status LaunchForHeadDim(const PagedAttentionPlan& plan, const PagedAttentionPara
 
   args.items = reinterpret_cast<const AttentionWorkItem*>(ws + w.decode_items);
   args.num_items = static_cast<int>(plan.decode_items.size());
-  if (Status s = LaunchConfig<DecodeConfig<D>>(args, plan.decode_grid, stream); !s.ok()) return s;
+  if (Status s = WithDecodeConfig<D>(
+          plan.decode_variant,
+          [&]<class C>() { return LaunchConfig<C>(args, plan.decode_grid, stream); });
+      !s.ok()) {
+    return s;
+  }
   args.items = reinterpret_cast<const AttentionWorkItem*>(ws + w.prefill_items);
   args.num_items = static_cast<int>(plan.prefill_items.size());
   if (Status s = WithPrefillConfig<D>(
@@ -285,6 +351,11 @@ Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens
     return Status::InvalidArgument("paged_attention: no prefill variant " +
                                    std::to_string(options.prefill_variant));
   }
+  if (options.decode_variant >= kNumDecodeVariants || options.schedule > 1) {
+    return Status::InvalidArgument("paged_attention: no decode variant " +
+                                   std::to_string(options.decode_variant) + " or schedule " +
+                                   std::to_string(options.schedule));
+  }
   int device = 0, major = 0;
   if (Status s = CudaStatus(cudaGetDevice(&device), "paged_attention: device"); !s.ok()) return s;
   if (Status s =
@@ -306,13 +377,21 @@ Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens
   } else {
     plan->prefill_variant = has_wgmma ? kDefaultHopperPrefillVariant : kDefaultPrefillVariant;
   }
+  plan->decode_variant =
+      options.decode_variant >= 0 ? options.decode_variant : kDefaultDecodeVariant;
+  plan->schedule = options.schedule >= 0 ? options.schedule : kDefaultSchedule;
   Status s;
   if (p.head_dim == 64) {
-    s = PlanForHeadDim<64, PrefillVariant<64, 0>::Config>(p, seq_lens_host, cu_seqlens_q_host,
-                                                          options, plan);
+    s = WithDecodeConfig<64>(plan->decode_variant, [&]<class Dec>() {
+      return PlanForHeadDim<64, Dec, PrefillVariant<64, 0>::Config>(p, seq_lens_host,
+                                                                    cu_seqlens_q_host, options,
+                                                                    plan);
+    });
   } else if (p.head_dim == 128) {
-    s = WithPrefillConfig<128>(plan->prefill_variant, [&]<class C>() {
-      return PlanForHeadDim<128, C>(p, seq_lens_host, cu_seqlens_q_host, options, plan);
+    s = WithDecodeConfig<128>(plan->decode_variant, [&]<class Dec>() {
+      return WithPrefillConfig<128>(plan->prefill_variant, [&]<class Pre>() {
+        return PlanForHeadDim<128, Dec, Pre>(p, seq_lens_host, cu_seqlens_q_host, options, plan);
+      });
     });
   } else {
     return Status::Unsupported("paged_attention: head_dim " + std::to_string(p.head_dim) +

@@ -53,8 +53,12 @@ struct AttentionKernelArgs {
 // kWgmma_: S and PV run as warpgroup MMAs reading K/V from 128-byte-swizzled tiles
 // (sm_90a; warpgroups of 64 rows each, 64-position tiles, head_dim 128).
 // kPipelined_ (wgmma only, 3+ stages): the next tile's scores overlap this tile's softmax.
+// kFastTail_: shorter dependent-load chains at both ends of an item: block ids are fetched
+// against the planned kv_end (not after the seq_lens load), the merge item is read at
+// the start, and the last piece merges in one pass over the partials (no separate
+// log-sum-exp pass), with one fence by one thread.
 template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_, int kMinBlocks_,
-          bool kWgmma_ = false, bool kPipelined_ = false>
+          bool kWgmma_ = false, bool kPipelined_ = false, bool kFastTail_ = false>
 struct AttentionConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarpsM = kWarpsM_;
@@ -64,6 +68,7 @@ struct AttentionConfig {
   static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr bool kWgmma = kWgmma_;
   static constexpr bool kPipelined = kPipelined_;
+  static constexpr bool kFastTail = kFastTail_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kBlockM = 16 * kWarpsM;
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
@@ -200,6 +205,64 @@ __device__ void MergeTile(const AttentionKernelArgs& a, const AttentionMergeItem
   }
 }
 
+// MergeTile in one pass: each thread loads its column group of every partial together
+// with the partials' log-sum-exps (16 at a time, all in flight) and rescales online.
+template <class C>
+__device__ void MergeTileOnePass(const AttentionKernelArgs& a, const AttentionMergeItem& m) {
+  constexpr int D = C::kHeadDim;
+  constexpr int kBatch = 16;
+  const int q_begin = a.cu_seqlens_q ? a.cu_seqlens_q[m.seq] : m.seq;
+  for (int i = threadIdx.x; i < m.num_rows * (D / 4); i += C::kThreads) {
+    const int r = i / (D / 4), c0 = (i % (D / 4)) * 4;
+    float mx = -INFINITY, l = 0.0f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j0 = 0; j0 < m.num_partials; j0 += kBatch) {
+      float lse[kBatch];
+      float4 v[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int64_t slot = int64_t{m.first_partial + j0 + k} * kPartialRows + r;
+        if (j0 + k < m.num_partials) {
+          lse[k] = __ldcg(a.partial_lse + slot);
+          v[k] = __ldcg(reinterpret_cast<const float4*>(a.partial_o + slot * D + c0));
+        } else {
+          lse[k] = -INFINITY;
+          v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+      float new_mx = mx;
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) new_mx = fmaxf(new_mx, lse[k]);
+      if (new_mx == -INFINITY) continue;
+      const float f = exp2f(mx - new_mx);
+      mx = new_mx;
+      l *= f;
+      acc.x *= f;
+      acc.y *= f;
+      acc.z *= f;
+      acc.w *= f;
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const float w = exp2f(lse[k] - mx);
+        l += w;
+        acc.x += w * v[k].x;
+        acc.y += w * v[k].y;
+        acc.z += w * v[k].z;
+        acc.w += w * v[k].w;
+      }
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const int gr = m.row_begin + r;
+    const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
+                         int64_t{m.kv_head} * a.group + gr % a.group) *
+                            D +
+                        c0;
+    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + off);
+    dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+    dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+  }
+}
+
 template <class C>
 __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem& item,
                            __nv_bfloat16* smem) {
@@ -219,15 +282,22 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
   const int kv_end = min(item.kv_end, first_pos + last_row / a.group + 1);
   const int kv_begin = item.kv_begin;
   const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + C::kBlockN - 1) / C::kBlockN : 0;
+  // Block ids are fetched up to fetch_end; with kFastTail that is the planned end, known
+  // before seq_lens arrives (the copies themselves still stop at kv_end).
+  const int fetch_end = C::kFastTail ? item.kv_end : kv_end;
   const int32_t* table = a.block_tables + int64_t{seq} * a.max_blocks_per_seq;
+  AttentionMergeItem merge_item{};
+  if (C::kFastTail && item.partial >= 0) merge_item = a.merges[item.merge];
   const int64_t q_token_stride = int64_t{a.num_q_heads} * D;
   const int64_t q_head0 = int64_t{q_begin} * q_token_stride + int64_t{kv_head} * a.group * D;
 
   // Query rows and K/V tile 0 form the first cp.async group.
-  static_assert(C::kBlockM * C::kChunks % C::kThreads == 0);
+  constexpr int kQChunks = C::kBlockM * C::kChunks;
+  constexpr bool kQExact = kQChunks % C::kThreads == 0;
 #pragma unroll
-  for (int it = 0; it < C::kBlockM * C::kChunks / C::kThreads; ++it) {
+  for (int it = 0; it < (kQChunks + C::kThreads - 1) / C::kThreads; ++it) {
     const int i = threadIdx.x + it * C::kThreads;
+    if (!kQExact && i >= kQChunks) break;
     const int r = i / C::kChunks, chunk = i % C::kChunks;
     const int gr = row0 + r;
     const bool valid = gr < num_rows;
@@ -241,7 +311,7 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
   int32_t first_ids[C::kStages - 1][kRowsPerThread<C>];
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {
-    FetchBlockIds<C>(a, table, kv_begin + s * C::kBlockN, kv_end, first_ids[s]);
+    FetchBlockIds<C>(a, table, kv_begin + s * C::kBlockN, fetch_end, first_ids[s]);
   }
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {
@@ -253,7 +323,7 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
     CpAsyncCommit();
   }
   if (C::kStages - 1 < num_tiles) {
-    FetchBlockIds<C>(a, table, kv_begin + (C::kStages - 1) * C::kBlockN, kv_end, ids);
+    FetchBlockIds<C>(a, table, kv_begin + (C::kStages - 1) * C::kBlockN, fetch_end, ids);
   }
 
   // This lane's two rows (r and r + 8 of the warp's 16) and their causal limits.
@@ -544,7 +614,21 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
     }
   }
   // The last piece of a split tile to finish merges the tile.
-  if (item.partial >= 0) {
+  if (C::kFastTail && item.partial >= 0) {
+    __shared__ int is_last_fast;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();  // this CTA's partial (ordered by the barrier) before the count
+      const int done = atomicAdd(&a.merge_counters[item.merge], 1) + 1;
+      __threadfence();  // the other pieces' partials before the merge reads them
+      is_last_fast = done == merge_item.num_partials;
+    }
+    __syncthreads();
+    if (is_last_fast) {
+      MergeTileOnePass<C>(a, merge_item);
+      if (threadIdx.x == 0) a.merge_counters[item.merge] = 0;
+    }
+  } else if (item.partial >= 0) {
     __shared__ int is_last;
     __threadfence();
     __syncthreads();

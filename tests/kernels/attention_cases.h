@@ -50,11 +50,13 @@ inline std::vector<AttentionCase> AttentionTestCases(bool quick) {
   return c;
 }
 
-// Benchmark table (bench/kernels): the targets.
+// Benchmark table (bench/kernels): the targets, and one short decode whose time
+// is the fixed cost of a launch (no split, one 256-position piece per KV head).
 inline std::vector<AttentionCase> AttentionBenchCases() {
   return {
       {"decode_b64_l4096", Repeat(64, 4096), {}, 32, 8, 128},
       {"decode_b1_l4096", {4096}, {}, 32, 8, 128},
+      {"decode_b1_l256", {256}, {}, 32, 8, 128},
       {"prefill_b4_l4096_gqa", Repeat(4, 4096), Repeat(4, 4096), 32, 8, 128},
       {"prefill_b4_l4096_mha", Repeat(4, 4096), Repeat(4, 4096), 32, 32, 128},
   };

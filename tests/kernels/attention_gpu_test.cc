@@ -46,8 +46,10 @@ Prepared Prepare(const AttentionCase& c) {
   return x;
 }
 
-// Runs one prepared case with a prefill variant (-1: default); false if unsupported here.
-bool RunCase(const Prepared& x, int variant) {
+// Runs one prepared case with the given options (-1: defaults); false if unsupported
+// here. Runs twice (once under SLUICE_QUICK), so that the split tiles' merge counters
+// are checked to reset.
+bool RunCase(const Prepared& x, const cuda::PagedAttentionOptions& options) {
   const AttentionCase& c = x.c;
   const AttentionBatch& b = x.b;
   DeviceBuffer<bf16> dq(x.q), dk(x.k), dv(x.v), dout(x.q.size());
@@ -59,26 +61,38 @@ bool RunCase(const Prepared& x, int variant) {
   dp.cu_seqlens_q = b.cu_seqlens_q.empty() ? nullptr : dcu.get();
 
   cuda::PagedAttentionPlan plan;
-  cuda::PagedAttentionOptions options;
-  options.prefill_variant = variant;
   const Status planned =
       cuda::PlanPagedAttention(dp, b.seq_lens.data(), b.params.cu_seqlens_q, &plan, options);
   if (planned.code() == StatusCode::kUnsupported) return false;
   GPU_CHECK_OK(planned);
   DeviceBuffer<char> ws(plan.workspace_bytes);
   GPU_CHECK_OK(cuda::UploadPagedAttentionPlan(plan, ws.get(), ws.size(), nullptr));
-  dout.Poison();
-  GPU_CHECK_OK(
-      cuda::PagedAttention(plan, dp, dout.get(), dq.get(), dk.get(), dv.get(), ws.get(), nullptr));
-  CUDA_OK(cudaDeviceSynchronize());
-  const std::vector<float> got = ToFloat(dout.Download());
-  const std::string what = c.name + " v" + std::to_string(plan.prefill_variant);
-  AllClose(got, x.want, 1.5e-2f, 1e-2f, what);
-  const double rel = RelativeL2(got, x.want);
-  GPU_CHECK(rel < 1e-2, "%s: relative L2 error %g", what.c_str(), rel);
-  std::printf("  %-30s items %zu+%zu merges %zu  rel_l2 %.2e\n", what.c_str(),
-              plan.decode_items.size(), plan.prefill_items.size(), plan.merge_items.size(), rel);
+  const std::string what = c.name + " d" + std::to_string(plan.decode_variant) + " v" +
+                           std::to_string(plan.prefill_variant) + " s" +
+                           std::to_string(plan.schedule);
+  for (int pass = 0; pass < (Quick() ? 1 : 2); ++pass) {
+    dout.Poison();
+    GPU_CHECK_OK(cuda::PagedAttention(plan, dp, dout.get(), dq.get(), dk.get(), dv.get(), ws.get(),
+                                      nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> got = ToFloat(dout.Download());
+    AllClose(got, x.want, 1.5e-2f, 1e-2f, what);
+    const double rel = RelativeL2(got, x.want);
+    GPU_CHECK(rel < 1e-2, "%s: relative L2 error %g", what.c_str(), rel);
+    if (pass == 0) {
+      std::printf("  %-34s items %zu+%zu merges %zu  rel_l2 %.2e\n", what.c_str(),
+                  plan.decode_items.size(), plan.prefill_items.size(), plan.merge_items.size(),
+                  rel);
+    }
+  }
   return true;
+}
+
+// Whether the case has decode tiles (up to 16 rows of one sequence).
+bool HasDecodeTiles(const AttentionCase& c) {
+  bool has = c.q_lens.empty();
+  for (int q : c.q_lens) has |= q * (c.num_q_heads / c.num_kv_heads) <= 16;
+  return has;
 }
 
 }  // namespace
@@ -89,12 +103,30 @@ int main() {
   SkipWithoutGpu();
   std::vector<Prepared> prepared;
   for (const AttentionCase& c : AttentionTestCases(Quick())) prepared.push_back(Prepare(c));
-  for (const Prepared& x : prepared) RunCase(x, -1);
+  for (const Prepared& x : prepared) RunCase(x, {});
+  // Every decode variant over the cases with decode tiles, with both schedules.
+  for (int schedule = 0; schedule < 2; ++schedule) {
+    for (int variant = 0; variant < cuda::kNumDecodeVariants; ++variant) {
+      cuda::PagedAttentionOptions options;
+      options.decode_variant = variant;
+      options.schedule = schedule;
+      for (const Prepared& x : prepared) {
+        if (HasDecodeTiles(x.c)) RunCase(x, options);
+      }
+    }
+  }
   // Every prefill variant over the cases that have prefill tiles at head_dim 128 (the
-  // Hopper-only variants last, and skipped where unsupported).
-  for (int variant = 0; variant < 8; ++variant) {
-    for (const Prepared& x : prepared) {
-      if (x.c.head_dim == 128 && !x.c.q_lens.empty() && !RunCase(x, variant)) break;
+  // Hopper-only variants last, and skipped where unsupported); the serpentine schedule
+  // with the mma.sync and pipelined wgmma ones.
+  for (int schedule = 0; schedule < 2; ++schedule) {
+    for (int variant = 0; variant < cuda::kNumPrefillVariants; ++variant) {
+      if (schedule == 1 && variant != 2 && variant != 5 && variant != 8) continue;
+      cuda::PagedAttentionOptions options;
+      options.prefill_variant = variant;
+      options.schedule = schedule;
+      for (const Prepared& x : prepared) {
+        if (x.c.head_dim == 128 && !x.c.q_lens.empty() && !RunCase(x, options)) break;
+      }
     }
   }
   return Finish("attention_gpu_test");

@@ -26,7 +26,7 @@ class FakeRunner : public Runner {
     return static_cast<int32_t>(h % vocab);
   }
 
-  absl::StatusOr<std::vector<int32_t>> Execute(const SchedulerOutput& out) override {
+  absl::StatusOr<StepResult> Execute(const SchedulerOutput& out) override {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return open_; });
@@ -40,14 +40,15 @@ class FakeRunner : public Runner {
     for (RequestId id : out.finished_ids) tokens_.erase(id);
     for (RequestId id : out.preempted_ids) tokens_.erase(id);
     for (const auto& n : out.new_requests) tokens_[n.id] = n.token_ids;
-    std::vector<int32_t> sampled;
+    StepResult result;
     for (const auto& st : out.scheduled) {
       if (!st.samples) continue;
       auto& t = tokens_.at(st.id);
       t.push_back(Next(t, vocab_));
-      sampled.push_back(t.back());
+      result.sampled.push_back(t.back());
+      result.logprobs.emplace_back();
     }
-    return sampled;
+    return result;
   }
   int num_kv_blocks() const override { return num_blocks_; }
   int block_size() const override { return block_size_; }

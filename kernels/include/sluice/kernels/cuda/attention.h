@@ -52,15 +52,23 @@ struct AttentionMergeItem {
   int32_t num_partials;
 };
 
+inline constexpr int kNumPrefillVariants = 9;
+inline constexpr int kNumDecodeVariants = 4;
+
 // Tuning knobs; the defaults are what bench/kernels measured best. The alternatives
 // exist so that the benchmark can compare them.
 struct PagedAttentionOptions {
-  // Prefill kernel configuration for head_dim 128 (0..7; 3..7 use Hopper wgmma and need
-  // sm_90); -1 takes the default.
+  // Prefill kernel configuration for head_dim 128 (0..8; 3..8 use Hopper wgmma and need
+  // sm_90a); -1 takes the default.
   int prefill_variant = -1;
+  // Decode kernel configuration (0..3); -1 takes the default.
+  int decode_variant = -1;
   // Fewest cache positions per split piece of a decode tile (at least 128); 0 takes the
   // default (256).
   int decode_min_chunk = 0;
+  // Order of the work items over the persistent grid: 0 longest first, round robin;
+  // 1 longest first in serpentine rounds; -1 takes the default.
+  int schedule = -1;
 };
 
 struct PagedAttentionPlan {
@@ -74,6 +82,8 @@ struct PagedAttentionPlan {
   int num_partials = 0;
   int head_dim = 0;
   int prefill_variant = 0;
+  int decode_variant = 0;
+  int schedule = 0;
   size_t workspace_bytes = 0;  // what UploadPagedAttentionPlan and PagedAttention need
 };
 

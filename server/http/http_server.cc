@@ -1,0 +1,304 @@
+#include "server/http/http_server.h"
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <deque>
+#include <optional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice::http {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr auto kIdleTimeout = std::chrono::seconds(120);
+constexpr size_t kHeaderLimit = 16 * 1024;
+
+std::string StatusLine(int status) {
+  const auto reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
+  return absl::StrCat("HTTP/1.1 ", status, " ", std::string(reason.data(), reason.size()), "\r\n");
+}
+
+std::string HeaderBlock(int status, const std::string& content_type, const Headers& headers,
+                        bool keep_alive) {
+  std::string out = StatusLine(status);
+  absl::StrAppend(&out, "Server: sluice\r\nContent-Type: ", content_type, "\r\n");
+  for (const auto& [k, v] : headers) absl::StrAppend(&out, k, ": ", v, "\r\n");
+  absl::StrAppend(&out, "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n");
+  return out;
+}
+
+}  // namespace
+
+std::string Request::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (absl::EqualsIgnoreCase(k, absl::string_view(name.data(), name.size()))) return v;
+  }
+  return "";
+}
+
+struct Server::Impl {
+  ServerOptions options;
+  Handler handler;
+  net::io_context ioc;
+  std::optional<tcp::acceptor> acceptor;
+  std::vector<std::thread> threads;
+  std::atomic<bool> accepting{true};
+
+  void Accept();
+};
+
+namespace {
+
+class Session : public ResponseWriter, public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Server::Impl* server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void Run() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+  }
+
+  void Send(int status, std::string content_type, std::string body, Headers headers) override {
+    net::post(stream_.get_executor(), [self = shared_from_this(), status,
+                                       ct = std::move(content_type), body = std::move(body),
+                                       headers = std::move(headers)]() mutable {
+      if (self->response_started_) return;
+      self->response_started_ = true;
+      std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
+      absl::StrAppend(&head, "Content-Length: ", body.size(), "\r\n\r\n", body);
+      self->Enqueue(std::move(head), /*last=*/true);
+    });
+  }
+
+  void StartStream(int status, std::string content_type, Headers headers) override {
+    net::post(stream_.get_executor(), [self = shared_from_this(), status,
+                                       ct = std::move(content_type),
+                                       headers = std::move(headers)]() mutable {
+      if (self->response_started_) return;
+      self->response_started_ = true;
+      std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
+      absl::StrAppend(&head, "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
+      self->Enqueue(std::move(head), /*last=*/false);
+    });
+  }
+
+  void WriteChunk(std::string data) override {
+    if (data.empty()) return;
+    net::post(stream_.get_executor(), [self = shared_from_this(), data = std::move(data)] {
+      self->Enqueue(absl::StrFormat("%x\r\n%s\r\n", data.size(), data), /*last=*/false);
+    });
+  }
+
+  void EndStream() override {
+    net::post(stream_.get_executor(),
+              [self = shared_from_this()] { self->Enqueue("0\r\n\r\n", /*last=*/true); });
+  }
+
+  void OnClientGone(std::function<void()> on_close) override {
+    net::post(stream_.get_executor(), [self = shared_from_this(), f = std::move(on_close)] {
+      if (self->gone_) {
+        f();
+      } else {
+        self->on_gone_ = std::move(f);
+      }
+    });
+  }
+
+  void Run(std::function<void()> fn) override { net::post(stream_.get_executor(), std::move(fn)); }
+
+ private:
+  void ReadRequest() {
+    parser_.emplace();
+    parser_->body_limit(server_->options.max_body_bytes);
+    parser_->header_limit(kHeaderLimit);
+    response_started_ = false;
+    response_done_ = false;
+    stream_.expires_after(kIdleTimeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->OnRead(ec);
+                      });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      keep_alive_ = false;
+      Send(413, "application/json",
+           absl::StrCat(R"({"error":{"message":"request body exceeds the limit of )",
+                        server_->options.max_body_bytes,
+                        R"( bytes","type":"invalid_request_error","param":null,"code":null}})"),
+           {});
+      return;
+    }
+    if (ec == bhttp::error::header_limit || ec == bhttp::error::bad_target ||
+        ec == bhttp::error::bad_method || ec == bhttp::error::bad_version ||
+        ec == bhttp::error::bad_field || ec == bhttp::error::bad_value ||
+        ec == bhttp::error::bad_chunk || ec == bhttp::error::bad_content_length) {
+      keep_alive_ = false;
+      Send(400, "application/json",
+           absl::StrCat(R"({"error":{"message":"malformed HTTP request: )", ec.message(),
+                        R"(","type":"invalid_request_error","param":null,"code":null}})"),
+           {});
+      return;
+    }
+    if (ec) return Close();
+    stream_.expires_never();
+    auto msg = parser_->release();
+    keep_alive_ = msg.keep_alive();
+    Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    req.body = std::move(msg.body());
+    for (const auto& field : msg) {
+      req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    WatchClient();
+    server_->handler(req, shared_from_this());
+  }
+
+  // Learns of a client that goes away while its response is pending.
+  void WatchClient() {
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+          if (self->response_done_ || self->gone_) return;
+          // NOTE: the peek must not block: the bytes that woke us may already have been
+          // consumed by the next request's read.
+          char byte;
+          beast::error_code peek_ec;
+          self->stream_.socket().non_blocking(true, peek_ec);
+          const size_t n =
+              ec ? 0 : self->stream_.socket().receive(net::buffer(&byte, 1),
+                                                      tcp::socket::message_peek, peek_ec);
+          if (peek_ec == net::error::would_block) return;
+          if (ec || peek_ec || n == 0) self->ClientGone();
+          // Data means a pipelined request: it is read after this response.
+        });
+  }
+
+  void ClientGone() {
+    if (gone_) return;
+    gone_ = true;
+    if (on_gone_) {
+      auto f = std::move(on_gone_);
+      on_gone_ = nullptr;
+      f();
+    }
+    Close();
+  }
+
+  void Enqueue(std::string bytes, bool last) {
+    if (gone_) return;
+    queue_.push_back(std::move(bytes));
+    if (last) response_done_ = true;
+    if (!writing_) WriteNext();
+  }
+
+  void WriteNext() {
+    if (queue_.empty()) {
+      writing_ = false;
+      if (response_done_) {
+        if (keep_alive_) return ReadRequest();
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        return Close();
+      }
+      return;
+    }
+    writing_ = true;
+    net::async_write(stream_, net::buffer(queue_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->queue_.pop_front();
+                       if (ec) return self->ClientGone();
+                       self->WriteNext();
+                     });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  Server::Impl* server_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::deque<std::string> queue_;
+  std::function<void()> on_gone_;
+  bool keep_alive_ = false;
+  bool writing_ = false;
+  bool response_started_ = false;
+  bool response_done_ = false;
+  bool gone_ = false;
+};
+
+}  // namespace
+
+void Server::Impl::Accept() {
+  acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+    if (!accepting.load()) return;
+    if (!ec) {
+      std::make_shared<Session>(std::move(s), this)->Run();
+    } else {
+      spdlog::warn("accept failed: {}", ec.message());
+    }
+    Accept();
+  });
+}
+
+Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+Server::~Server() { Stop(); }
+
+absl::Status Server::Start() {
+  beast::error_code ec;
+  const auto address = net::ip::make_address(impl_->options.host, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("bad --host ", impl_->options.host));
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(impl_->options.port));
+  impl_->acceptor.emplace(impl_->ioc);
+  impl_->acceptor->open(endpoint.protocol(), ec);
+  if (!ec) impl_->acceptor->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl_->acceptor->bind(endpoint, ec);
+  if (!ec) impl_->acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", impl_->options.host, ":",
+                                               impl_->options.port, ": ", ec.message()));
+  }
+  impl_->Accept();
+  for (int i = 0; i < std::max(1, impl_->options.num_threads); ++i) {
+    impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+  }
+  return absl::OkStatus();
+}
+
+int Server::port() const { return impl_->acceptor ? impl_->acceptor->local_endpoint().port() : 0; }
+
+void Server::StopAccepting() {
+  impl_->accepting.store(false);
+  net::post(impl_->ioc, [this] {
+    beast::error_code ec;
+    if (impl_->acceptor) impl_->acceptor->close(ec);
+  });
+}
+
+void Server::Stop() {
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+  impl_->threads.clear();
+}
+
+}  // namespace sluice::http

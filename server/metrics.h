@@ -1,0 +1,60 @@
+// Prometheus metrics (text format 0.0.4) for /metrics: engine gauges and counters read
+// at scrape time, per-request latency histograms and the Goodput counters observed by
+// the front. Thread safety: all methods are safe from any thread.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/core/engine.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace sluice {
+
+// One finished request as the front saw it.
+struct RequestTiming {
+  double ttft_s = 0.0;       // arrival to first token
+  double e2e_s = 0.0;        // arrival to last token
+  double queue_s = 0.0;      // arrival to first scheduling
+  int output_tokens = 0;
+  std::vector<double> itl_s;  // gaps between consecutive tokens
+};
+
+class Metrics {
+ public:
+  // SLOs in milliseconds; they become histogram bucket edges and define SLO-met.
+  Metrics(double slo_ttft_ms, double slo_tpot_ms);
+
+  void Arrived();
+  // outcome: success, cancelled, error.
+  void Finished(const std::string& outcome, const RequestTiming& timing);
+  // reason: overloaded, draining, loading, invalid.
+  void Rejected(const std::string& reason);
+
+  // The exposition text, with the engine's gauges and counters brought up to date.
+  std::string Scrape(const EngineStats* stats);
+
+ private:
+  void SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last);
+
+  const double slo_ttft_s_, slo_tpot_s_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Gauge *waiting_, *running_, *kv_usage_;
+  prometheus::Counter *prefix_queries_, *prefix_hits_, *preemptions_, *prompt_tokens_,
+      *generation_tokens_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* rejected_;
+  prometheus::Counter *arrived_, *finished_, *slo_met_;
+  prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_;
+  std::mutex mu_;  // guards the last-seen engine totals
+  int64_t last_prefix_queries_ = 0, last_prefix_hits_ = 0, last_preemptions_ = 0,
+          last_prompt_tokens_ = 0, last_generation_tokens_ = 0;
+};
+
+}  // namespace sluice

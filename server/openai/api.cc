@@ -1,0 +1,217 @@
+#include "server/openai/api.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/chat/chat_template.h"
+#include "server/openai/completion_job.h"
+#include "server/openai/responses.h"
+
+namespace sluice::openai {
+
+using nlohmann::json;
+
+namespace {
+
+struct Route {
+  const char* path;
+  const char* method;
+};
+constexpr Route kRoutes[] = {
+    {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"},
+    {"/health", "GET"},          {"/ready", "GET"},                {"/metrics", "GET"},
+    {"/version", "GET"},         {"/tokenize", "POST"},            {"/detokenize", "POST"},
+};
+
+std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
+
+// Reads a JSON object body or answers 400.
+std::optional<json> ParseBody(const http::Request& req, http::ResponseWriter& w) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object()) {
+    SendError(w, ApiError{400, "invalid_request_error",
+                          "request body must be a JSON object (valid UTF-8)", ""});
+    return std::nullopt;
+  }
+  return body;
+}
+
+}  // namespace
+
+bool Api::CheckServing(http::ResponseWriter& w) {
+  if (!state_->loaded.load()) {
+    state_->metrics->Rejected("loading");
+    SendError(w, ApiError{503, "service_unavailable", "the model is still loading", ""},
+              {{"Retry-After", "5"}});
+    return false;
+  }
+  if (state_->draining.load()) {
+    state_->metrics->Rejected("draining");
+    SendError(w, ApiError{503, "service_unavailable", "the server is shutting down", ""},
+              {{"Retry-After", "5"}});
+    return false;
+  }
+  return true;
+}
+
+void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
+  const std::string path = PathOf(req.target);
+  const Route* route = nullptr;
+  bool path_known = false;
+  for (const Route& r : kRoutes) {
+    if (path != r.path) continue;
+    path_known = true;
+    if (req.method == r.method) route = &r;
+  }
+  if (route == nullptr) {
+    if (path_known) {
+      std::string allow;
+      for (const Route& r : kRoutes) {
+        if (path == r.path) allow = r.method;
+      }
+      SendError(*writer, ApiError{405, "invalid_request_error",
+                                  absl::StrCat(req.method, " is not allowed on ", path), ""},
+                {{"Allow", allow}});
+    } else {
+      SendError(*writer,
+                ApiError{404, "invalid_request_error", absl::StrCat("no route for ", path), ""});
+    }
+    return;
+  }
+  if (path == "/health") {
+    // Liveness: the process and its engine loop are up (loading counts as alive).
+    return SendJson(*writer, 200, {{"status", "ok"}});
+  }
+  if (path == "/ready") {
+    const bool ready = state_->loaded.load() && !state_->draining.load();
+    return SendJson(*writer, ready ? 200 : 503,
+                    {{"ready", ready},
+                     {"status", !state_->loaded.load() ? "loading"
+                                : state_->draining.load() ? "draining"
+                                                          : "ready"}});
+  }
+  if (path == "/metrics") {
+    std::optional<EngineStats> stats;
+    if (state_->loaded.load()) stats = state_->engine->Stats();
+    return writer->Send(200, "text/plain; version=0.0.4; charset=utf-8",
+                        state_->metrics->Scrape(stats ? &*stats : nullptr));
+  }
+  if (path == "/version") return SendJson(*writer, 200, {{"version", SLUICE_VERSION}});
+  if (!CheckServing(*writer)) return;
+  if (path == "/v1/models") return Models(*writer);
+  if (path == "/tokenize") return Tokenize(req, *writer);
+  if (path == "/detokenize") return Detokenize(req, *writer);
+  Completions(req, std::move(writer), path == "/v1/chat/completions");
+}
+
+void Api::Models(http::ResponseWriter& w) {
+  SendJson(w, 200,
+           {{"object", "list"},
+            {"data", json::array({{{"id", state_->served_model_name},
+                                   {"object", "model"},
+                                   {"created", UnixSeconds()},
+                                   {"owned_by", "sluice"},
+                                   {"max_model_len", state_->max_model_len}}})}});
+}
+
+void Api::Completions(const http::Request& http_req, std::shared_ptr<http::ResponseWriter> writer,
+                      bool chat) {
+  const Clock::time_point arrival = Clock::now();
+  state_->metrics->Arrived();
+  auto parsed = ParseCompletionRequest(http_req.body, chat);
+  if (auto* e = std::get_if<ApiError>(&parsed)) {
+    state_->metrics->Rejected("invalid");
+    return SendError(*writer, *e);
+  }
+  CompletionRequest req = std::move(std::get<CompletionRequest>(parsed));
+  if (req.model != state_->served_model_name) {
+    state_->metrics->Rejected("invalid");
+    return SendError(*writer, ApiError{404, "invalid_request_error",
+                                       absl::StrCat("the model '", req.model,
+                                                    "' does not exist; this server serves '",
+                                                    state_->served_model_name, "'"),
+                                       "model"});
+  }
+  std::vector<PreparedPrompt> prompts;
+  if (chat) {
+    if (state_->chat_template == nullptr) {
+      state_->metrics->Rejected("invalid");
+      return SendError(*writer, ApiError{400, "invalid_request_error",
+                                         "this model has no chat template", "messages"});
+    }
+    nlohmann::ordered_json context = req.chat_template_kwargs;
+    context["messages"] = req.messages;
+    if (!req.tools.is_null()) context["tools"] = req.tools;
+    context["add_generation_prompt"] = req.add_generation_prompt;
+    const Tokenizer& tok = *state_->tokenizer;
+    if (tok.bos_id()) context["bos_token"] = tok.IdToToken(*tok.bos_id());
+    if (!tok.eos_ids().empty()) context["eos_token"] = tok.IdToToken(tok.eos_ids().front());
+    auto text = state_->chat_template->Render(context);
+    if (!text.ok()) {
+      state_->metrics->Rejected("invalid");
+      return SendError(*writer, ApiError{400, "invalid_request_error",
+                                         std::string(text.status().message()), "messages"});
+    }
+    req.prompts.emplace_back(std::move(*text));
+  }
+  for (PromptInput& in : req.prompts) {
+    PreparedPrompt p;
+    if (auto* given = std::get_if<std::vector<int32_t>>(&in)) {
+      p.ids = std::move(*given);
+      p.text = state_->tokenizer->Decode(p.ids, false);
+    } else {
+      p.text = std::move(std::get<std::string>(in));
+      // A rendered chat template already holds its special tokens.
+      auto ids = state_->tokenizer->Encode(p.text, /*add_special_tokens=*/!chat);
+      if (!ids.ok()) {
+        state_->metrics->Rejected("invalid");
+        return SendError(*writer, ApiError{400, "invalid_request_error",
+                                           std::string(ids.status().message()),
+                                           chat ? "messages" : "prompt"});
+      }
+      p.ids = std::move(*ids);
+    }
+    prompts.push_back(std::move(p));
+  }
+  CompletionJob::Start(state_, std::move(req), std::move(prompts), std::move(writer), arrival);
+}
+
+void Api::Tokenize(const http::Request& req, http::ResponseWriter& w) {
+  auto body = ParseBody(req, w);
+  if (!body) return;
+  if (!body->contains("prompt") || !(*body)["prompt"].is_string()) {
+    return SendError(w, ApiError{400, "invalid_request_error", "'prompt' must be a string",
+                                 "prompt"});
+  }
+  const bool add_special = body->value("add_special_tokens", true);
+  auto ids = state_->tokenizer->Encode((*body)["prompt"].get<std::string>(), add_special);
+  if (!ids.ok()) {
+    return SendError(w, ApiError{400, "invalid_request_error", std::string(ids.status().message()),
+                                 "prompt"});
+  }
+  SendJson(w, 200, {{"tokens", *ids}, {"count", ids->size()},
+                    {"max_model_len", state_->max_model_len}});
+}
+
+void Api::Detokenize(const http::Request& req, http::ResponseWriter& w) {
+  auto body = ParseBody(req, w);
+  if (!body) return;
+  const json& tokens = body->contains("tokens") ? (*body)["tokens"] : json();
+  std::vector<int32_t> ids;
+  bool ok = tokens.is_array();
+  for (const json& t : ok ? tokens : json::array()) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+        t.get<int64_t>() >= state_->tokenizer->vocab_size()) {
+      ok = false;
+      break;
+    }
+    ids.push_back(t.get<int32_t>());
+  }
+  if (!ok) {
+    return SendError(w, ApiError{400, "invalid_request_error",
+                                 absl::StrCat("'tokens' must be a list of ids in [0, ",
+                                              state_->tokenizer->vocab_size(), ")"),
+                                 "tokens"});
+  }
+  SendJson(w, 200, {{"prompt", state_->tokenizer->Decode(ids, false)}});
+}
+
+}  // namespace sluice::openai

@@ -1,0 +1,31 @@
+// The OpenAI-compatible HTTP API and the operational endpoints (/health, /ready,
+// /metrics, /version, /tokenize, /detokenize) over one ServerState.
+#pragma once
+
+#include <memory>
+
+#include "server/http/http_server.h"
+#include "server/openai/server_state.h"
+
+namespace sluice::openai {
+
+class Api {
+ public:
+  explicit Api(ServerState* state) : state_(state) {}
+
+  // Routes one request. Thread safety: called concurrently from the I/O threads.
+  void Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
+
+ private:
+  void Completions(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
+                   bool chat);
+  void Tokenize(const http::Request& req, http::ResponseWriter& w);
+  void Detokenize(const http::Request& req, http::ResponseWriter& w);
+  void Models(http::ResponseWriter& w);
+  // Answers 503 and returns false unless the model is loaded and not draining.
+  bool CheckServing(http::ResponseWriter& w);
+
+  ServerState* state_;
+};
+
+}  // namespace sluice::openai

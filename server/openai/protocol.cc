@@ -1,0 +1,264 @@
+#include "server/openai/protocol.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::openai {
+namespace {
+
+// Key order is kept so that chat templates see messages and tools as the client sent them.
+using json = nlohmann::ordered_json;
+
+constexpr int kMaxN = 16;
+constexpr int kMaxStops = 16;
+constexpr int kMaxTopLogprobs = 20;
+
+ApiError Bad(const std::string& param, const std::string& message) {
+  return ApiError{400, "invalid_request_error", message, param};
+}
+
+// Reads optional typed fields; the first problem wins.
+class Reader {
+ public:
+  explicit Reader(const json& body) : j_(body) {}
+  const std::optional<ApiError>& error() const { return error_; }
+  bool Has(const char* k) const { return j_.contains(k) && !j_[k].is_null(); }
+
+  void Number(const char* k, double lo, double hi, float& out) {
+    if (!Has(k) || error_) return;
+    const json& v = j_[k];
+    if (!v.is_number()) return Fail(k, absl::StrCat("'", k, "' must be a number"));
+    const double d = v.get<double>();
+    if (!(d >= lo && d <= hi)) {
+      return Fail(k, absl::StrCat("'", k, "' must be between ", lo, " and ", hi, ", got ", d));
+    }
+    out = static_cast<float>(d);
+  }
+  void Integer(const char* k, int64_t lo, int64_t hi, int64_t& out) {
+    if (!Has(k) || error_) return;
+    const json& v = j_[k];
+    if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>()))) {
+      return Fail(k, absl::StrCat("'", k, "' must be an integer"));
+    }
+    const double d = v.get<double>();
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+      return Fail(k, absl::StrCat("'", k, "' must be between ", lo, " and ", hi));
+    }
+    out = v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
+  }
+  void Int(const char* k, int lo, int hi, int& out) {
+    int64_t v = out;
+    Integer(k, lo, hi, v);
+    out = static_cast<int>(v);
+  }
+  void Bool(const char* k, bool& out) {
+    if (!Has(k) || error_) return;
+    if (!j_[k].is_boolean()) return Fail(k, absl::StrCat("'", k, "' must be a boolean"));
+    out = j_[k].get<bool>();
+  }
+  void String(const char* k, std::string& out) {
+    if (!Has(k) || error_) return;
+    if (!j_[k].is_string()) return Fail(k, absl::StrCat("'", k, "' must be a string"));
+    out = j_[k].get<std::string>();
+  }
+  void Fail(const std::string& param, const std::string& message) {
+    if (!error_) error_ = Bad(param, message);
+  }
+
+ private:
+  const json& j_;
+  std::optional<ApiError> error_;
+};
+
+std::optional<ApiError> ParseTokenIds(const json& v, const std::string& param,
+                                      std::vector<int32_t>& out) {
+  for (const json& e : v) {
+    if (!e.is_number_integer() || e.get<int64_t>() < 0 ||
+        e.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return Bad(param, absl::StrCat("'", param, "' token ids must be non-negative integers"));
+    }
+    out.push_back(e.get<int32_t>());
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParsePrompt(const json& body, CompletionRequest& r) {
+  if (!body.contains("prompt") || body["prompt"].is_null()) {
+    return Bad("prompt", "'prompt' is required");
+  }
+  const json& p = body["prompt"];
+  if (p.is_string()) {
+    r.prompts.emplace_back(p.get<std::string>());
+  } else if (p.is_array() && !p.empty() && p[0].is_number()) {
+    std::vector<int32_t> ids;
+    if (auto e = ParseTokenIds(p, "prompt", ids)) return e;
+    r.prompts.emplace_back(std::move(ids));
+  } else if (p.is_array() && !p.empty()) {
+    for (const json& item : p) {
+      if (item.is_string()) {
+        r.prompts.emplace_back(item.get<std::string>());
+      } else if (item.is_array() && !item.empty()) {
+        std::vector<int32_t> ids;
+        if (auto e = ParseTokenIds(item, "prompt", ids)) return e;
+        r.prompts.emplace_back(std::move(ids));
+      } else {
+        return Bad("prompt", "'prompt' list items must be strings or non-empty token id lists");
+      }
+    }
+  } else {
+    return Bad("prompt", "'prompt' must be a string, a list of strings, or token ids");
+  }
+  for (const PromptInput& in : r.prompts) {
+    if (std::holds_alternative<std::string>(in) && std::get<std::string>(in).empty()) {
+      return Bad("prompt", "'prompt' must not be empty");
+    }
+  }
+  if (r.prompts.size() > 64) return Bad("prompt", "'prompt' holds more than 64 prompts");
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& r) {
+  if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
+    return Bad("messages", "'messages' must be a non-empty list");
+  }
+  r.messages = json::array();
+  for (size_t i = 0; i < body["messages"].size(); ++i) {
+    json m = body["messages"][i];
+    const std::string where = absl::StrCat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Bad(where, absl::StrCat("'", where, "' must be an object with a string 'role'"));
+    }
+    if (m.contains("content") && m["content"].is_array()) {
+      // Content parts: only text parts are supported; they are joined.
+      std::string text;
+      for (const json& part : m["content"]) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          return Bad(where + ".content", "only text content parts are supported");
+        }
+        text += part["text"].get<std::string>();
+      }
+      m["content"] = text;
+    } else if (m.contains("content") && !m["content"].is_string() && !m["content"].is_null()) {
+      return Bad(where + ".content", "'content' must be a string or a list of text parts");
+    }
+    r.messages.push_back(std::move(m));
+  }
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    if (!body["tools"].is_array()) return Bad("tools", "'tools' must be a list");
+    r.tools = body["tools"];
+  }
+  if (body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()) {
+    if (!body["chat_template_kwargs"].is_object()) {
+      return Bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    }
+    r.chat_template_kwargs = body["chat_template_kwargs"];
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParseStop(const json& body, CompletionRequest& r) {
+  if (!body.contains("stop") || body["stop"].is_null()) return std::nullopt;
+  const json& s = body["stop"];
+  if (s.is_string()) {
+    r.stop.push_back(s.get<std::string>());
+  } else if (s.is_array() && s.size() <= kMaxStops) {
+    for (const json& e : s) {
+      if (!e.is_string()) return Bad("stop", "'stop' must be a string or a list of strings");
+      r.stop.push_back(e.get<std::string>());
+    }
+  } else {
+    return Bad("stop", absl::StrCat("'stop' must be a string or a list of at most ", kMaxStops,
+                                    " strings"));
+  }
+  for (const std::string& stop : r.stop) {
+    if (stop.empty()) return Bad("stop", "'stop' strings must not be empty");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+nlohmann::json ApiError::ToJson() const {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", status}}}};
+}
+
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& text,
+                                                                 bool chat) {
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return Bad("", "request body is not valid JSON (or not valid UTF-8)");
+  }
+  if (!body.is_object()) return Bad("", "request body must be a JSON object");
+  CompletionRequest r;
+  r.chat = chat;
+  if (!body.contains("model") || !body["model"].is_string()) {
+    return Bad("model", "'model' is required and must be a string");
+  }
+  r.model = body["model"].get<std::string>();
+  if (auto e = chat ? ParseMessages(body, r) : ParsePrompt(body, r)) return *e;
+  if (auto e = ParseStop(body, r)) return *e;
+
+  Reader rd(body);
+  SamplingParams& s = r.sampling;
+  s.max_tokens = 16;
+  int64_t max_tokens = chat ? std::numeric_limits<int32_t>::max() : 16;
+  rd.Integer("max_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
+  if (chat) rd.Integer("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
+  s.max_tokens = static_cast<int>(max_tokens);
+  s.temperature = 1.0f;
+  rd.Number("temperature", 0.0, 2.0, s.temperature);
+  rd.Number("top_p", 1e-9, 1.0, s.top_p);
+  int top_k = 0;
+  rd.Int("top_k", -1, 1 << 20, top_k);
+  s.top_k = std::max(top_k, 0);
+  rd.Number("min_p", 0.0, 1.0, s.min_p);
+  int64_t seed = -1;
+  rd.Integer("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), seed);
+  if (rd.Has("seed")) s.seed = static_cast<uint64_t>(seed);
+  rd.Int("n", 1, kMaxN, r.n);
+  rd.Bool("ignore_eos", s.ignore_eos);
+  rd.Number("presence_penalty", -2.0, 2.0, s.presence_penalty);
+  rd.Number("frequency_penalty", -2.0, 2.0, s.frequency_penalty);
+  rd.Number("repetition_penalty", 1e-3, 10.0, s.repetition_penalty);
+  rd.Bool("stream", r.stream);
+  rd.Bool("echo", r.echo);
+  rd.String("cache_salt", r.cache_salt);
+  rd.Int("priority", -1000000, 1000000, r.priority);
+  if (chat) {
+    bool want = false;
+    rd.Bool("logprobs", want);
+    int top = 0;
+    rd.Int("top_logprobs", 0, kMaxTopLogprobs, top);
+    r.logprobs = want ? top : -1;
+    rd.Bool("add_generation_prompt", r.add_generation_prompt);
+  } else {
+    rd.Int("logprobs", 0, kMaxTopLogprobs, r.logprobs);
+  }
+  if (rd.error()) return *rd.error();
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) return Bad("stream_options", "'stream_options' must be an object");
+    Reader srd(so);
+    srd.Bool("include_usage", r.include_usage);
+    if (srd.error()) return Bad("stream_options.include_usage", srd.error()->message);
+  }
+  if (body.contains("stop_token_ids") && !body["stop_token_ids"].is_null()) {
+    if (!body["stop_token_ids"].is_array()) {
+      return Bad("stop_token_ids", "'stop_token_ids' must be a list of token ids");
+    }
+    if (auto e = ParseTokenIds(body["stop_token_ids"], "stop_token_ids", s.stop_token_ids)) {
+      return *e;
+    }
+  }
+  if (r.echo && r.stream) return Bad("echo", "'echo' is not supported with 'stream'");
+  return r;
+}
+
+}  // namespace sluice::openai

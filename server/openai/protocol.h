@@ -1,0 +1,52 @@
+// OpenAI request parsing and validation for /v1/completions and /v1/chat/completions.
+// Every refusal names the offending parameter, as OpenAI's error object does.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/sched/request.h"
+#include "nlohmann/json.hpp"
+
+namespace sluice::openai {
+
+// An API error: HTTP status, OpenAI error type, message, and the parameter at fault.
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;
+  nlohmann::json ToJson() const;
+};
+
+// A prompt as given: text, or token ids.
+using PromptInput = std::variant<std::string, std::vector<int32_t>>;
+
+struct CompletionRequest {
+  bool chat = false;
+  std::string model;
+  std::vector<PromptInput> prompts;  // completions: one or more; chat: filled after rendering
+  // Chat only, in the client's key order (the template's tojson reproduces it).
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
+  bool add_generation_prompt = true;
+  SamplingParams sampling;
+  int n = 1;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;
+  bool echo = false;
+  int logprobs = -1;  // number of top logprobs per token; -1: none
+  std::string cache_salt;
+  int priority = 0;
+};
+
+// Parses a JSON body. `chat` selects the chat schema.
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& body,
+                                                                 bool chat);
+
+}  // namespace sluice::openai

@@ -1,0 +1,113 @@
+#include "server/openai/responses.h"
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/core/engine.h"
+
+namespace sluice::openai {
+
+using nlohmann::json;
+
+std::string NewResponseId(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("%s%016x%08x", prefix, rng(), static_cast<uint32_t>(rng()));
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string SseEvent(const json& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
+
+void SendJson(http::ResponseWriter& w, int status, const json& body, http::Headers headers) {
+  w.Send(status, "application/json", Dump(body), std::move(headers));
+}
+
+void SendError(http::ResponseWriter& w, const ApiError& error, http::Headers headers) {
+  SendJson(w, error.status, error.ToJson(), std::move(headers));
+}
+
+void SendEngineRefusal(ServerState& state, http::ResponseWriter& w, const absl::Status& status) {
+  const std::string message(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kResourceExhausted: {
+      const int64_t ms = RetryAfterMs(status).value_or(1000);
+      state.metrics->Rejected("overloaded");
+      SendError(w, ApiError{429, "rate_limit_exceeded", message, ""},
+                {{"Retry-After", std::to_string(std::max<int64_t>(1, (ms + 999) / 1000))},
+                 {"retry-after-ms", std::to_string(ms)}});
+      return;
+    }
+    case absl::StatusCode::kUnavailable:
+      state.metrics->Rejected("draining");
+      SendError(w, ApiError{503, "service_unavailable", message, ""}, {{"Retry-After", "5"}});
+      return;
+    case absl::StatusCode::kInvalidArgument:
+      state.metrics->Rejected("invalid");
+      SendError(w, ApiError{400, "invalid_request_error", message, "prompt"});
+      return;
+    default:
+      state.metrics->Rejected("invalid");
+      SendError(w, ApiError{500, "server_error", message, ""});
+  }
+}
+
+namespace {
+
+json TokenBytes(const std::string& s) {
+  json bytes = json::array();
+  for (unsigned char ch : s) bytes.push_back(static_cast<int>(ch));
+  return bytes;
+}
+
+}  // namespace
+
+json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
+                  const std::vector<TokenLogprobs>& logprobs, size_t from) {
+  const size_t end = std::min(ids.size(), logprobs.size());
+  auto text_of = [&](int32_t id) { return tok.Decode(std::vector<int32_t>{id}, false); };
+  if (chat) {
+    json content = json::array();
+    for (size_t i = from; i < end; ++i) {
+      json top = json::array();
+      for (const auto& [id, lp] : logprobs[i].top) {
+        const std::string t = text_of(id);
+        top.push_back({{"token", t}, {"logprob", lp}, {"bytes", TokenBytes(t)}});
+      }
+      const std::string t = text_of(ids[i]);
+      content.push_back({{"token", t},
+                         {"logprob", logprobs[i].logprob},
+                         {"bytes", TokenBytes(t)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  size_t offset = 0;
+  for (size_t i = 0; i < end; ++i) {
+    const std::string t = text_of(ids[i]);
+    if (i >= from) {
+      tokens.push_back(t);
+      token_logprobs.push_back(logprobs[i].logprob);
+      json alternatives = json::object();
+      for (const auto& [id, lp] : logprobs[i].top) alternatives[text_of(id)] = lp;
+      top.push_back(std::move(alternatives));
+      offsets.push_back(offset);
+    }
+    offset += t.size();
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
+}  // namespace sluice::openai

@@ -1,0 +1,39 @@
+// Building and sending OpenAI-shaped responses: JSON bodies, SSE events, error objects,
+// engine refusals (429 with Retry-After, 503), logprobs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sched/request.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "server/http/http_server.h"
+#include "server/openai/protocol.h"
+#include "server/openai/server_state.h"
+
+namespace sluice::openai {
+
+std::string NewResponseId(const char* prefix);
+int64_t UnixSeconds();
+
+// JSON text that never throws: invalid UTF-8 is replaced.
+std::string Dump(const nlohmann::json& j);
+// One SSE event: "data: <json>\n\n".
+std::string SseEvent(const nlohmann::json& j);
+
+void SendJson(http::ResponseWriter& w, int status, const nlohmann::json& body,
+              http::Headers headers = {});
+void SendError(http::ResponseWriter& w, const ApiError& error, http::Headers headers = {});
+
+// Maps an engine refusal to its answer: InvalidArgument 400, ResourceExhausted 429 with
+// Retry-After and retry-after-ms, Unavailable 503; and counts it.
+void SendEngineRefusal(ServerState& state, http::ResponseWriter& w, const absl::Status& status);
+
+// OpenAI logprobs for tokens [from, end): the chat form ({"content": [...]}) or the
+// completions form ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}).
+nlohmann::json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
+                            const std::vector<TokenLogprobs>& logprobs, size_t from);
+
+}  // namespace sluice::openai

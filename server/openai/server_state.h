@@ -1,0 +1,29 @@
+// What the HTTP front shares with the serve command: the engine (null while loading),
+// tokenizer, chat template, metrics, and the readiness flags.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "engine/core/engine.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "server/metrics.h"
+
+namespace sluice {
+
+class ChatTemplate;
+
+struct ServerState {
+  std::string served_model_name;
+  std::atomic<bool> loaded{false};    // set once engine, tokenizer and template are in place
+  std::atomic<bool> draining{false};  // set on SIGTERM
+  std::atomic<int> active_requests{0};
+  Engine* engine = nullptr;            // valid once loaded
+  const Tokenizer* tokenizer = nullptr;
+  const ChatTemplate* chat_template = nullptr;  // null when the model has none
+  int max_model_len = 0;
+  std::unique_ptr<Metrics> metrics;
+};
+
+}  // namespace sluice

@@ -1,0 +1,126 @@
+// `sluice serve`: the OpenAI-compatible HTTP server. The port opens before the model
+// loads (liveness up, readiness 503 while loading); SIGTERM or SIGINT drains: readiness
+// false at once, new requests 503, in-flight streams finish within --drain-timeout-s,
+// then exit 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "server/chat/chat_template.h"
+#include "server/commands.h"
+#include "server/engine_factory.h"
+#include "server/http/http_server.h"
+#include "server/openai/api.h"
+#include "server/openai/server_state.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice {
+namespace {
+
+struct ServeFlags {
+  EngineOptions engine;
+  std::string host = "0.0.0.0";
+  int port = 8000;
+  std::string served_model_name;
+  double slo_tpot_ms = 100.0;
+  double drain_timeout_s = 30.0;
+  size_t max_body_bytes = 1 << 20;
+  int io_threads = 2;
+};
+
+int RunServe(ServeFlags f) {
+  // Signals are taken by sigwait on this thread only; every thread started below
+  // inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ServerState state;
+  state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms);
+  openai::Api api(&state);
+  http::Server server({f.host, f.port, f.io_threads, f.max_body_bytes},
+                      [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
+                        api.Handle(r, std::move(w));
+                      });
+  if (absl::Status s = server.Start(); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    return 2;
+  }
+  spdlog::info("listening on {}:{} (ready once the model is loaded)", f.host, server.port());
+
+  auto loaded = LoadEngine(f.engine);
+  if (!loaded.ok()) {
+    spdlog::error("cannot load model: {}", std::string(loaded.status().message()));
+    server.Stop();
+    return 2;
+  }
+  std::unique_ptr<ChatTemplate> chat_template;
+  if (!loaded->tokenizer->chat_template().empty()) {
+    auto parsed = ChatTemplate::Parse(loaded->tokenizer->chat_template());
+    if (!parsed.ok()) {
+      spdlog::warn("chat template not usable ({}); /v1/chat/completions answers 400",
+                   std::string(parsed.status().message()));
+    } else {
+      chat_template = std::move(*parsed);
+    }
+  }
+  state.served_model_name = f.served_model_name.empty()
+                                ? std::filesystem::path(loaded->model_dir).filename().string()
+                                : f.served_model_name;
+  state.engine = loaded->engine.get();
+  state.tokenizer = loaded->tokenizer.get();
+  state.chat_template = chat_template.get();
+  state.max_model_len = loaded->engine->config().scheduler.max_model_len;
+  state.loaded.store(true);
+  spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: draining (timeout {} s)", sig, f.drain_timeout_s);
+  state.draining.store(true);
+  loaded->engine->StartDrain();
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(f.drain_timeout_s * 1000));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (!loaded->engine->WaitIdle(timeout)) spdlog::warn("drain timed out; aborting what is left");
+  // Let finished streams flush their last bytes.
+  while (state.active_requests.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server.StopAccepting();
+  loaded->engine->Shutdown();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  server.Stop();
+  spdlog::info("drained; exiting");
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, std::function<int()>* run) {
+  auto f = std::make_shared<ServeFlags>();
+  f->engine.slo_ttft_ms = 1000.0;
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API");
+  AddEngineFlags(cmd, &f->engine);
+  cmd->add_option("--host", f->host, "Address to listen on");
+  cmd->add_option("--port", f->port, "Port (0 picks a free one)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--served-model-name", f->served_model_name,
+                  "Model name in the API (default: the model directory's name)");
+  cmd->add_option("--slo-tpot-ms", f->slo_tpot_ms, "TPOT SLO for Goodput")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--drain-timeout-s", f->drain_timeout_s,
+                  "How long in-flight requests may run after SIGTERM")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 above)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--io-threads", f->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
+  cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
+}
+
+}  // namespace sluice
