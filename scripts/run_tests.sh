@@ -15,6 +15,6 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_SAN
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
 cmake --build build-asan -j "$JOBS" || exit 1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan -L unit -j "$JOBS" --output-on-failure --timeout 1800 || status=1
+  ctest --test-dir build-asan -L unit -LE slow -j "$JOBS" --output-on-failure --timeout 1800 || status=1
 
 exit $status

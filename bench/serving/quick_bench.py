@@ -70,12 +70,13 @@ def main():
     ap.add_argument("--requests-per-level", type=int, default=0,
                     help="default: 16 x concurrency, at least 32")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "..",
+                                                     "build", "bin", "sluice"))
     args = ap.parse_args()
     server = None
     url = args.url
     if url is None:
-        binary = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin", "sluice")
-        server = SluiceServer(binary, "--max-num-seqs", "64", "--max-waiting-requests", "1024")
+        server = SluiceServer(args.binary, "--max-num-seqs", "64", "--max-waiting-requests", "1024")
         server.wait_ready()
         url = server.url
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],

@@ -160,3 +160,26 @@ def test_operational_endpoints(server):
                  "sluice_kv_cache_usage_ratio", "sluice_time_to_first_token_seconds_bucket",
                  "sluice_requests_slo_met_total", "sluice_requests_finished_total"):
         assert name in metrics.text
+
+
+def test_overload_is_a_rate_limit_error_for_the_client(sluice_bin):
+    s = SluiceServer(sluice_bin, "--max-waiting-requests", "1", "--max-num-seqs", "1").wait_ready()
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+
+        def call(_):
+            try:
+                client.completions.create(model=MODEL, prompt="def f():", max_tokens=64,
+                                          extra_body={"ignore_eos": True})
+                return "ok"
+            except openai.RateLimitError as e:
+                assert int(e.response.headers["retry-after"]) >= 1
+                assert int(e.response.headers["retry-after-ms"]) >= 100
+                return "429"
+
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(call, range(16)))
+        assert "429" in outcomes and "ok" in outcomes
+    finally:
+        assert s.stop() == 0, s.logs()
