@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/normalizer.h"
 #include "engine/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -58,7 +59,8 @@ bool IsWhitespace(char32_t cp) {
 
 }  // namespace
 
-absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& config) {
+absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& config,
+                                                  const Normalizer* normalizer) {
   AddedTokens added;
   added.tries_[0].emplace_back();
   added.tries_[1].emplace_back();
@@ -84,14 +86,16 @@ absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& config) 
     added.tokens_.push_back(std::move(token));
   }
   for (size_t i = 0; i < added.tokens_.size(); ++i) {
-    added.Insert(&added.tries_[added.tokens_[i].normalized ? 1 : 0], i);
+    std::string match = added.tokens_[i].content;
+    if (added.tokens_[i].normalized && normalizer != nullptr) normalizer->Normalize(&match);
+    if (match.empty()) continue;
+    added.Insert(&added.tries_[added.tokens_[i].normalized ? 1 : 0], match, i);
   }
   if (added.tries_[1].size() == 1) added.tries_[1].clear();
   return added;
 }
 
-void AddedTokens::Insert(Trie* trie, size_t token_index) {
-  const std::string& content = tokens_[token_index].content;
+void AddedTokens::Insert(Trie* trie, std::string_view content, size_t token_index) {
   first_bytes_[trie == &tries_[1] ? 1 : 0][static_cast<uint8_t>(content[0])] = true;
   int32_t node = 0;
   for (char c : content) {

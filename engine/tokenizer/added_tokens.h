@@ -16,6 +16,8 @@
 
 namespace sluice {
 
+class Normalizer;
+
 struct AddedToken {
   int32_t id;
   std::string content;
@@ -36,9 +38,11 @@ struct Segment {
 // Thread safety: immutable after construction.
 class AddedTokens {
  public:
-  // Reads the "added_tokens" array. May throw nlohmann::json::exception (the loader
+  // Reads the "added_tokens" array; tokens marked normalized are matched in their
+  // `normalizer` form (may be null). May throw nlohmann::json::exception (the loader
   // catches).
-  static absl::StatusOr<AddedTokens> FromJson(const nlohmann::json& config);
+  static absl::StatusOr<AddedTokens> FromJson(const nlohmann::json& config,
+                                              const Normalizer* normalizer);
 
   // Cuts `text` into segments; `normalized` picks the tokens matched on normalized
   // text (true) or on the raw input (false).
@@ -57,7 +61,7 @@ class AddedTokens {
   };
   using Trie = std::vector<Node>;
 
-  void Insert(Trie* trie, size_t token_index);
+  void Insert(Trie* trie, std::string_view content, size_t token_index);
   // Index in tokens_ of the longest token at text[pos..], or -1; sets *end past it.
   int32_t LongestAt(const Trie& trie, std::string_view text, size_t pos, size_t* end) const;
 

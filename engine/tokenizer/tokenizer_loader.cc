@@ -128,17 +128,17 @@ absl::Status Tokenizer::LoadTokenizerJson(std::string_view text) {
   if (!root.contains("model") || !root.at("model").is_object()) {
     return absl::InvalidArgumentError("no 'model' object");
   }
-  std::string where = "added_tokens";
+  std::string where = "normalizer";
   try {
-    auto added = AddedTokens::FromJson(root.value("added_tokens", Json()));
-    if (!added.ok()) return Annotate(added.status(), where);
-    added_ = std::make_unique<AddedTokens>(std::move(*added));
     if (const Json& j = root.value("normalizer", Json()); !j.is_null()) {
-      where = "normalizer";
       auto made = NormalizerFromJson(j);
       if (!made.ok()) return Annotate(made.status(), where);
       normalizer_ = std::move(*made);
     }
+    where = "added_tokens";
+    auto added = AddedTokens::FromJson(root.value("added_tokens", Json()), normalizer_.get());
+    if (!added.ok()) return Annotate(added.status(), where);
+    added_ = std::make_unique<AddedTokens>(std::move(*added));
     if (const Json& j = root.value("pre_tokenizer", Json()); !j.is_null()) {
       where = "pre_tokenizer";
       auto made = PreTokenizerFromJson(j);
