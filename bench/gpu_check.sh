@@ -2,7 +2,7 @@
 # The device check for kernels/: builds the kernels-only tree, runs the gpu tests, runs
 # bench/kernels, runs the tests again under compute-sanitizer memcheck with small shapes
 # (SLUICE_QUICK=1), and prints a short table last. Logs go to $OUT (or /tmp/gpu_check).
-# Usage: bash bench/gpu_check.sh        (from anywhere; about 3 minutes on 16 cores)
+# Usage: bash bench/gpu_check.sh        (from anywhere; about 70 s on 16 cores)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/gpu_check}

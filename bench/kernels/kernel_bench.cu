@@ -209,7 +209,7 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations,
       MedianMs([&](int i) { CUDA_OK(cudaGraphLaunch(execs[i % rotations], nullptr)); }, 5, iters);
   for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
   std::printf("  %s d%d v%d s%d: %zu decode + %zu prefill items, grids %d/%d, %zu merges\n",
-              c.name.c_str(), plan.decode_variant, plan.prefill_variant, plan.schedule,
+              c.name.c_str(), plan.decode_variant, plan.prefill_variant, plan.prefill_schedule,
               plan.decode_items.size(), plan.prefill_items.size(), plan.decode_grid,
               plan.prefill_grid, plan.merge_items.size());
   return r;
@@ -217,22 +217,28 @@ AttentionRun TimeAttention(const AttentionCase& c, int rotations,
 
 // only: when set, times just the attention figures whose name contains it.
 void Attention(double copy_gbps, const char* only) {
-  // Decode cases first (every decode variant), then every prefill variant (the
-  // Hopper-only ones, 3 and up, last), then the serpentine schedule on the wgmma ones.
+  // Decode cases first (the decode variants), then every prefill variant (the
+  // Hopper-only ones, 3 and up, last), the serpentine schedule on the pipelined wgmma
+  // ones, and the cluster decode variant last.
   struct Config {
     bool decode;
     int variant, chunk, schedule;
   };
   std::vector<Config> configs;
-  for (int d = 0; d < cuda::kNumDecodeVariants; ++d) {
+  auto add_decode = [&](int d) {
     for (int chunk : {0, 128, 512}) {
-      // One CTA per multiprocessor (d2, d3) already makes 256-position pieces.
+      // One CTA per multiprocessor (d2, d3) already makes 256-position pieces, and
+      // clusters (d4) hold at most 16.
       if (chunk == 128 && d >= 2) continue;
       configs.push_back({true, d, chunk, -1});
     }
-  }
-  for (int v = 0; v < cuda::kNumPrefillVariants; ++v) configs.push_back({false, v, 0, -1});
+  };
+  for (int d = 0; d < cuda::kNumDecodeVariants - 1; ++d) add_decode(d);
+  // Prefill figures without a suffix keep the round-robin order of runs 1-4; "_s1" is
+  // the serpentine order.
+  for (int v = 0; v < cuda::kNumPrefillVariants; ++v) configs.push_back({false, v, 0, 0});
   for (int v : {5, 8}) configs.push_back({false, v, 0, 1});
+  add_decode(cuda::kNumDecodeVariants - 1);  // clusters last: new launch path
   for (const Config& cfg : configs) {
     for (const AttentionCase& c : AttentionBenchCases()) {
       const bool decode = c.q_lens.empty();
@@ -243,7 +249,7 @@ void Attention(double copy_gbps, const char* only) {
       }
       std::string name = c.name + (decode ? "_d" : "_v") + std::to_string(cfg.variant);
       if (cfg.chunk != 0) name += "_c" + std::to_string(cfg.chunk);
-      if (cfg.schedule >= 0) name += "_s" + std::to_string(cfg.schedule);
+      if (cfg.schedule == 1) name += "_s1";
       if (only != nullptr && name.find(only) == std::string::npos) continue;
       double kv_bytes = 0, flops = 0;
       for (size_t s = 0; s < c.seq_lens.size(); ++s) {
@@ -258,11 +264,11 @@ void Attention(double copy_gbps, const char* only) {
       options.schedule = cfg.schedule;
       const AttentionRun r = TimeAttention(c, std::min(rotations, 16), options);
       if (decode) {
-        for (auto [g, ms] : {std::pair{"", r.ms}, std::pair{"_graph", r.graph_ms},
-                             std::pair{"_b2b", r.b2b_ms}}) {
+        for (auto [g, ms] :
+             {std::pair{"", r.ms}, std::pair{"_graph", r.graph_ms}, std::pair{"_b2b", r.b2b_ms}}) {
           const double gbps = kv_bytes / (ms * 1e-3) / 1e9;
-          std::printf("RESULT %s%s %.2f us %.1f GB/s %.3f of copy_bw\n", name.c_str(), g,
-                      ms * 1e3, gbps, gbps / copy_gbps);
+          std::printf("RESULT %s%s %.2f us %.1f GB/s %.3f of copy_bw\n", name.c_str(), g, ms * 1e3,
+                      gbps, gbps / copy_gbps);
         }
       } else {
         std::printf("RESULT %s %.1f TFLOP/s %.3f ms (graph %.3f ms)\n", name.c_str(),

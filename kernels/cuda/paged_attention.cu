@@ -36,7 +36,16 @@ template <int D>
 struct DecodeVariant<D, 3> {
   using Config = AttentionConfig<D, 1, 8, 128, 3, 1, false, false, true>;
 };
-static_assert(kNumDecodeVariants == 4);
+// d1, with the pieces of a split tile as one cluster merging in distributed shared
+// memory (sm_90).
+template <int D>
+struct DecodeVariant<D, 4> {
+  using Config = AttentionConfig<D, 1, 4, 64, 3, 2, false, false, true, true>;
+};
+static_assert(kNumDecodeVariants == 5);
+constexpr int kFirstClusterDecodeVariant = 4;
+// Most pieces of a cluster-merged tile (the non-portable cluster size of Hopper).
+constexpr int kMaxClusterPieces = 16;
 
 // Prefill configurations (variant ids of PagedAttentionOptions): rows per CTA, K/V tile,
 // stages and CTAs per multiprocessor. Only head_dim 128 offers the alternatives.
@@ -85,11 +94,16 @@ constexpr int kFirstWgmmaVariant = 3;
 constexpr int kDefaultPrefillVariant = 2;
 constexpr int kDefaultHopperPrefillVariant = 5;
 // Fewest positions per split decode piece: fewer, longer pieces beat the merge cost at
-// batch 1 (19.7 µs at 256 vs 22.8 µs at 128 on an H100, run 3 of bench/RESULTS.md).
+// batch 1 (d1: 15.6 µs at 256 vs 16.7 µs at 128 on an H100, run 4 of bench/RESULTS.md).
 constexpr int kDefaultDecodeMinChunk = 256;
-constexpr int kDefaultDecodeVariant = 0;
-// Item order over the persistent grid: 0 longest first round robin, 1 serpentine.
-constexpr int kDefaultSchedule = 0;
+// The short-chain head and one-pass merge: 15.6 µs vs 19.3 µs at batch 1, the same at
+// batch 64 (run 4).
+constexpr int kDefaultDecodeVariant = 1;
+// Item order over the persistent grid (0 longest first round robin, 1 serpentine): the
+// serpentine order measured +1.4 % (GQA) and +2.9 % (MHA) on prefill v5 in run 4; decode
+// items keep round robin (the bench's decode items are all equal, so it measured nothing).
+constexpr int kDefaultPrefillSchedule = 1;
+constexpr int kDefaultDecodeSchedule = 0;
 
 // Calls fn.template operator()<Config>() with the prefill configuration of variant v.
 template <int D, class Fn>
@@ -129,6 +143,8 @@ Status WithDecodeConfig(int v, Fn&& fn) {
       return fn.template operator()<typename DecodeVariant<D, 2>::Config>();
     case 3:
       return fn.template operator()<typename DecodeVariant<D, 3>::Config>();
+    case 4:
+      return fn.template operator()<typename DecodeVariant<D, 4>::Config>();
     default:
       return fn.template operator()<typename DecodeVariant<D, 0>::Config>();
   }
@@ -150,6 +166,39 @@ Status Occupancy(int* ctas_per_sm) {
   return CudaStatus(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                         ctas_per_sm, PagedAttentionKernel<C>, C::kThreads, C::kSmemBytes),
                     "paged_attention: occupancy");
+}
+
+// Most pieces per cluster that the device schedules for configuration C (16 where a
+// non-portable cluster of 16 fits, else 8).
+template <class C>
+int MaxClusterPieces() {
+  static const int pieces = [] {
+    if (!RaiseSmemLimit<C>().ok() ||
+        cudaFuncSetAttribute(PagedAttentionKernel<C>,
+                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      cudaGetLastError();
+      return 8;
+    }
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(kMaxClusterPieces);
+    config.blockDim = dim3(C::kThreads);
+    config.dynamicSmemBytes = C::kSmemBytes;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kMaxClusterPieces;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, PagedAttentionKernel<C>, &config) !=
+        cudaSuccess) {
+      cudaGetLastError();  // a refused size is not an error here
+      return 8;
+    }
+    return clusters > 0 ? kMaxClusterPieces : 8;
+  }();
+  return pieces;
 }
 
 // Whether this binary carries sm_90a machine code for the wgmma kernels (a build for
@@ -219,13 +268,56 @@ void SplitTiles(const std::vector<Tile>& tiles, int capacity, int block_n, int m
                    });
 }
 
+// Splits every tile into the same number of pieces (at most max_pieces; pieces
+// past a short tile's end are empty), one cluster per tile, in tile order; no partial
+// slots or merge items. Falls back to SplitTiles when nothing needs splitting.
+void SplitTilesForClusters(const std::vector<Tile>& tiles, int capacity, int block_n, int min_chunk,
+                           int max_pieces, PagedAttentionPlan* plan,
+                           std::vector<AttentionWorkItem>* items) {
+  int64_t total_kv = 0;
+  int max_kv = 0;
+  for (const Tile& t : tiles) {
+    total_kv += t.kv_len;
+    max_kv = std::max(max_kv, t.kv_len);
+  }
+  int n = 1;
+  int64_t chunk = max_kv;
+  if (static_cast<int64_t>(tiles.size()) < capacity && max_kv > 0) {
+    const int64_t even = (total_kv + capacity - 1) / capacity;
+    chunk = std::max<int64_t>(std::max(min_chunk, 2 * block_n),
+                              (even + block_n - 1) / block_n * block_n);
+    if ((max_kv + chunk - 1) / chunk > max_pieces) {
+      const int64_t c = (max_kv + max_pieces - 1) / max_pieces;
+      chunk = (c + block_n - 1) / block_n * block_n;
+    }
+    n = static_cast<int>((max_kv + chunk - 1) / chunk);
+    // Cluster sizes are kept to powers of two (the extra pieces are empty).
+    int pow2 = 1;
+    while (pow2 < n) pow2 <<= 1;
+    n = n > 1 ? pow2 : n;
+  }
+  if (n <= 1) {
+    SplitTiles(tiles, capacity, block_n, INT32_MAX, plan, items);
+    return;
+  }
+  plan->decode_cluster = n;
+  for (const Tile& t : tiles) {
+    for (int i = 0; i < n; ++i) {
+      const int begin = static_cast<int>(std::min<int64_t>(t.kv_len, i * chunk));
+      const int end = static_cast<int>(std::min<int64_t>(t.kv_len, begin + chunk));
+      items->push_back({t.seq, t.kv_head, t.row_begin, begin, end, i, -1});
+    }
+  }
+}
+
 // Reorders items (sorted longest first) so that the kernel's strided loop over a grid
 // of `grid` CTAs takes them in serpentine rounds: CTA c gets the c-th item of even
 // rounds and the c-th from the end of odd ones, evening out the CTAs' total work.
 void Serpentine(int grid, std::vector<AttentionWorkItem>* items) {
   for (size_t r = 1; grid > 0 && r * grid < items->size(); r += 2) {
     const auto begin = items->begin() + static_cast<ptrdiff_t>(r * grid);
-    const auto end = items->begin() + static_cast<ptrdiff_t>(std::min(items->size(), (r + 1) * grid));
+    const auto end =
+        items->begin() + static_cast<ptrdiff_t>(std::min(items->size(), (r + 1) * grid));
     std::reverse(begin, end);
   }
 }
@@ -271,23 +363,52 @@ Status PlanForHeadDim(const PagedAttentionParams& p, const int32_t* seq_lens,
   }
   const int min_chunk =
       options.decode_min_chunk > 0 ? options.decode_min_chunk : kDefaultDecodeMinChunk;
-  SplitTiles(dec_tiles, occ_dec * num_sms, Dec::kBlockN, min_chunk, plan, &plan->decode_items);
-  SplitTiles(pre_tiles, occ_pre * num_sms, Pre::kBlockN, 0, plan, &plan->prefill_items);
-  plan->decode_grid = std::min<int>(plan->decode_items.size(), occ_dec * num_sms);
-  plan->prefill_grid = std::min<int>(plan->prefill_items.size(), occ_pre * num_sms);
-  if (plan->schedule == 1) {
-    Serpentine(plan->decode_grid, &plan->decode_items);
-    Serpentine(plan->prefill_grid, &plan->prefill_items);
+  if constexpr (Dec::kClusterMerge) {
+    SplitTilesForClusters(dec_tiles, occ_dec * num_sms, Dec::kBlockN, min_chunk,
+                          MaxClusterPieces<Dec>(), plan, &plan->decode_items);
+  } else {
+    SplitTiles(dec_tiles, occ_dec * num_sms, Dec::kBlockN, min_chunk, plan, &plan->decode_items);
   }
+  SplitTiles(pre_tiles, occ_pre * num_sms, Pre::kBlockN, 0, plan, &plan->prefill_items);
+  // Cluster-merged pieces run one per CTA (the grid is whole clusters).
+  plan->decode_grid = plan->decode_cluster > 1
+                          ? static_cast<int>(plan->decode_items.size())
+                          : std::min<int>(plan->decode_items.size(), occ_dec * num_sms);
+  plan->prefill_grid = std::min<int>(plan->prefill_items.size(), occ_pre * num_sms);
+  if (plan->decode_schedule == 1 && plan->decode_cluster == 1) {
+    Serpentine(plan->decode_grid, &plan->decode_items);
+  }
+  if (plan->prefill_schedule == 1) Serpentine(plan->prefill_grid, &plan->prefill_items);
   return Status::Ok();
 }
 
+// cluster > 1: CTAs in clusters of that many (the cluster-merge decode configuration).
 template <class C>
-Status LaunchConfig(const AttentionKernelArgs& args, int grid, cudaStream_t stream) {
+Status LaunchConfig(const AttentionKernelArgs& args, int grid, cudaStream_t stream,
+                    int cluster = 1) {
   if (args.num_items == 0) return Status::Ok();
   if (Status s = RaiseSmemLimit<C>(); !s.ok()) return s;
-  PagedAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(args);
-  return LaunchStatus("paged_attention");
+  if (cluster <= 1) {
+    PagedAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(args);
+    return LaunchStatus("paged_attention");
+  }
+  static const cudaError_t allowed = cudaFuncSetAttribute(
+      PagedAttentionKernel<C>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (Status s = CudaStatus(allowed, "paged_attention: cluster size"); !s.ok()) return s;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(C::kThreads);
+  config.dynamicSmemBytes = C::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return CudaStatus(cudaLaunchKernelEx(&config, PagedAttentionKernel<C>, args),
+                    "paged_attention (clusters)");
 }
 
 template <int D>
@@ -318,9 +439,11 @@ Status LaunchForHeadDim(const PagedAttentionPlan& plan, const PagedAttentionPara
 
   args.items = reinterpret_cast<const AttentionWorkItem*>(ws + w.decode_items);
   args.num_items = static_cast<int>(plan.decode_items.size());
-  if (Status s = WithDecodeConfig<D>(
-          plan.decode_variant,
-          [&]<class C>() { return LaunchConfig<C>(args, plan.decode_grid, stream); });
+  if (Status s = WithDecodeConfig<D>(plan.decode_variant,
+                                     [&]<class C>() {
+                                       return LaunchConfig<C>(args, plan.decode_grid, stream,
+                                                              plan.decode_cluster);
+                                     });
       !s.ok()) {
     return s;
   }
@@ -368,6 +491,9 @@ Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens
   if (options.prefill_variant >= kFirstWgmmaVariant && !has_wgmma) {
     return Status::Unsupported("paged_attention: wgmma prefill variants need sm_90a code");
   }
+  if (options.decode_variant >= kFirstClusterDecodeVariant && major < 9) {
+    return Status::Unsupported("paged_attention: cluster decode variants need sm_90");
+  }
   *plan = PagedAttentionPlan();
   plan->head_dim = p.head_dim;
   if (p.head_dim != 128) {
@@ -379,13 +505,13 @@ Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens
   }
   plan->decode_variant =
       options.decode_variant >= 0 ? options.decode_variant : kDefaultDecodeVariant;
-  plan->schedule = options.schedule >= 0 ? options.schedule : kDefaultSchedule;
+  plan->decode_schedule = options.schedule >= 0 ? options.schedule : kDefaultDecodeSchedule;
+  plan->prefill_schedule = options.schedule >= 0 ? options.schedule : kDefaultPrefillSchedule;
   Status s;
   if (p.head_dim == 64) {
     s = WithDecodeConfig<64>(plan->decode_variant, [&]<class Dec>() {
-      return PlanForHeadDim<64, Dec, PrefillVariant<64, 0>::Config>(p, seq_lens_host,
-                                                                    cu_seqlens_q_host, options,
-                                                                    plan);
+      return PlanForHeadDim<64, Dec, PrefillVariant<64, 0>::Config>(
+          p, seq_lens_host, cu_seqlens_q_host, options, plan);
     });
   } else if (p.head_dim == 128) {
     s = WithDecodeConfig<128>(plan->decode_variant, [&]<class Dec>() {

@@ -7,11 +7,14 @@
 //
 // Warps form a kWarpsM × kWarpsN grid: each warp owns 16 query rows and kBlockN /
 // kWarpsN positions of every K/V tile. Prefill uses kWarpsN = 1 (64 or 128 rows, whole
-// tiles); decode uses 1 × 4 (a group of up to 16 rows, the tile split four ways), and
-// the warps' partial softmax states are merged in shared memory at the end. Split items
-// write fp32 partials; the last piece of a tile to finish merges them (MergeTile).
+// tiles); decode uses 1 × 4 or 1 × 8 (a group of up to 16 rows, the tile split four or
+// eight ways), and the warps' partial softmax states are merged in shared memory at the
+// end. Split items write fp32 partials; the last piece of a tile to finish merges them
+// (MergeTile, or MergeTileOnePass), or the pieces of a cluster merge them from each
+// other's shared memory (ClusterMergeTile).
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -57,8 +60,11 @@ struct AttentionKernelArgs {
 // against the planned kv_end (not after the seq_lens load), the merge item is read at
 // the start, and the last piece merges in one pass over the partials (no separate
 // log-sum-exp pass), with one fence by one thread.
+// kClusterMerge_ (decode, sm_90): the pieces of a split tile are one thread-block cluster
+// and merge through distributed shared memory (no partials in the workspace, no counter).
 template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_, int kMinBlocks_,
-          bool kWgmma_ = false, bool kPipelined_ = false, bool kFastTail_ = false>
+          bool kWgmma_ = false, bool kPipelined_ = false, bool kFastTail_ = false,
+          bool kClusterMerge_ = false>
 struct AttentionConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarpsM = kWarpsM_;
@@ -69,6 +75,7 @@ struct AttentionConfig {
   static constexpr bool kWgmma = kWgmma_;
   static constexpr bool kPipelined = kPipelined_;
   static constexpr bool kFastTail = kFastTail_;
+  static constexpr bool kClusterMerge = kClusterMerge_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kBlockM = 16 * kWarpsM;
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
@@ -90,6 +97,10 @@ struct AttentionConfig {
   static_assert(!kWgmma || (kWarpsM % 4 == 0 && kWarpsN == 1 && kBlockN == 64 && kHeadDim == 128),
                 "the wgmma path is whole warpgroups of 64 rows, 64 positions, head_dim 128");
   static_assert(!kPipelined || (kWgmma && kStages >= 3), "pipelining needs wgmma, 3+ stages");
+  // A cluster piece's merged rows (fp32 O, then the log-sum-exps) follow the epilogue.
+  static constexpr size_t kClusterBytes = size_t{kBlockM} * (kHeadDim + 1) * 4;
+  static_assert(!kClusterMerge || kEpilogueBytes + kClusterBytes <= kPipeBytes,
+                "the cluster merge area must fit in the pipeline");
 };
 
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows, kHeadDim] bf16 tile,
@@ -263,6 +274,71 @@ __device__ void MergeTileOnePass(const AttentionKernelArgs& a, const AttentionMe
   }
 }
 
+// The cluster's pieces of one tile merge their rows: piece k of n writes its share of
+// the (row, 4-column) groups, reading every piece's O and log-sum-exp through
+// distributed shared memory. Called by every CTA of the cluster.
+template <class C>
+__device__ void ClusterMergeTile(const AttentionKernelArgs& a, void* area, int kv_head, int row0,
+                                 int rows, int q_begin) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int D = C::kHeadDim;
+  constexpr int kMaxPieces = 16;
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  float* mine = static_cast<float*>(area);
+  cluster.sync();  // every piece's rows are in its shared memory
+  const int n = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int groups = rows * (D / 4);
+  const int per = (groups + n - 1) / n;
+  const int end = min(groups, (rank + 1) * per);
+  for (int g = rank * per + static_cast<int>(threadIdx.x); g < end; g += C::kThreads) {
+    const int r = g / (D / 4), c0 = (g % (D / 4)) * 4;
+    float lse[kMaxPieces];
+    float4 v[kMaxPieces];
+#pragma unroll
+    for (int k = 0; k < kMaxPieces; ++k) {
+      if (k < n) {
+        const float* remote = cluster.map_shared_rank(mine, k);
+        lse[k] = remote[C::kBlockM * D + r];
+        v[k] = *reinterpret_cast<const float4*>(remote + r * D + c0);
+      } else {
+        lse[k] = -INFINITY;
+        v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < kMaxPieces; ++k) mx = fmaxf(mx, lse[k]);
+    float l = 0.0f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int k = 0; k < kMaxPieces; ++k) {
+        const float w = exp2f(lse[k] - mx);
+        l += w;
+        acc.x += w * v[k].x;
+        acc.y += w * v[k].y;
+        acc.z += w * v[k].z;
+        acc.w += w * v[k].w;
+      }
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const int gr = row0 + r;
+    const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
+                         int64_t{kv_head} * a.group + gr % a.group) *
+                            D +
+                        c0;
+    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + off);
+    dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+    dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+  }
+  cluster.sync();  // no piece leaves while another still reads its shared memory
+#else
+  __trap();
+#endif
+}
+
 template <class C>
 __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem& item,
                            __nv_bfloat16* smem) {
@@ -287,7 +363,9 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
   const int fetch_end = C::kFastTail ? item.kv_end : kv_end;
   const int32_t* table = a.block_tables + int64_t{seq} * a.max_blocks_per_seq;
   AttentionMergeItem merge_item{};
-  if (C::kFastTail && item.partial >= 0) merge_item = a.merges[item.merge];
+  if (C::kFastTail && !C::kClusterMerge && item.partial >= 0) {
+    merge_item = a.merges[item.merge];
+  }
   const int64_t q_token_stride = int64_t{a.num_q_heads} * D;
   const int64_t q_head0 = int64_t{q_begin} * q_token_stride + int64_t{kv_head} * a.group * D;
 
@@ -605,6 +683,12 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
       const int64_t off =
           q_head0 + int64_t{gr / a.group} * q_token_stride + int64_t{gr % a.group} * D + c0;
       *reinterpret_cast<Bf16x8*>(a.out + off) = Pack(acc);
+    } else if constexpr (C::kClusterMerge) {
+      float* cl = reinterpret_cast<float*>(reinterpret_cast<char*>(pipe) + C::kEpilogueBytes);
+      float4* dst = reinterpret_cast<float4*>(cl + r * D + c0);
+      dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+      if (c0 == 0) cl[C::kBlockM * D + r] = l > 0.0f ? m + log2f(l) : -INFINITY;
     } else {
       const int64_t slot = int64_t{item.partial} * kPartialRows + r;
       float4* dst = reinterpret_cast<float4*>(a.partial_o + slot * D + c0);
@@ -613,8 +697,14 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
       if (c0 == 0) a.partial_lse[slot] = l > 0.0f ? m + log2f(l) : -INFINITY;
     }
   }
-  // The last piece of a split tile to finish merges the tile.
-  if (C::kFastTail && item.partial >= 0) {
+  // The pieces of a cluster merge the tile, each a share of its columns, from the
+  // pieces' shared memory.
+  if constexpr (C::kClusterMerge) {
+    if (item.partial >= 0) {
+      ClusterMergeTile<C>(a, reinterpret_cast<char*>(pipe) + C::kEpilogueBytes, item.kv_head, row0,
+                          num_rows - row0 < C::kBlockM ? num_rows - row0 : C::kBlockM, q_begin);
+    }
+  } else if (C::kFastTail && item.partial >= 0) {
     __shared__ int is_last_fast;
     __syncthreads();
     if (threadIdx.x == 0) {

@@ -69,7 +69,8 @@ bool RunCase(const Prepared& x, const cuda::PagedAttentionOptions& options) {
   GPU_CHECK_OK(cuda::UploadPagedAttentionPlan(plan, ws.get(), ws.size(), nullptr));
   const std::string what = c.name + " d" + std::to_string(plan.decode_variant) + " v" +
                            std::to_string(plan.prefill_variant) + " s" +
-                           std::to_string(plan.schedule);
+                           std::to_string(plan.prefill_schedule) +
+                           std::to_string(plan.decode_schedule);
   for (int pass = 0; pass < (Quick() ? 1 : 2); ++pass) {
     dout.Poison();
     GPU_CHECK_OK(cuda::PagedAttention(plan, dp, dout.get(), dq.get(), dk.get(), dv.get(), ws.get(),
@@ -100,25 +101,17 @@ bool HasDecodeTiles(const AttentionCase& c) {
 
 int main() {
   using namespace sluice::kernels::testing;
+  namespace cuda = sluice::kernels::cuda;
   SkipWithoutGpu();
   std::vector<Prepared> prepared;
   for (const AttentionCase& c : AttentionTestCases(Quick())) prepared.push_back(Prepare(c));
   for (const Prepared& x : prepared) RunCase(x, {});
-  // Every decode variant over the cases with decode tiles, with both schedules.
-  for (int schedule = 0; schedule < 2; ++schedule) {
-    for (int variant = 0; variant < cuda::kNumDecodeVariants; ++variant) {
-      cuda::PagedAttentionOptions options;
-      options.decode_variant = variant;
-      options.schedule = schedule;
-      for (const Prepared& x : prepared) {
-        if (HasDecodeTiles(x.c)) RunCase(x, options);
-      }
-    }
-  }
   // Every prefill variant over the cases that have prefill tiles at head_dim 128 (the
   // Hopper-only variants last, and skipped where unsupported); the serpentine schedule
-  // with the mma.sync and pipelined wgmma ones.
-  for (int schedule = 0; schedule < 2; ++schedule) {
+  // with the mma.sync and pipelined wgmma ones. (The quick shapes have fewer items than
+  // CTAs, so the schedule changes nothing there and only the full run tries it.)
+  const int schedules = Quick() ? 1 : 2;
+  for (int schedule = 0; schedule < schedules; ++schedule) {
     for (int variant = 0; variant < cuda::kNumPrefillVariants; ++variant) {
       if (schedule == 1 && variant != 2 && variant != 5 && variant != 8) continue;
       cuda::PagedAttentionOptions options;
@@ -126,6 +119,18 @@ int main() {
       options.schedule = schedule;
       for (const Prepared& x : prepared) {
         if (x.c.head_dim == 128 && !x.c.q_lens.empty() && !RunCase(x, options)) break;
+      }
+    }
+  }
+  // Every decode variant over the cases with decode tiles, with both schedules (the
+  // cluster one, a new launch path, last of all).
+  for (int variant = 0; variant < cuda::kNumDecodeVariants; ++variant) {
+    for (int schedule = 0; schedule < schedules; ++schedule) {
+      cuda::PagedAttentionOptions options;
+      options.decode_variant = variant;
+      options.schedule = schedule;
+      for (const Prepared& x : prepared) {
+        if (HasDecodeTiles(x.c)) RunCase(x, options);
       }
     }
   }

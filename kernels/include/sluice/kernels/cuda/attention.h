@@ -14,7 +14,9 @@
 // splits the KV range of those tiles when there are too few to fill the GPU, and
 // assigns them to a persistent grid no larger than occupancy × multiprocessors.
 // Split tiles write fp32 partial outputs and log-sum-exps to the workspace; the last
-// CTA to finish a tile's pieces (counted with an atomic per tile) merges them.
+// CTA to finish a tile's pieces (counted with an atomic per tile) merges them. (Decode
+// variant 4 instead runs a tile's pieces as one thread-block cluster that merges in
+// distributed shared memory.)
 #pragma once
 
 #include <cstddef>
@@ -53,7 +55,7 @@ struct AttentionMergeItem {
 };
 
 inline constexpr int kNumPrefillVariants = 9;
-inline constexpr int kNumDecodeVariants = 4;
+inline constexpr int kNumDecodeVariants = 5;
 
 // Tuning knobs; the defaults are what bench/kernels measured best. The alternatives
 // exist so that the benchmark can compare them.
@@ -61,13 +63,15 @@ struct PagedAttentionOptions {
   // Prefill kernel configuration for head_dim 128 (0..8; 3..8 use Hopper wgmma and need
   // sm_90a); -1 takes the default.
   int prefill_variant = -1;
-  // Decode kernel configuration (0..3); -1 takes the default.
+  // Decode kernel configuration (0..4; 4 uses thread-block clusters and needs sm_90); -1
+  // takes the default.
   int decode_variant = -1;
   // Fewest cache positions per split piece of a decode tile (at least 128); 0 takes the
   // default (256).
   int decode_min_chunk = 0;
   // Order of the work items over the persistent grid: 0 longest first, round robin;
-  // 1 longest first in serpentine rounds; -1 takes the default.
+  // 1 longest first in serpentine rounds; -1 takes the defaults (serpentine for prefill
+  // items, round robin for decode items).
   int schedule = -1;
 };
 
@@ -77,13 +81,15 @@ struct PagedAttentionPlan {
   std::vector<AttentionWorkItem> decode_items;
   std::vector<AttentionWorkItem> prefill_items;
   std::vector<AttentionMergeItem> merge_items;
-  int decode_grid = 0;   // CTAs of the persistent decode launch
-  int prefill_grid = 0;  // CTAs of the persistent prefill launch
+  int decode_grid = 0;     // CTAs of the persistent decode launch
+  int decode_cluster = 1;  // > 1: decode CTAs run in clusters of this many (variant 4)
+  int prefill_grid = 0;    // CTAs of the persistent prefill launch
   int num_partials = 0;
   int head_dim = 0;
   int prefill_variant = 0;
   int decode_variant = 0;
-  int schedule = 0;
+  int decode_schedule = 0;     // order of decode_items (PagedAttentionOptions::schedule)
+  int prefill_schedule = 0;    // order of prefill_items
   size_t workspace_bytes = 0;  // what UploadPagedAttentionPlan and PagedAttention need
 };
 
