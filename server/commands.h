@@ -18,4 +18,7 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 // Adds `serve` (the HTTP server) to `app`.
 void AddServeCommand(CLI::App& app, std::function<int()>* run);
 
+// Adds `tokenize` and `chat-template`, for inspecting prompts.
+void AddInspectCommands(CLI::App& app, std::function<int()>* run);
+
 }  // namespace sluice

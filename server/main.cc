@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   sluice::AddGenerateCommand(app, &run);
   sluice::AddServeCommand(app, &run);
+  sluice::AddInspectCommands(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 1;
 }

@@ -39,6 +39,10 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item);
 // Undefined.
 absl::StatusOr<std::vector<Value>> Iterate(const Value& value);
 
+// Whether a filter or test of this name exists.
+bool IsKnownFilter(std::string_view name);
+bool IsKnownTest(std::string_view name);
+
 // value | name(args, kwargs).
 absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input,
                                   const std::vector<Value>& args, const Kwargs& kwargs,

@@ -19,7 +19,7 @@ namespace sluice {
 // process. Exceeding one fails the render with InvalidArgument.
 struct ChatTemplateLimits {
   size_t max_output_bytes = size_t{1} << 20;  // Also caps any single string or capture.
-  int64_t max_loop_iterations = 1'000'000;    // Summed over all loops of a render.
+  int64_t max_loop_iterations = 1'000'000;    // Summed over a render; also caps list sizes.
   int max_depth = 512;                        // Nested evaluation and macro recursion.
   int max_json_depth = 128;                   // Nesting of the context's JSON values.
 };
@@ -38,13 +38,14 @@ class ChatTemplate {
   ChatTemplate(const ChatTemplate&) = delete;
   ChatTemplate& operator=(const ChatTemplate&) = delete;
 
-  // Renders with the variables of `context`, a JSON object: usually messages, tools,
-  // add_generation_prompt, bos_token, eos_token and any extra keyword arguments (for
-  // example enable_thinking). A missing variable is undefined (renders empty), a null
-  // one is None. Object keys keep their order, which tojson reproduces (a nlohmann::json
-  // converts implicitly, with its keys sorted). Errors (template errors,
-  // raise_exception(message) whose message it carries, limits) are InvalidArgument naming
-  // the template line and column.
+  // Renders with the variables of `context`, a JSON object. As transformers'
+  // apply_chat_template: messages, tools (null when there are none), documents (null),
+  // add_generation_prompt, the tokenizer's special tokens (bos_token, eos_token, ...)
+  // and the request's extra keyword arguments (for example enable_thinking). A missing
+  // variable is undefined (renders empty), a null one is None. Object keys keep their
+  // order, which tojson reproduces (a nlohmann::json converts implicitly, with its keys
+  // sorted). Errors (template errors, raise_exception(message) whose message it carries,
+  // limits) are InvalidArgument naming the template line and column.
   absl::StatusOr<std::string> Render(const nlohmann::ordered_json& context) const;
 
  private:

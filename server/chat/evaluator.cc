@@ -10,21 +10,6 @@ namespace {
 
 constexpr std::string_view kErrorPrefix = "chat template error at line ";
 
-// True when `value` holds (is or contains) the dict `target`.
-bool Holds(const Value& value, const Dict* target) {
-  if (value.is_dict()) {
-    if (&value.dict() == target) return true;
-    for (const auto& [k, v] : value.dict().items) {
-      if (Holds(v, target)) return true;
-    }
-  } else if (value.is_list()) {
-    for (const Value& v : value.list().items) {
-      if (Holds(v, target)) return true;
-    }
-  }
-  return false;
-}
-
 Value MakeLoop(const std::vector<Value>& items, size_t i) {
   const auto n = static_cast<int64_t>(items.size());
   const auto index = static_cast<int64_t>(i);
@@ -176,9 +161,7 @@ absl::Status Evaluator::ExecSet(const Stmt& stmt, Value value) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot assign attribute on non-namespace object '", stmt.targets[0], "'"));
   }
-  if (Holds(value, &target.dict())) {
-    return absl::InvalidArgumentError("cannot store a namespace inside itself");
-  }
+  SLUICE_RETURN_IF_ERROR(CheckNamespaceAttribute(value));
   target.dict().Set(stmt.attr, std::move(value));
   return absl::OkStatus();
 }

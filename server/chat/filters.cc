@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/common/status_macros.h"
 #include "server/chat/builtins.h"
 #include "server/chat/text_util.h"
@@ -25,6 +26,19 @@ absl::StatusOr<int64_t> IntArg(std::string_view filter, const Value& v, int64_t 
   if (!Given(v)) return fallback;
   if (!v.is_integral()) return Error(filter, "expected an integer argument");
   return v.int_value();
+}
+
+// jinja2's attribute argument of filters: a dotted path of keys and list indices.
+absl::StatusOr<Value> LookupPath(const Value& item, const std::string& path) {
+  Value v = item;
+  for (const std::string& part : std::vector<std::string>(absl::StrSplit(path, '.'))) {
+    const bool is_index = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                       [](char c) { return c >= '0' && c <= '9'; });
+    const Value key =
+        is_index ? Value::Int(std::strtoll(part.c_str(), nullptr, 10)) : Value::String(part);
+    SLUICE_ASSIGN_OR_RETURN(v, GetItem(v, key));
+  }
+  return v;
 }
 
 absl::StatusOr<Value> CheckedString(std::string s, const SizeLimits& limits) {
@@ -111,7 +125,7 @@ absl::StatusOr<Value> Join(const Value& in, const Args& a, const SizeLimits& lim
   for (size_t i = 0; i < items.size(); ++i) {
     if (i > 0) out += sep;
     if (Given(a[1])) {
-      SLUICE_ASSIGN_OR_RETURN(Value item, GetAttribute(items[i], a[1].ToString()));
+      SLUICE_ASSIGN_OR_RETURN(Value item, LookupPath(items[i], a[1].ToString()));
       out += item.ToString();
     } else {
       out += items[i].ToString();
@@ -146,6 +160,7 @@ absl::StatusOr<Value> StringFilter(const Value& in, const Args&, const SizeLimit
 }
 
 absl::StatusOr<Value> IntFilter(const Value& in, const Args& a, const SizeLimits&) {
+  if (in.is_undefined()) return Error("int", "value is undefined");
   if (in.is_integral()) return Value::Int(in.int_value());
   if (in.is_number() && std::isfinite(in.AsDouble())) {
     return Value::Int(static_cast<int64_t>(std::trunc(in.AsDouble())));
@@ -164,6 +179,7 @@ absl::StatusOr<Value> IntFilter(const Value& in, const Args& a, const SizeLimits
 }
 
 absl::StatusOr<Value> FloatFilter(const Value& in, const Args& a, const SizeLimits&) {
+  if (in.is_undefined()) return Error("float", "value is undefined");
   if (in.is_number()) return Value::Float(in.AsDouble());
   if (in.is_string()) {
     const std::string s = PyStrip(in.str(), nullptr, StripSide::kBoth);
@@ -215,7 +231,7 @@ absl::StatusOr<Value> Sort(const Value& in, const Args& a, const SizeLimits&) {
   for (Value& item : items) {
     Value key = item;
     if (Given(a[2])) {
-      SLUICE_ASSIGN_OR_RETURN(key, GetAttribute(item, a[2].ToString()));
+      SLUICE_ASSIGN_OR_RETURN(key, LookupPath(item, a[2].ToString()));
     }
     if (key.is_string() && !a[1].Truthy()) key = Value::String(ToLower(key.str()));
     keyed.emplace_back(std::move(key), std::move(item));
@@ -339,7 +355,7 @@ absl::StatusOr<Value> SelectFilter(std::string_view name, const Value& in, const
   for (const Value& item : items) {
     Value subject = item;
     if (by_attribute) {
-      SLUICE_ASSIGN_OR_RETURN(subject, GetAttribute(item, attribute));
+      SLUICE_ASSIGN_OR_RETURN(subject, LookupPath(item, attribute));
     }
     bool passed = subject.Truthy();
     if (!test.empty()) {
@@ -363,7 +379,7 @@ absl::StatusOr<Value> MapFilter(const Value& in, const Args& args, const Kwargs&
     for (const auto& [key, value] : kwargs) (key == "attribute" ? attribute : fallback) = &value;
     if (attribute == nullptr) return Error("map", "missing attribute");
     for (const Value& item : items) {
-      SLUICE_ASSIGN_OR_RETURN(Value v, GetAttribute(item, attribute->ToString()));
+      SLUICE_ASSIGN_OR_RETURN(Value v, LookupPath(item, attribute->ToString()));
       out.push_back(v.is_undefined() && fallback != nullptr ? *fallback : v);
     }
     return Value::MakeList(std::move(out));
@@ -379,6 +395,17 @@ absl::StatusOr<Value> MapFilter(const Value& in, const Args& args, const Kwargs&
 }
 
 }  // namespace
+
+bool IsKnownFilter(std::string_view name) {
+  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr" ||
+      name == "map") {
+    return true;
+  }
+  for (const FilterSpec& spec : Filters()) {
+    if (spec.name == name) return true;
+  }
+  return false;
+}
 
 absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input,
                                   const std::vector<Value>& args, const Kwargs& kwargs,

@@ -175,9 +175,15 @@ absl::StatusOr<Value> Range(const Args& args, const SizeLimits& limits) {
   return Value::MakeList(std::move(items));
 }
 
-}  // namespace
+constexpr std::string_view kUnaryTests[] = {
+    "defined",  "undefined", "none",    "string", "mapping", "iterable",
+    "sequence", "number",    "integer", "float",  "boolean", "true",
+    "false",    "callable",  "lower",   "upper",  "odd",     "even"};
+constexpr std::string_view kBinaryTests[] = {
+    "divisibleby", "eq", "equalto", "==",          "ne", "!=", "sameas", "in", "lt",
+    "lessthan",    "<",  "gt",      "greaterthan", ">",  "le", "<=",     "ge", ">="};
 
-absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& value, const Args& args) {
+absl::StatusOr<bool> UnaryTest(std::string_view name, const Value& value) {
   using T = Value::Type;
   const T t = value.type();
   if (name == "defined") return t != T::kUndefined;
@@ -185,8 +191,9 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& value, const 
   if (name == "none") return t == T::kNone;
   if (name == "string") return t == T::kString;
   if (name == "mapping") return t == T::kDict;
-  if (name == "iterable")
+  if (name == "iterable") {
     return t == T::kList || t == T::kDict || t == T::kString || t == T::kUndefined;
+  }
   if (name == "sequence") return t == T::kList || t == T::kDict || t == T::kString;
   if (name == "number") return value.is_number();
   if (name == "integer") return t == T::kInt;
@@ -197,20 +204,30 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& value, const 
   if (name == "callable") return t == T::kCallable;
   if (name == "lower") return value.is_string() && ToLower(value.str()) == value.str();
   if (name == "upper") return value.is_string() && ToUpper(value.str()) == value.str();
-  if (name == "odd" || name == "even" || name == "divisibleby") {
-    if (!value.is_integral())
-      return absl::InvalidArgumentError(
-          absl::StrCat("test '", std::string(name), "' needs an integer"));
-    const int64_t divisor =
-        name == "divisibleby" && !args.empty() && args[0].is_integral() ? args[0].int_value() : 2;
-    if (divisor == 0) return absl::InvalidArgumentError("divisibleby 0");
-    const bool divisible = value.int_value() % divisor == 0;
-    return name == "odd" ? !divisible : divisible;
+  if (!value.is_integral()) {  // odd, even
+    return absl::InvalidArgumentError(
+        absl::StrCat("test '", std::string(name), "' needs an integer"));
   }
-  static constexpr std::string_view kBinaryTests[] = {
-      "eq", "equalto", "==",          "ne", "!=", "sameas", "in", "lt", "lessthan",
-      "<",  "gt",      "greaterthan", ">",  "le", "<=",     "ge", ">="};
-  if (std::find(std::begin(kBinaryTests), std::end(kBinaryTests), name) == std::end(kBinaryTests)) {
+  return (value.int_value() % 2 != 0) == (name == "odd");
+}
+
+}  // namespace
+
+bool IsKnownTest(std::string_view name) {
+  return std::find(std::begin(kUnaryTests), std::end(kUnaryTests), name) != std::end(kUnaryTests) ||
+         std::find(std::begin(kBinaryTests), std::end(kBinaryTests), name) !=
+             std::end(kBinaryTests);
+}
+
+absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& value, const Args& args) {
+  if (std::find(std::begin(kUnaryTests), std::end(kUnaryTests), name) != std::end(kUnaryTests)) {
+    if (!args.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("test '", std::string(name), "' takes no arguments"));
+    }
+    return UnaryTest(name, value);
+  }
+  if (!IsKnownTest(name)) {
     return absl::InvalidArgumentError(absl::StrCat("no test named '", std::string(name), "'"));
   }
   if (args.size() != 1) {
@@ -218,6 +235,12 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& value, const 
         absl::StrCat("test '", std::string(name), "' takes one argument"));
   }
   const Value& other = args[0];
+  if (name == "divisibleby") {
+    if (!value.is_integral() || !other.is_integral() || other.int_value() == 0) {
+      return absl::InvalidArgumentError("divisibleby needs integers and a non-zero divisor");
+    }
+    return value.int_value() % other.int_value() == 0;
+  }
   if (name == "eq" || name == "equalto" || name == "==") return Equal(value, other);
   if (name == "ne" || name == "!=") return !Equal(value, other);
   if (name == "sameas") return value.type() == other.type() && Equal(value, other);
@@ -259,9 +282,15 @@ absl::StatusOr<Value> CallGlobal(std::string_view name, const Args& args, const 
           absl::StrCat(std::string(name), "() takes an optional mapping"));
     }
     if (args.size() == 1) {
-      for (const auto& [k, v] : args[0].dict().items) dict->Set(k, v);
+      for (const auto& [k, v] : args[0].dict().items) {
+        if (dict->is_namespace) SLUICE_RETURN_IF_ERROR(CheckNamespaceAttribute(v));
+        dict->Set(k, v);
+      }
     }
-    for (const auto& [k, v] : kwargs) dict->Set(k, v);
+    for (const auto& [k, v] : kwargs) {
+      if (dict->is_namespace) SLUICE_RETURN_IF_ERROR(CheckNamespaceAttribute(v));
+      dict->Set(k, v);
+    }
     return Value::MakeDict(std::move(dict));
   }
   if (name == "raise_exception") {

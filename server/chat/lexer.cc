@@ -27,8 +27,12 @@ std::string NormalizeNewlines(std::string_view source) {
 }
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f'; }
-bool IsNameStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+// NOTE: like Python, names may hold non-ASCII letters; any non-ASCII byte is taken as one.
+bool IsNameStart(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+bool IsNameChar(char c) { return IsNameStart(c) || std::isdigit(static_cast<unsigned char>(c)); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 int HexDigit(char c) {
@@ -38,9 +42,10 @@ int HexDigit(char c) {
   return -1;
 }
 
-// Python's unicode-escape decoding of a string literal's body.
-std::string Unescape(std::string_view body) {
-  std::string out;
+// Python's unicode-escape decoding of a string literal's body; false for a truncated
+// \x, \u or \U escape.
+bool Unescape(std::string_view body, std::string* decoded) {
+  std::string& out = *decoded;
   for (size_t i = 0; i < body.size(); ++i) {
     if (body[i] != '\\' || i + 1 == body.size()) {
       out.push_back(body[i]);
@@ -58,6 +63,16 @@ std::string Unescape(std::string_view body) {
       i += digits;
       return true;
     };
+    if (c >= '0' && c <= '7') {  // Up to three octal digits.
+      char32_t cp = 0;
+      size_t k = 0;
+      for (; k < 3 && i + k < body.size() && body[i + k] >= '0' && body[i + k] <= '7'; ++k) {
+        cp = cp * 8 + static_cast<char32_t>(body[i + k] - '0');
+      }
+      AppendUtf8(cp, &out);
+      i += k - 1;
+      continue;
+    }
     switch (c) {
       case 'n':
         out.push_back('\n');
@@ -80,9 +95,6 @@ std::string Unescape(std::string_view body) {
       case 'v':
         out.push_back('\v');
         break;
-      case '0':
-        out.push_back('\0');
-        break;
       case '\\':
       case '\'':
       case '"':
@@ -91,20 +103,20 @@ std::string Unescape(std::string_view body) {
       case '\n':
         break;
       case 'x':
-        if (!hex(2)) out += "\\x";
+        if (!hex(2)) return false;
         break;
       case 'u':
-        if (!hex(4)) out += "\\u";
+        if (!hex(4)) return false;
         break;
       case 'U':
-        if (!hex(8)) out += "\\U";
+        if (!hex(8)) return false;
         break;
       default:
         out.push_back('\\');
         out.push_back(c);
     }
   }
-  return out;
+  return true;
 }
 
 class Lexer {
@@ -244,8 +256,11 @@ class Lexer {
       while (pos < src_.size() && src_[pos] != c) pos += src_[pos] == '\\' ? 2 : 1;
       if (pos >= src_.size()) return Error(start, "unterminated string literal");
       ++pos;
-      Emit(TokenType::kString, Unescape(std::string_view(src_).substr(start + 1, pos - start - 2)),
-           start);
+      std::string value;
+      if (!Unescape(std::string_view(src_).substr(start + 1, pos - start - 2), &value)) {
+        return Error(start, "truncated \\x, \\u or \\U escape in string literal");
+      }
+      Emit(TokenType::kString, std::move(value), start);
       return absl::OkStatus();
     }
     static constexpr std::string_view kTwoChar[] = {"//", "**", "==", "!=", "<=", ">="};

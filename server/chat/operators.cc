@@ -1,4 +1,5 @@
 // Attribute and item access, slicing, arithmetic, membership and iteration.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -55,8 +56,11 @@ absl::StatusOr<Value> Repeat(const Value& seq, int64_t count, const SizeLimits& 
         static_cast<uint64_t>(count) > limits.max_string_bytes / seq.str().size()) {
       return absl::InvalidArgumentError("string repetition exceeds the size limit");
     }
+    const size_t size = seq.str().size() * static_cast<size_t>(count);
     std::string out;
-    for (int64_t i = 0; i < count; ++i) out += seq.str();
+    out.reserve(size);
+    if (size > 0) out = seq.str();
+    while (out.size() < size) out.append(out, 0, std::min(out.size(), size - out.size()));
     return Value::String(std::move(out));
   }
   const auto& items = seq.list().items;

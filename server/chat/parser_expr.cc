@@ -262,6 +262,13 @@ absl::StatusOr<ExprPtr> Parser::ParsePostfix(ExprPtr node) {
 }
 
 absl::StatusOr<ExprPtr> Parser::ParseSubscript(ExprPtr node, const Token& at) {
+  if (IsOp("]")) {  // x[] looks up the empty tuple: always undefined.
+    Next();
+    ExprPtr item = ExprNode(Expr::Kind::kGetItem, at);
+    item->operands.push_back(std::move(node));
+    item->operands.push_back(ExprNode(Expr::Kind::kTuple, at));
+    return item;
+  }
   ExprPtr start;
   if (!IsOp(":")) {
     SLUICE_ASSIGN_OR_RETURN(start, ParseExpression());
@@ -330,11 +337,17 @@ absl::StatusOr<ExprPtr> Parser::ParseFilterExpr(ExprPtr node) {
       applied->negated = true;
     }
     SLUICE_ASSIGN_OR_RETURN(applied->name, ExpectName());
+    while (IsOp(".")) {  // Dotted names parse; no such filter or test exists.
+      Next();
+      SLUICE_ASSIGN_OR_RETURN(std::string part, ExpectName());
+      applied->name += "." + part;
+    }
     applied->operands.push_back(std::move(node));
     if (IsOp("(")) {
       SLUICE_RETURN_IF_ERROR(ParseCallArgs(applied.get()));
-    } else if (is_test && !IsName("else") && !IsName("or") && !IsName("and") && !IsName("is") &&
-               !IsName("if") &&
+    } else if (is_test && IsName("is")) {
+      return ErrorAt(Peek(), "cannot chain tests with 'is'");
+    } else if (is_test && !IsName("else") && !IsName("or") && !IsName("and") &&
                (Peek().type == TokenType::kName || Peek().type == TokenType::kString ||
                 Peek().type == TokenType::kInt || Peek().type == TokenType::kFloat || IsOp("[") ||
                 IsOp("{"))) {

@@ -96,6 +96,11 @@ class Parser {
     Next();
     return absl::OkStatus();
   }
+  // The end of a tag that opens a body, where jinja2 accepts a colon as Python does.
+  absl::Status ExpectBodyStart() {
+    if (IsOp(":")) Next();
+    return ExpectBlockEnd();
+  }
   absl::StatusOr<std::string> ExpectName() {
     if (Peek().type != TokenType::kName) return Unexpected("a name");
     return Next().value;

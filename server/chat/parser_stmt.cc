@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
+#include "server/chat/name_check.h"
 #include "server/chat/parser.h"
 #include "server/chat/parser_impl.h"
 
@@ -27,6 +28,7 @@ absl::StatusOr<StmtList> ParseTemplate(std::string_view source) {
 absl::StatusOr<StmtList> Parser::ParseAll() {
   std::string_view found;
   SLUICE_ASSIGN_OR_RETURN(StmtList body, ParseBody({}, &found));
+  SLUICE_RETURN_IF_ERROR(CheckFilterAndTestNames(body));
   return body;
 }
 
@@ -100,7 +102,7 @@ absl::StatusOr<StmtPtr> Parser::ParseStatement(const Token& begin) {
   }
   if (name == "generation") {
     Next();
-    SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+    SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
     s->kind = Stmt::Kind::kScope;
     std::string_view found;
     SLUICE_ASSIGN_OR_RETURN(s->body, ParseBody({"endgeneration"}, &found));
@@ -117,17 +119,17 @@ absl::StatusOr<StmtPtr> Parser::ParseIf(const Token& begin) {
   s->kind = Stmt::Kind::kIf;
   Next();
   SLUICE_ASSIGN_OR_RETURN(ExprPtr cond, ParseTuple(/*with_condexpr=*/false));
-  SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+  SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
   while (true) {
     std::string_view found;
     SLUICE_ASSIGN_OR_RETURN(StmtList body, ParseBody({"elif", "else", "endif"}, &found));
     s->branches.emplace_back(std::move(cond), std::move(body));
     if (found == "elif") {
       SLUICE_ASSIGN_OR_RETURN(cond, ParseTuple(/*with_condexpr=*/false));
-      SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+      SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
       continue;
     }
-    SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+    SLUICE_RETURN_IF_ERROR(found == "else" ? ExpectBodyStart() : ExpectBlockEnd());
     if (found == "else") {
       SLUICE_ASSIGN_OR_RETURN(s->else_body, ParseBody({"endif"}, &found));
       SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
@@ -163,14 +165,14 @@ absl::StatusOr<StmtPtr> Parser::ParseFor(const Token& begin) {
     SLUICE_ASSIGN_OR_RETURN(s->filter, ParseExpression());
   }
   if (IsName("recursive")) return ErrorAt(Peek(), "recursive loops are not supported");
-  SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+  SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
   std::string_view found;
   ++loop_depth_;
   absl::StatusOr<StmtList> body = ParseBody({"endfor", "else"}, &found);
   --loop_depth_;
   if (!body.ok()) return body.status();
   s->body = *std::move(body);
-  SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+  SLUICE_RETURN_IF_ERROR(found == "else" ? ExpectBodyStart() : ExpectBlockEnd());
   if (found == "else") {
     SLUICE_ASSIGN_OR_RETURN(s->else_body, ParseBody({"endfor"}, &found));
     SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
@@ -200,7 +202,7 @@ absl::StatusOr<StmtPtr> Parser::ParseSet(const Token& begin) {
   }
   if (!s->attr.empty() || s->targets.size() != 1) return Unexpected("'='");
   if (IsOp("|")) return ErrorAt(Peek(), "filters on block set are not supported");
-  SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+  SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
   s->kind = Stmt::Kind::kSetBlock;
   std::string_view found;
   SLUICE_ASSIGN_OR_RETURN(s->body, ParseBody({"endset"}, &found));
@@ -226,7 +228,7 @@ absl::StatusOr<StmtPtr> Parser::ParseMacro(const Token& begin) {
     Next();
   }
   SLUICE_RETURN_IF_ERROR(ExpectOp(")"));
-  SLUICE_RETURN_IF_ERROR(ExpectBlockEnd());
+  SLUICE_RETURN_IF_ERROR(ExpectBodyStart());
   const int saved_loop_depth = loop_depth_;
   loop_depth_ = 0;
   std::string_view found;

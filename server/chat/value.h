@@ -116,6 +116,11 @@ struct Dict {
   bool is_namespace = false;
 };
 
+// Checks a value about to become a namespace attribute. Namespaces are the only mutable
+// values, so this keeps every value acyclic and shallow: InvalidArgument when `value`
+// holds a namespace or nests deeper than 256 levels.
+absl::Status CheckNamespaceAttribute(const Value& value);
+
 // Python ==, with 1 == 1.0 == True; Undefined equals only Undefined.
 bool Equal(const Value& a, const Value& b);
 // Python <; InvalidArgument when the types cannot be ordered.

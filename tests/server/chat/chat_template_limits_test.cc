@@ -52,6 +52,11 @@ TEST(ChatTemplateErrorTest, SyntaxErrorsNameLineAndColumn) {
        "template syntax error at line 1, column 6: expected end of print statement, got '2'"},
       {"{% for x y %}", "template syntax error at line 1, column 10: expected 'in', got 'y'"},
       {"{{ x @ 1 }}", "template syntax error at line 1, column 6: unexpected character '@'"},
+      {"{{ x|nofilter }}", "template syntax error at line 1, column 5: no filter named 'nofilter'"},
+      {"{% for x in y %}{% if x is nottest %}{% endif %}{% endfor %}{{ y is odder }}",
+       "template syntax error at line 1, column 66: no test named 'odder'"},
+      {"{{ x is defined is true }}",
+       "template syntax error at line 1, column 17: cannot chain tests with 'is'"},
   };
   for (const ErrorCase& c : cases) {
     absl::StatusOr<std::unique_ptr<ChatTemplate>> tmpl = ChatTemplate::Parse(c.source);
@@ -68,7 +73,8 @@ TEST(ChatTemplateErrorTest, RenderErrorsNameLineAndColumn) {
       {"{{ 1 + 'a' }}",
        "chat template error at line 1, column 6: unsupported operand type(s) for +: 'int' and "
        "'str'"},
-      {"{{ x|nofilter }}", "chat template error at line 1, column 5: no filter named 'nofilter'"},
+      {"{% if true %}{{ x|nofilter }}{% endif %}",
+       "chat template error at line 1, column 18: no filter named 'nofilter'"},
       {"{% set x = 1 %}{% set x.y = 2 %}",
        "chat template error at line 1, column 16: cannot assign attribute on non-namespace "
        "object 'x'"},
@@ -80,6 +86,15 @@ TEST(ChatTemplateErrorTest, RenderErrorsNameLineAndColumn) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.source;
     EXPECT_EQ(std::string(status.message()), c.message) << c.source;
   }
+}
+
+TEST(ChatTemplateErrorTest, UnknownFilterInsideIfFailsOnlyWhenItRuns) {
+  const std::string source = "{% if x %}{{ x|nofilter }}{% endif %}{{ 'ok' if x else y|nope }}";
+  EXPECT_FALSE(RenderStatus(source, {{"x", false}, {"y", 1}}).ok());  // The inline if runs nope.
+  EXPECT_TRUE(RenderStatus("{% if x %}{{ x|nofilter }}{% endif %}ok", {{"x", false}}).ok());
+  const absl::Status status = RenderStatus(source, {{"x", true}});
+  EXPECT_NE(std::string(status.message()).find("no filter named 'nofilter'"), std::string::npos)
+      << status;
 }
 
 TEST(ChatTemplateErrorTest, RaiseExceptionCarriesItsMessage) {
@@ -122,7 +137,12 @@ TEST(ChatTemplateLimitsTest, RunawayTemplatesFail) {
       {"{{ range(1000000000)|length }}", "range() exceeds the size limit"},
       {"{% for i in range(100000) %}{% set s = 'x' * 100000 %}{% endfor %}", "bytes of strings"},
       {"{% set ns = namespace() %}{% set ns.me = [ns] %}",
-       "cannot store a namespace inside itself"},
+       "a namespace cannot be stored inside a namespace"},
+      {"{% set a = namespace() %}{% set b = namespace(inner=a) %}",
+       "a namespace cannot be stored inside a namespace"},
+      {"{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+       "{% endfor %}",
+       "value stored in a namespace is nested too deeply"},
       {"{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}",
        "rendered output exceeds 1048576 bytes"},
   };

@@ -151,6 +151,14 @@ ab1000.0100.01e+201.5e-05)__"},
      R"__({{ range(3)|list }}{{ range(1, 7, 2)|list }}{{ range(3, 0, -1)|list }}{{ dict(a=1)['a'] }})__",
      R"__({})__", R"__([0, 1, 2][1, 3, 5][3, 2, 1]1)__"},
 
+    {"ColonAfterBlockTags",
+     R"__({% if true: %}a{% else: %}b{% endif %}{% for x in [1]: %}{{ x }}{% endfor %})__",
+     R"__({})__", R"__(a1)__"},
+    {"StringEscapes", R"__({{ '\101\x41\u00e9\U0001F680' }})__", R"__({})__", R"__(AAé🚀)__"},
+    {"AttributePaths", R"__({{ [{'a': {'b': [5, 6]}}]|map(attribute='a.b.1')|list }})__",
+     R"__({})__", R"__([6])__"},
+    {"UnicodeNames", R"__({% set café = 1 %}{{ café }}{{ [missing] }})__", R"__({})__",
+     R"__(1[Undefined])__"},
 };
 
 class ChatTemplateRenderTest : public ::testing::TestWithParam<RenderCase> {};
