@@ -3,6 +3,7 @@
 # bench/kernels, runs the tests again under compute-sanitizer memcheck with small shapes
 # (SLUICE_QUICK=1), and prints a short table last. Logs go to $OUT (or /tmp/gpu_check).
 # Usage: bash bench/gpu_check.sh        (from anywhere; about 70 s on 16 cores)
+# SLUICE_BENCH_SHORT=1 leaves the c128 / c512 decode piece figures out of the bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/gpu_check}

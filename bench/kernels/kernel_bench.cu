@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -225,20 +226,26 @@ void Attention(double copy_gbps, const char* only) {
     int variant, chunk, schedule;
   };
   std::vector<Config> configs;
+  // SLUICE_BENCH_SHORT=1 leaves out the longer and shorter piece figures (c128, c512).
+  const bool short_run = std::getenv("SLUICE_BENCH_SHORT") != nullptr;
   auto add_decode = [&](int d) {
     for (int chunk : {0, 128, 512}) {
-      // One CTA per multiprocessor (d2, d3) already makes 256-position pieces, and
+      // One CTA per multiprocessor (d2, d3, d6) already makes 256-position pieces, and
       // clusters (d4) hold at most 16.
       if (chunk == 128 && d >= 2) continue;
+      if (chunk != 0 && short_run) continue;
       configs.push_back({true, d, chunk, -1});
     }
   };
-  for (int d = 0; d < cuda::kNumDecodeVariants - 1; ++d) add_decode(d);
+  // The cluster variant (d4), a different launch path, last.
+  for (int d = 0; d < cuda::kNumDecodeVariants; ++d) {
+    if (d != 4) add_decode(d);
+  }
   // Prefill figures without a suffix keep the round-robin order of runs 1-4; "_s1" is
   // the serpentine order.
   for (int v = 0; v < cuda::kNumPrefillVariants; ++v) configs.push_back({false, v, 0, 0});
-  for (int v : {5, 8}) configs.push_back({false, v, 0, 1});
-  add_decode(cuda::kNumDecodeVariants - 1);  // clusters last: new launch path
+  for (int v : {5, 8, 9}) configs.push_back({false, v, 0, 1});
+  add_decode(4);
   for (const Config& cfg : configs) {
     for (const AttentionCase& c : AttentionBenchCases()) {
       const bool decode = c.q_lens.empty();

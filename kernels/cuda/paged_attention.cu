@@ -42,8 +42,27 @@ template <int D>
 struct DecodeVariant<D, 4> {
   using Config = AttentionConfig<D, 1, 4, 64, 3, 2, false, false, true, true>;
 };
-static_assert(kNumDecodeVariants == 5);
-constexpr int kFirstClusterDecodeVariant = 4;
+// d1 with the lean tail (one acquire-release atomic) and the work items in the kernel
+// parameters.
+template <int D>
+struct DecodeVariant<D, 5> {
+  using Config =
+      AttentionConfig<D, 1, 4, 64, 3, 2, false, false, true, false, true, false, true>;
+};
+// d3 (8 warps over 128-position tiles, the whole 256-position piece in flight at once)
+// with the lean tail and the work items in the kernel parameters.
+template <int D>
+struct DecodeVariant<D, 6> {
+  using Config =
+      AttentionConfig<D, 1, 8, 128, 3, 1, false, false, true, false, true, false, true>;
+};
+// d1 with the lean tail only (items read from the workspace as in d1).
+template <int D>
+struct DecodeVariant<D, 7> {
+  using Config = AttentionConfig<D, 1, 4, 64, 3, 2, false, false, true, false, true>;
+};
+static_assert(kNumDecodeVariants == 8);
+constexpr int kClusterDecodeVariant = 4;
 // Most pieces of a cluster-merged tile (the non-portable cluster size of Hopper).
 constexpr int kMaxClusterPieces = 16;
 
@@ -87,7 +106,14 @@ template <>
 struct PrefillVariant<128, 8> {
   using Config = AttentionConfig<128, 8, 1, 64, 6, 1, true, true>;
 };
-static_assert(kNumPrefillVariants == 9);
+// v5 with the lazy rescale: most tiles skip the 64 multiplies of O and the running sums'
+// rescale.
+template <>
+struct PrefillVariant<128, 9> {
+  using Config =
+      AttentionConfig<128, 8, 1, 64, 4, 1, true, true, false, false, false, true>;
+};
+static_assert(kNumPrefillVariants == 10);
 constexpr int kFirstWgmmaVariant = 3;
 // Defaults: the fastest variant bench/kernels measured (see kernels/cuda/NOTES.md), the
 // Hopper one where the binary and device have sm_90a.
@@ -96,9 +122,11 @@ constexpr int kDefaultHopperPrefillVariant = 5;
 // Fewest positions per split decode piece: fewer, longer pieces beat the merge cost at
 // batch 1 (d1: 15.6 µs at 256 vs 16.7 µs at 128 on an H100, run 4 of bench/RESULTS.md).
 constexpr int kDefaultDecodeMinChunk = 256;
-// The short-chain head and one-pass merge: 15.6 µs vs 19.3 µs at batch 1, the same at
-// batch 64 (run 4).
-constexpr int kDefaultDecodeVariant = 1;
+// d1 with the lean tail: 15.30 / 15.55 µs vs d1's 15.52 / 15.84 µs at batch 1 in the two
+// passes of run 5, the same at batch 64 (0.979 of copy). d5 (inline items) and d6 (8
+// warps) measured the same within noise at batch 1; d6 has the smaller fixed cost (L=256:
+// 9.4 vs 11.4 µs) but 0.967 at batch 64.
+constexpr int kDefaultDecodeVariant = 7;
 // Item order over the persistent grid (0 longest first round robin, 1 serpentine): the
 // serpentine order measured +1.4 % (GQA) and +2.9 % (MHA) on prefill v5 in run 4; decode
 // items keep round robin (the bench's decode items are all equal, so it measured nothing).
@@ -126,6 +154,8 @@ Status WithPrefillConfig(int v, Fn&& fn) {
         return fn.template operator()<typename PrefillVariant<128, 7>::Config>();
       case 8:
         return fn.template operator()<typename PrefillVariant<128, 8>::Config>();
+      case 9:
+        return fn.template operator()<typename PrefillVariant<128, 9>::Config>();
       default:
         break;
     }
@@ -145,6 +175,12 @@ Status WithDecodeConfig(int v, Fn&& fn) {
       return fn.template operator()<typename DecodeVariant<D, 3>::Config>();
     case 4:
       return fn.template operator()<typename DecodeVariant<D, 4>::Config>();
+    case 5:
+      return fn.template operator()<typename DecodeVariant<D, 5>::Config>();
+    case 6:
+      return fn.template operator()<typename DecodeVariant<D, 6>::Config>();
+    case 7:
+      return fn.template operator()<typename DecodeVariant<D, 7>::Config>();
     default:
       return fn.template operator()<typename DecodeVariant<D, 0>::Config>();
   }
@@ -383,11 +419,28 @@ Status PlanForHeadDim(const PagedAttentionParams& p, const int32_t* seq_lens,
 }
 
 // cluster > 1: CTAs in clusters of that many (the cluster-merge decode configuration).
+// inline_items (kInlineItems configurations, at most kMaxInlineItems items): the host
+// copy of the items, passed in the kernel parameters.
 template <class C>
 Status LaunchConfig(const AttentionKernelArgs& args, int grid, cudaStream_t stream,
-                    int cluster = 1) {
+                    int cluster = 1, const AttentionWorkItem* inline_items = nullptr) {
   if (args.num_items == 0) return Status::Ok();
   if (Status s = RaiseSmemLimit<C>(); !s.ok()) return s;
+  if constexpr (C::kInlineItems) {
+    if (inline_items != nullptr && args.num_items <= kMaxInlineItems) {
+      static const cudaError_t raised = cudaFuncSetAttribute(
+          PagedAttentionInlineKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+          static_cast<int>(C::kSmemBytes));
+      if (Status s = CudaStatus(raised, "paged_attention: raising the shared-memory limit");
+          !s.ok()) {
+        return s;
+      }
+      AttentionInlineItems items{};
+      std::copy(inline_items, inline_items + args.num_items, items.items);
+      PagedAttentionInlineKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(args, items);
+      return LaunchStatus("paged_attention (inline items)");
+    }
+  }
   if (cluster <= 1) {
     PagedAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(args);
     return LaunchStatus("paged_attention");
@@ -442,7 +495,8 @@ Status LaunchForHeadDim(const PagedAttentionPlan& plan, const PagedAttentionPara
   if (Status s = WithDecodeConfig<D>(plan.decode_variant,
                                      [&]<class C>() {
                                        return LaunchConfig<C>(args, plan.decode_grid, stream,
-                                                              plan.decode_cluster);
+                                                              plan.decode_cluster,
+                                                              plan.decode_items.data());
                                      });
       !s.ok()) {
     return s;
@@ -491,7 +545,7 @@ Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens
   if (options.prefill_variant >= kFirstWgmmaVariant && !has_wgmma) {
     return Status::Unsupported("paged_attention: wgmma prefill variants need sm_90a code");
   }
-  if (options.decode_variant >= kFirstClusterDecodeVariant && major < 9) {
+  if (options.decode_variant == kClusterDecodeVariant && major < 9) {
     return Status::Unsupported("paged_attention: cluster decode variants need sm_90");
   }
   *plan = PagedAttentionPlan();

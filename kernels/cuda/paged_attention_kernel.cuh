@@ -11,46 +11,20 @@
 // eight ways), and the warps' partial softmax states are merged in shared memory at the
 // end. Split items write fp32 partials; the last piece of a tile to finish merges them
 // (MergeTile, or MergeTileOnePass), or the pieces of a cluster merge them from each
-// other's shared memory (ClusterMergeTile).
+// other's shared memory (ClusterMergeTile); see paged_attention_merge.cuh.
 #pragma once
 
-#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include <cstdint>
 
 #include "common.cuh"
 #include "mma.cuh"
+#include "paged_attention_merge.cuh"
 #include "sluice/kernels/cuda/attention.h"
 #include "wgmma.cuh"
 
 namespace sluice::kernels::cuda {
-
-// Rows of a partial-output slot in the workspace (the largest tile height).
-inline constexpr int kPartialRows = 128;
-
-struct AttentionKernelArgs {
-  const AttentionWorkItem* items;  // [num_items]
-  int num_items;
-  const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
-  const int32_t* seq_lens;      // [num_seqs]
-  const int32_t* cu_seqlens_q;  // [num_seqs + 1] or nullptr
-  int max_blocks_per_seq;
-  int block_size;
-  int block_shift;  // log2(block_size) when a power of two, else -1
-  int num_q_heads;
-  int num_kv_heads;
-  int group;                         // num_q_heads / num_kv_heads
-  float scale_log2;                  // scale * log2(e)
-  const __nv_bfloat16* q;            // [num_q_tokens, num_q_heads, head_dim]
-  __nv_bfloat16* out;                // [num_q_tokens, num_q_heads, head_dim]
-  const __nv_bfloat16* k_cache;      // [num_blocks, block_size, num_kv_heads, head_dim]
-  const __nv_bfloat16* v_cache;      // [num_blocks, block_size, num_kv_heads, head_dim]
-  float* partial_o;                  // [num_partials, kPartialRows, head_dim]
-  float* partial_lse;                // [num_partials, kPartialRows], log2 domain
-  const AttentionMergeItem* merges;  // [num_merges]
-  int32_t* merge_counters;           // [num_merges], zero between launches
-};
 
 // kMinBlocks_ is the CTAs per multiprocessor the register allocation must allow.
 // kWgmma_: S and PV run as warpgroup MMAs reading K/V from 128-byte-swizzled tiles
@@ -62,9 +36,17 @@ struct AttentionKernelArgs {
 // log-sum-exp pass), with one fence by one thread.
 // kClusterMerge_ (decode, sm_90): the pieces of a split tile are one thread-block cluster
 // and merge through distributed shared memory (no partials in the workspace, no counter).
+// kLeanTail_ (with kFastTail_): the piece's arrival is one acquire-release atomic by one
+// thread (no sequentially consistent fences).
+// kInlineItems_: the launch passes up to kMaxInlineItems work items in the kernel
+// parameters, so that a CTA's first load is the block table rather than its work item.
+// kLazyRescale_ (prefill): a warp rescales its O accumulators and running sums only when
+// some row's maximum grew by more than kRescaleSlack (log2 units) since the last rescale;
+// otherwise the stale maximum stays the exponent base (probabilities up to 2^slack).
 template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_, int kMinBlocks_,
           bool kWgmma_ = false, bool kPipelined_ = false, bool kFastTail_ = false,
-          bool kClusterMerge_ = false>
+          bool kClusterMerge_ = false, bool kLeanTail_ = false, bool kLazyRescale_ = false,
+          bool kInlineItems_ = false>
 struct AttentionConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarpsM = kWarpsM_;
@@ -76,6 +58,9 @@ struct AttentionConfig {
   static constexpr bool kPipelined = kPipelined_;
   static constexpr bool kFastTail = kFastTail_;
   static constexpr bool kClusterMerge = kClusterMerge_;
+  static constexpr bool kLeanTail = kLeanTail_;
+  static constexpr bool kLazyRescale = kLazyRescale_;
+  static constexpr bool kInlineItems = kInlineItems_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kBlockM = 16 * kWarpsM;
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
@@ -97,6 +82,7 @@ struct AttentionConfig {
   static_assert(!kWgmma || (kWarpsM % 4 == 0 && kWarpsN == 1 && kBlockN == 64 && kHeadDim == 128),
                 "the wgmma path is whole warpgroups of 64 rows, 64 positions, head_dim 128");
   static_assert(!kPipelined || (kWgmma && kStages >= 3), "pipelining needs wgmma, 3+ stages");
+  static_assert(!kLeanTail || (kFastTail && !kClusterMerge), "the lean tail extends the fast one");
   // A cluster piece's merged rows (fp32 O, then the log-sum-exps) follow the epilogue.
   static constexpr size_t kClusterBytes = size_t{kBlockM} * (kHeadDim + 1) * 4;
   static_assert(!kClusterMerge || kEpilogueBytes + kClusterBytes <= kPipeBytes,
@@ -120,6 +106,10 @@ __device__ __forceinline__ int KvOffset(int row, int chunk) {
     return Swizzle<C::kHeadDim>(row, chunk);
   }
 }
+
+// How far (log2 units) a row's maximum may grow before kLazyRescale rescales: the
+// probabilities stay below 2^8, well inside bf16 and the fp32 sums.
+inline constexpr float kRescaleSlack = 8.0f;
 
 // Rows of a K/V tile that one thread loads (one 16-byte chunk column each).
 template <class C>
@@ -161,182 +151,6 @@ __device__ __forceinline__ void LoadKvTile(const AttentionKernelArgs& a,
     CpAsync16(ks + s, a.k_cache + off, valid);
     CpAsync16(vs + s, a.v_cache + off, valid);
   }
-}
-
-template <class C>
-__device__ void MergeTile(const AttentionKernelArgs& a, const AttentionMergeItem& m,
-                          float* scratch) {
-  constexpr int D = C::kHeadDim;
-  float* row_max = scratch;
-  float* row_inv = scratch + kPartialRows;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const float* lse = a.partial_lse + int64_t{m.first_partial} * kPartialRows;
-  for (int r = warp; r < m.num_rows; r += C::kThreads / 32) {
-    float mx = -INFINITY;
-    for (int j = lane; j < m.num_partials; j += 32)
-      mx = fmaxf(mx, __ldcg(lse + j * kPartialRows + r));
-    mx = WarpMax(mx);
-    float sum = 0.0f;
-    if (mx != -INFINITY) {
-      for (int j = lane; j < m.num_partials; j += 32) {
-        sum += exp2f(__ldcg(lse + j * kPartialRows + r) - mx);
-      }
-    }
-    sum = WarpSum(sum);
-    if (lane == 0) {
-      row_max[r] = mx == -INFINITY ? 0.0f : mx;
-      row_inv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-    }
-  }
-  __syncthreads();
-  const int q_begin = a.cu_seqlens_q ? a.cu_seqlens_q[m.seq] : m.seq;
-  for (int i = threadIdx.x; i < m.num_rows * (D / 4); i += C::kThreads) {
-    const int r = i / (D / 4), c0 = (i % (D / 4)) * 4;
-    const float mx = row_max[r];
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-    for (int j = 0; j < m.num_partials; ++j) {
-      const int64_t slot = int64_t{m.first_partial + j} * kPartialRows + r;
-      const float w = exp2f(__ldcg(a.partial_lse + slot) - mx);
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(a.partial_o + slot * D + c0));
-      acc.x += w * v.x;
-      acc.y += w * v.y;
-      acc.z += w * v.z;
-      acc.w += w * v.w;
-    }
-    const float inv = row_inv[r];
-    const int gr = m.row_begin + r;
-    const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
-                         int64_t{m.kv_head} * a.group + gr % a.group) *
-                            D +
-                        c0;
-    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + off);
-    dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-    dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-  }
-}
-
-// MergeTile in one pass: each thread loads its column group of every partial together
-// with the partials' log-sum-exps (16 at a time, all in flight) and rescales online.
-template <class C>
-__device__ void MergeTileOnePass(const AttentionKernelArgs& a, const AttentionMergeItem& m) {
-  constexpr int D = C::kHeadDim;
-  constexpr int kBatch = 16;
-  const int q_begin = a.cu_seqlens_q ? a.cu_seqlens_q[m.seq] : m.seq;
-  for (int i = threadIdx.x; i < m.num_rows * (D / 4); i += C::kThreads) {
-    const int r = i / (D / 4), c0 = (i % (D / 4)) * 4;
-    float mx = -INFINITY, l = 0.0f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j0 = 0; j0 < m.num_partials; j0 += kBatch) {
-      float lse[kBatch];
-      float4 v[kBatch];
-#pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        const int64_t slot = int64_t{m.first_partial + j0 + k} * kPartialRows + r;
-        if (j0 + k < m.num_partials) {
-          lse[k] = __ldcg(a.partial_lse + slot);
-          v[k] = __ldcg(reinterpret_cast<const float4*>(a.partial_o + slot * D + c0));
-        } else {
-          lse[k] = -INFINITY;
-          v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-      }
-      float new_mx = mx;
-#pragma unroll
-      for (int k = 0; k < kBatch; ++k) new_mx = fmaxf(new_mx, lse[k]);
-      if (new_mx == -INFINITY) continue;
-      const float f = exp2f(mx - new_mx);
-      mx = new_mx;
-      l *= f;
-      acc.x *= f;
-      acc.y *= f;
-      acc.z *= f;
-      acc.w *= f;
-#pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        const float w = exp2f(lse[k] - mx);
-        l += w;
-        acc.x += w * v[k].x;
-        acc.y += w * v[k].y;
-        acc.z += w * v[k].z;
-        acc.w += w * v[k].w;
-      }
-    }
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    const int gr = m.row_begin + r;
-    const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
-                         int64_t{m.kv_head} * a.group + gr % a.group) *
-                            D +
-                        c0;
-    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + off);
-    dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-    dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-  }
-}
-
-// The cluster's pieces of one tile merge their rows: piece k of n writes its share of
-// the (row, 4-column) groups, reading every piece's O and log-sum-exp through
-// distributed shared memory. Called by every CTA of the cluster.
-template <class C>
-__device__ void ClusterMergeTile(const AttentionKernelArgs& a, void* area, int kv_head, int row0,
-                                 int rows, int q_begin) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int D = C::kHeadDim;
-  constexpr int kMaxPieces = 16;
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  float* mine = static_cast<float*>(area);
-  cluster.sync();  // every piece's rows are in its shared memory
-  const int n = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int groups = rows * (D / 4);
-  const int per = (groups + n - 1) / n;
-  const int end = min(groups, (rank + 1) * per);
-  for (int g = rank * per + static_cast<int>(threadIdx.x); g < end; g += C::kThreads) {
-    const int r = g / (D / 4), c0 = (g % (D / 4)) * 4;
-    float lse[kMaxPieces];
-    float4 v[kMaxPieces];
-#pragma unroll
-    for (int k = 0; k < kMaxPieces; ++k) {
-      if (k < n) {
-        const float* remote = cluster.map_shared_rank(mine, k);
-        lse[k] = remote[C::kBlockM * D + r];
-        v[k] = *reinterpret_cast<const float4*>(remote + r * D + c0);
-      } else {
-        lse[k] = -INFINITY;
-        v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-    }
-    float mx = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < kMaxPieces; ++k) mx = fmaxf(mx, lse[k]);
-    float l = 0.0f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int k = 0; k < kMaxPieces; ++k) {
-        const float w = exp2f(lse[k] - mx);
-        l += w;
-        acc.x += w * v[k].x;
-        acc.y += w * v[k].y;
-        acc.z += w * v[k].z;
-        acc.w += w * v[k].w;
-      }
-    }
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    const int gr = row0 + r;
-    const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
-                         int64_t{kv_head} * a.group + gr % a.group) *
-                            D +
-                        c0;
-    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + off);
-    dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-    dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-  }
-  cluster.sync();  // no piece leaves while another still reads its shared memory
-#else
-  __trap();
-#endif
 }
 
 template <class C>
@@ -417,6 +231,16 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
   constexpr int kNT = C::kWarpKeys / 8;  // n8 tiles of positions per warp
 
+  // Probabilities as bf16 A fragments.
+  auto pack = [&](const float(&s)[kNT][4], uint32_t(&p)[C::kWarpKeys / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < C::kWarpKeys / 16; ++kk) {
+      p[kk][0] = PackBf16(s[2 * kk][0], s[2 * kk][1]);
+      p[kk][1] = PackBf16(s[2 * kk][2], s[2 * kk][3]);
+      p[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      p[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+  };
   // Masks tile t's scores, updates the running max and sum, rescales o, and leaves the
   // probabilities in p (bf16 A fragments).
   auto softmax = [&](float(&s)[kNT][4], int t, uint32_t(&p)[C::kWarpKeys / 16][4]) {
@@ -445,6 +269,28 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
     }
     const float sc = a.scale_log2;
     const float new_a = fmaxf(m_a, mx_a * sc), new_b = fmaxf(m_b, mx_b * sc);
+    if constexpr (C::kLazyRescale) {
+      // -INFINITY + slack stays -INFINITY: a row's first finite score always rescales.
+      const bool grew = new_a > m_a + kRescaleSlack || new_b > m_b + kRescaleSlack;
+      if (!__any_sync(0xffffffffu, grew)) {
+        const float base_a = m_a == -INFINITY ? 0.0f : m_a;
+        const float base_b = m_b == -INFINITY ? 0.0f : m_b;
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+          s[j][0] = FastExp2(fmaf(s[j][0], sc, -base_a));
+          s[j][1] = FastExp2(fmaf(s[j][1], sc, -base_a));
+          s[j][2] = FastExp2(fmaf(s[j][2], sc, -base_b));
+          s[j][3] = FastExp2(fmaf(s[j][3], sc, -base_b));
+          sum_a += s[j][0] + s[j][1];
+          sum_b += s[j][2] + s[j][3];
+        }
+        l_a += sum_a;
+        l_b += sum_b;
+        pack(s, p);
+        return;
+      }
+    }
     const float base_a = new_a == -INFINITY ? 0.0f : new_a;
     const float base_b = new_b == -INFINITY ? 0.0f : new_b;
     const float alpha_a = FastExp2(m_a - base_a), alpha_b = FastExp2(m_b - base_b);
@@ -469,13 +315,7 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
       o[i][2] *= alpha_b;
       o[i][3] *= alpha_b;
     }
-#pragma unroll
-    for (int kk = 0; kk < C::kWarpKeys / 16; ++kk) {
-      p[kk][0] = PackBf16(s[2 * kk][0], s[2 * kk][1]);
-      p[kk][1] = PackBf16(s[2 * kk][2], s[2 * kk][3]);
-      p[kk][2] = PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      p[kk][3] = PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
+    pack(s, p);
   };
   // Issues O += P · V for the tile in vs as warpgroup MMAs (completion: WgmmaWaitAll).
   auto issue_pv_wgmma = [&](const __nv_bfloat16* vs, const uint32_t(&p)[C::kWarpKeys / 16][4]) {
@@ -704,6 +544,18 @@ __device__ void AttendItem(const AttentionKernelArgs& a, const AttentionWorkItem
       ClusterMergeTile<C>(a, reinterpret_cast<char*>(pipe) + C::kEpilogueBytes, item.kv_head, row0,
                           num_rows - row0 < C::kBlockM ? num_rows - row0 : C::kBlockM, q_begin);
     }
+  } else if (C::kLeanTail && item.partial >= 0) {
+    __shared__ int is_last_lean;
+    __syncthreads();  // every thread's partial stores before thread 0's release
+    if (threadIdx.x == 0) {
+      const int done = AtomicAddAcqRel(&a.merge_counters[item.merge], 1) + 1;
+      is_last_lean = done == merge_item.num_partials;
+    }
+    __syncthreads();  // thread 0's acquire before the merge's loads
+    if (is_last_lean) {
+      MergeTileOnePass<C>(a, merge_item);
+      if (threadIdx.x == 0) a.merge_counters[item.merge] = 0;
+    }
   } else if (C::kFastTail && item.partial >= 0) {
     __shared__ int is_last_fast;
     __syncthreads();
@@ -744,6 +596,21 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw + pad);
   for (int i = blockIdx.x; i < a.num_items; i += gridDim.x) {
     const AttentionWorkItem item = a.items[i];
+    AttendItem<C>(a, item, smem);
+  }
+}
+
+// The same with the work items in the kernel parameters (kInlineItems launches of at
+// most kMaxInlineItems items).
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
+    PagedAttentionInlineKernel(const __grid_constant__ AttentionKernelArgs a,
+                               const __grid_constant__ AttentionInlineItems items) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t pad = (1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u;
+  __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw + pad);
+  for (int i = blockIdx.x; i < a.num_items; i += gridDim.x) {
+    const AttentionWorkItem item = items.items[i];
     AttendItem<C>(a, item, smem);
   }
 }

@@ -113,7 +113,7 @@ int main() {
   const int schedules = Quick() ? 1 : 2;
   for (int schedule = 0; schedule < schedules; ++schedule) {
     for (int variant = 0; variant < cuda::kNumPrefillVariants; ++variant) {
-      if (schedule == 1 && variant != 2 && variant != 5 && variant != 8) continue;
+      if (schedule == 1 && variant != 2 && variant != 5 && variant != 8 && variant != 9) continue;
       cuda::PagedAttentionOptions options;
       options.prefill_variant = variant;
       options.schedule = schedule;
@@ -122,8 +122,9 @@ int main() {
       }
     }
   }
-  // Every decode variant over the cases with decode tiles, with both schedules (the
-  // cluster one, a new launch path, last of all).
+  // Every decode variant over the cases with decode tiles, with both schedules (5 and 6
+  // take the inline-item launch where a case has at most 128 decode items and the
+  // workspace one elsewhere).
   for (int variant = 0; variant < cuda::kNumDecodeVariants; ++variant) {
     for (int schedule = 0; schedule < schedules; ++schedule) {
       cuda::PagedAttentionOptions options;

@@ -54,17 +54,17 @@ struct AttentionMergeItem {
   int32_t num_partials;
 };
 
-inline constexpr int kNumPrefillVariants = 9;
-inline constexpr int kNumDecodeVariants = 5;
+inline constexpr int kNumPrefillVariants = 10;
+inline constexpr int kNumDecodeVariants = 8;
 
 // Tuning knobs; the defaults are what bench/kernels measured best. The alternatives
 // exist so that the benchmark can compare them.
 struct PagedAttentionOptions {
-  // Prefill kernel configuration for head_dim 128 (0..8; 3..8 use Hopper wgmma and need
+  // Prefill kernel configuration for head_dim 128 (0..9; 3..9 use Hopper wgmma and need
   // sm_90a); -1 takes the default.
   int prefill_variant = -1;
-  // Decode kernel configuration (0..4; 4 uses thread-block clusters and needs sm_90); -1
-  // takes the default.
+  // Decode kernel configuration (0..7; 4 uses thread-block clusters and needs sm_90; 5 and 6
+  // pass up to 128 work items in the kernel parameters); -1 takes the default.
   int decode_variant = -1;
   // Fewest cache positions per split piece of a decode tile (at least 128); 0 takes the
   // default (256).
