@@ -247,6 +247,9 @@ void Server::Impl::Accept() {
   acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
     if (!accepting.load()) return;
     if (!ec) {
+      // Streams write many small chunks: Nagle's algorithm would hold each for an ACK.
+      beast::error_code opt_ec;
+      s.set_option(tcp::no_delay(true), opt_ec);
       std::make_shared<Session>(std::move(s), this)->Run();
     } else {
       spdlog::warn("accept failed: {}", ec.message());
