@@ -14,6 +14,7 @@ namespace {
 constexpr char kRetryPayload[] = "sluice.retry_after_ms";
 constexpr double kSmoothing = 0.2;  // weight of the newest sample in the rate averages
 constexpr int64_t kMinRetryMs = 100, kMaxRetryMs = 60000, kDefaultRetryMs = 1000;
+constexpr int64_t kMinPrefillSample = 16;  // prompt tokens a step needs to sample the rate
 
 absl::Status Overloaded(const std::string& message, int64_t retry_ms) {
   absl::Status s = absl::ResourceExhaustedError(message);
@@ -111,7 +112,9 @@ absl::Status Engine::CheckLoad(int prompt_tokens) const {
                                    " prompt tokens waiting (limit ", config_.max_waiting_tokens,
                                    ")"), retry);
   }
-  if (config_.slo_ttft_ms > 0 && prefill_rate > 0) {
+  // NOTE: with nothing waiting a request is scheduled at the next step, so the
+  // prediction applies only behind a queue.
+  if (config_.slo_ttft_ms > 0 && prefill_rate > 0 && waiting_tokens > 0) {
     const double predicted_ms = 1000.0 * (waiting_tokens + prompt_tokens) / prefill_rate;
     const double limit_ms = config_.ttft_slack * config_.slo_ttft_ms;
     if (predicted_ms > limit_ms) {
@@ -264,6 +267,12 @@ void Engine::Step() {
     deltas[i].logprobs.push_back(std::move(result->logprobs[i]));
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  // Prefill throughput counts only prompt work: a decode row (one token that samples)
+  // would make a decode-heavy step look like a slow prefill.
+  int64_t prefill_tokens = 0;
+  for (const ScheduledTokens& st : out.scheduled) {
+    if (!(st.num_tokens == 1 && st.samples)) prefill_tokens += st.num_tokens;
+  }
   int64_t finished = 0, generated = 0;
   for (const RequestDelta& d : deltas) {
     generated += static_cast<int64_t>(d.new_token_ids.size());
@@ -276,7 +285,9 @@ void Engine::Step() {
   stats_.num_finished += finished;
   stats_.num_preemptions += static_cast<int64_t>(out.preempted_ids.size());
   if (seconds > 0) {
-    stats_.prefill_tokens_per_s = Smooth(stats_.prefill_tokens_per_s, out.total_tokens / seconds);
+    if (prefill_tokens >= kMinPrefillSample) {
+      stats_.prefill_tokens_per_s = Smooth(stats_.prefill_tokens_per_s, prefill_tokens / seconds);
+    }
     stats_.finish_per_s = Smooth(stats_.finish_per_s, finished / seconds);
   }
 }

@@ -98,6 +98,27 @@ TEST(EngineTest, RefusesWhenWaitingTokensExceedLimit) {
   h.runner->SetOpen(true);
 }
 
+TEST(EngineTest, PredictedTtftRefusesOnlyBehindAQueue) {
+  EngineConfig c;
+  c.slo_ttft_ms = 1.0;  // any queue at all predicts more than 2 x 1 ms
+  Harness h = Make(c);
+  h.runner->SetStepDelay(5ms);
+  auto first = h.engine->Submit(Params(40, 50));  // idle: admitted whatever the SLO
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Pop(5s).has_value());     // its prefill step measured the rate
+  ASSERT_GT(h.engine->Stats().prefill_tokens_per_s, 0.0);
+  h.runner->SetOpen(false);
+  std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(h.engine->Submit(Params(40, 2)).ok());  // nothing waiting yet: admitted
+  auto refused = h.engine->Submit(Params(40, 2));     // behind a queue: refused
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("predicted time to first token"), std::string::npos);
+  EXPECT_TRUE(RetryAfterMs(refused.status()).has_value());
+  h.runner->SetOpen(true);
+  EXPECT_TRUE(h.engine->WaitIdle(10s));
+}
+
 TEST(EngineTest, InvalidRequestsNameTheProblem) {
   Harness h = Make({});
   auto too_long = h.engine->Submit(Params(200, 2));
