@@ -51,28 +51,22 @@ absl::StatusOr<ExprPtr> Parser::ParseExpression(bool with_condexpr) {
 }
 
 absl::StatusOr<ExprPtr> Parser::ParseOr() {
-  SLUICE_ASSIGN_OR_RETURN(ExprPtr left, ParseAnd());
-  Guard guard(&depth_);
-  while (IsName("or")) {
-    if (!guard.Enter()) return TooDeep();
-    ExprPtr node = ExprNode(Expr::Kind::kBinary, Next());
-    node->name = "or";
-    SLUICE_ASSIGN_OR_RETURN(ExprPtr right, ParseAnd());
-    node->operands.push_back(std::move(left));
-    node->operands.push_back(std::move(right));
-    left = std::move(node);
-  }
-  return left;
+  return ParseLeftAssociative("or", &Parser::ParseAnd);
 }
 
 absl::StatusOr<ExprPtr> Parser::ParseAnd() {
-  SLUICE_ASSIGN_OR_RETURN(ExprPtr left, ParseNot());
+  return ParseLeftAssociative("and", &Parser::ParseNot);
+}
+
+absl::StatusOr<ExprPtr> Parser::ParseLeftAssociative(
+    const char* op, absl::StatusOr<ExprPtr> (Parser::*operand)()) {
+  SLUICE_ASSIGN_OR_RETURN(ExprPtr left, (this->*operand)());
   Guard guard(&depth_);
-  while (IsName("and")) {
+  while (IsName(op)) {
     if (!guard.Enter()) return TooDeep();
     ExprPtr node = ExprNode(Expr::Kind::kBinary, Next());
-    node->name = "and";
-    SLUICE_ASSIGN_OR_RETURN(ExprPtr right, ParseNot());
+    node->name = op;
+    SLUICE_ASSIGN_OR_RETURN(ExprPtr right, (this->*operand)());
     node->operands.push_back(std::move(left));
     node->operands.push_back(std::move(right));
     left = std::move(node);

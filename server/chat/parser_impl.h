@@ -134,6 +134,9 @@ class Parser {
   absl::StatusOr<ExprPtr> ParseExpression(bool with_condexpr = true);
   absl::StatusOr<ExprPtr> ParseOr();
   absl::StatusOr<ExprPtr> ParseAnd();
+  // `operand (op operand)*`, folded to the left: the shape of `or` and `and`.
+  absl::StatusOr<ExprPtr> ParseLeftAssociative(const char* op,
+                                               absl::StatusOr<ExprPtr> (Parser::*operand)());
   absl::StatusOr<ExprPtr> ParseNot();
   absl::StatusOr<ExprPtr> ParseCompare();
   absl::StatusOr<ExprPtr> ParseBinary(int level);
