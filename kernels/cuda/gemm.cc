@@ -22,6 +22,7 @@ Status LtStatus(cublasStatus_t st, const char* what) {
 struct GemmRunner::Impl {
   int n = 0, k = 0, max_m = 0;
   bool has_bias = false;
+  bool float_out = false;  // out is fp32 (logits), else bf16
   cublasLtHandle_t handle = nullptr;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -48,7 +49,8 @@ struct GemmRunner::Impl {
   Status MakeLayouts(int m, Layouts* l) const {
     cublasStatus_t st = cublasLtMatrixLayoutCreate(&l->w, CUDA_R_16BF, k, n, k);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&l->a, CUDA_R_16BF, k, m, k);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&l->c, CUDA_R_16BF, n, m, n);
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatrixLayoutCreate(&l->c, float_out ? CUDA_R_32F : CUDA_R_16BF, n, m, n);
     return LtStatus(st, "matrix layout");
   }
 
@@ -75,7 +77,7 @@ GemmRunner::GemmRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GemmRunner::~GemmRunner() = default;
 
 Status GemmRunner::Create(int n, int k, bool has_bias, int max_m,
-                          std::unique_ptr<GemmRunner>* runner) {
+                          std::unique_ptr<GemmRunner>* runner, GemmOut out_type) {
   if (n <= 0 || k <= 0 || n % 8 != 0 || k % 8 != 0 || max_m < 1) {
     return Status::InvalidArgument("gemm: n (" + std::to_string(n) + ") and k (" +
                                    std::to_string(k) +
@@ -87,6 +89,7 @@ Status GemmRunner::Create(int n, int k, bool has_bias, int max_m,
   impl->k = k;
   impl->max_m = max_m;
   impl->has_bias = has_bias;
+  impl->float_out = out_type == GemmOut::kFloat;
   cublasStatus_t st = cublasLtCreate(&impl->handle);
   if (st == CUBLAS_STATUS_SUCCESS) {
     st = cublasLtMatmulDescCreate(&impl->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
@@ -132,6 +135,18 @@ Status GemmRunner::Create(int n, int k, bool has_bias, int max_m,
 
 Status GemmRunner::Run(bf16* out, const bf16* a, const bf16* w, const bf16* bias, int m,
                        void* workspace, cudaStream_t stream) const {
+  if (impl_->float_out) return Status::InvalidArgument("gemm: this runner writes fp32 (RunFloat)");
+  return RunAny(out, a, w, bias, m, workspace, stream);
+}
+
+Status GemmRunner::RunFloat(float* out, const bf16* a, const bf16* w, const bf16* bias, int m,
+                            void* workspace, cudaStream_t stream) const {
+  if (!impl_->float_out) return Status::InvalidArgument("gemm: this runner writes bf16 (Run)");
+  return RunAny(out, a, w, bias, m, workspace, stream);
+}
+
+Status GemmRunner::RunAny(void* out, const bf16* a, const bf16* w, const bf16* bias, int m,
+                          void* workspace, cudaStream_t stream) const {
   const Impl& im = *impl_;
   if (m < 0 || m > im.max_m) {
     return Status::InvalidArgument("gemm: m " + std::to_string(m) + " outside [0, max_m " +

@@ -8,9 +8,12 @@
 #include "gtest/gtest.h"
 #include "sluice/kernels/activation.h"
 #include "sluice/kernels/embedding.h"
+#include "sluice/kernels/gather.h"
 #include "sluice/kernels/gemm.h"
 #include "sluice/kernels/kv_cache.h"
 #include "sluice/kernels/norm.h"
+#include "sluice/kernels/qkv.h"
+#include "sluice/kernels/random.h"
 #include "sluice/kernels/rope.h"
 
 namespace sluice::kernels {
@@ -142,6 +145,83 @@ TEST(GemmCpuTest, MatchesNaiveProductWithBias) {
       for (int p = 0; p < k; ++p) acc += double{a[i * k + p]} * w[j * k + p];
       EXPECT_NEAR(out[i * n + j], acc, 1e-4);
     }
+  }
+}
+
+TEST(GatherRowsCpuTest, CopiesNamedRowsAndRejectsOutOfRange) {
+  const std::vector<float> in = {0, 1, 10, 11, 20, 21};  // 3 rows of 2
+  const std::vector<int32_t> rows = {2, 0, 2};
+  std::vector<float> out(6);
+  ASSERT_TRUE(cpu::GatherRows(out.data(), in.data(), rows.data(), 3, 3, 2).ok());
+  EXPECT_EQ(out, (std::vector<float>{20, 21, 0, 1, 20, 21}));
+  const int32_t bad = 3;
+  const Status s = cpu::GatherRows(out.data(), in.data(), &bad, 1, 3, 2);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("row 3"), std::string::npos) << s.message();
+}
+
+TEST(FillUniformCpuTest, DeterministicByIndexInRangeAndUniform) {
+  const int64_t n = 200000;
+  std::vector<float> a(n), b(n / 2);
+  ASSERT_TRUE(cpu::FillUniform(a.data(), n, 7, 3, 0, -0.5f, 0.5f).ok());
+  // The same values from an offset: each value depends on its index only.
+  ASSERT_TRUE(cpu::FillUniform(b.data(), n / 2, 7, 3, n / 2, -0.5f, 0.5f).ok());
+  for (int64_t i = 0; i < n / 2; ++i) ASSERT_EQ(a[n / 2 + i], b[i]) << i;
+  double sum = 0, sum_sq = 0;
+  for (float x : a) {
+    ASSERT_GE(x, -0.5f);
+    ASSERT_LT(x, 0.5f);
+    sum += x;
+    sum_sq += double{x} * x;
+  }
+  EXPECT_NEAR(sum / n, 0.0, 0.005);
+  EXPECT_NEAR(sum_sq / n, 1.0 / 12, 0.002);  // variance of U(-0.5, 0.5)
+  // Another seed or stream gives other values.
+  std::vector<float> c(8), d(8);
+  ASSERT_TRUE(cpu::FillUniform(c.data(), 8, 8, 3, 0, -0.5f, 0.5f).ok());
+  ASSERT_TRUE(cpu::FillUniform(d.data(), 8, 7, 4, 0, -0.5f, 0.5f).ok());
+  EXPECT_NE(std::vector<float>(a.begin(), a.begin() + 8), c);
+  EXPECT_NE(std::vector<float>(a.begin(), a.begin() + 8), d);
+}
+
+TEST(SplitQkvCpuTest, SplitsRotatesAndWritesSlots) {
+  const QkvLayout l{4, 2, 8, 8};
+  const KvCacheShape shape{3, 4, 2, 8};
+  RopeConfig rope;
+  rope.theta = 10000.0f;
+  rope.rotary_dim = 8;
+  const std::vector<float> cos_sin = RopeCosSinCache(rope, 16);
+  const std::vector<float> qkv = Random(3 * l.Width(), 5);
+  const std::vector<int32_t> positions = {0, 5, 9};
+  const std::vector<int64_t> slots = {6, -1, 11};  // the middle token is padding
+  const int64_t cache_elems = int64_t{shape.num_blocks} * shape.BlockElems();
+  std::vector<float> q(3 * 4 * 8), k_cache(cache_elems, -7.f), v_cache(cache_elems, -7.f);
+  ASSERT_TRUE(cpu::SplitQkvRopeWriteKv(q.data(), k_cache.data(), v_cache.data(), qkv.data(),
+                                       positions.data(), slots.data(), cos_sin.data(), 3, l, shape)
+                  .ok());
+  const int q_w = 32, kv_w = 16;
+  // Position 0 rotates by nothing: q, k and v are the projection's own values.
+  for (int i = 0; i < q_w; ++i) EXPECT_FLOAT_EQ(q[i], qkv[i]);
+  for (int i = 0; i < kv_w; ++i) {
+    EXPECT_FLOAT_EQ(k_cache[6 * kv_w + i], qkv[q_w + i]);
+    EXPECT_FLOAT_EQ(v_cache[6 * kv_w + i], qkv[q_w + kv_w + i]);
+  }
+  // Position 9, pair (0, 4) of q head 1: rotated by 9 * theta^0 = 9 radians.
+  const float* row = qkv.data() + 2 * l.Width();
+  const float a = row[8], b = row[8 + 4];
+  EXPECT_NEAR(q[2 * q_w + 8], a * std::cos(9.0f) - b * std::sin(9.0f), 1e-5);
+  EXPECT_NEAR(q[2 * q_w + 12], b * std::cos(9.0f) + a * std::sin(9.0f), 1e-5);
+  // Rotation keeps each pair's length; v is copied unrotated.
+  const float* k_row = k_cache.data() + 11 * kv_w;
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_NEAR(std::hypot(k_row[j], k_row[j + 4]),
+                std::hypot(row[q_w + j], row[q_w + j + 4]), 1e-5);
+  }
+  for (int i = 0; i < kv_w; ++i) EXPECT_FLOAT_EQ(v_cache[11 * kv_w + i], row[q_w + kv_w + i]);
+  // Padding wrote nothing: every other slot still holds the fill value.
+  for (int64_t slot = 0; slot < 12; ++slot) {
+    if (slot == 6 || slot == 11) continue;
+    for (int i = 0; i < kv_w; ++i) ASSERT_EQ(k_cache[slot * kv_w + i], -7.f) << slot;
   }
 }
 

@@ -9,12 +9,18 @@
 #include "sluice/kernels/activation.h"
 #include "sluice/kernels/cuda/activation.h"
 #include "sluice/kernels/cuda/embedding.h"
+#include "sluice/kernels/cuda/gather.h"
 #include "sluice/kernels/cuda/gemm.h"
 #include "sluice/kernels/cuda/norm.h"
+#include "sluice/kernels/cuda/qkv.h"
+#include "sluice/kernels/cuda/random.h"
 #include "sluice/kernels/cuda/rope.h"
 #include "sluice/kernels/embedding.h"
+#include "sluice/kernels/gather.h"
 #include "sluice/kernels/gemm.h"
 #include "sluice/kernels/norm.h"
+#include "sluice/kernels/qkv.h"
+#include "sluice/kernels/random.h"
 #include "sluice/kernels/rope.h"
 
 namespace sluice::kernels::testing {
@@ -118,6 +124,88 @@ void GemmCase(int n, int k, bool bias, const std::vector<int>& ms) {
     AllClose(ToFloat(dout.Download()), want, 5e-2f, 1e-2f,
              "gemm m" + std::to_string(m) + " n" + std::to_string(n) + " k" + std::to_string(k));
   }
+  // The fp32-output runner (logits): closer to the reference than bf16 allows.
+  if (bias) return;
+  std::unique_ptr<cuda::GemmRunner> f32;
+  GPU_CHECK_OK(cuda::GemmRunner::Create(n, k, false, max_m, &f32, cuda::GemmOut::kFloat));
+  if (!f32) return;
+  const int m = ms.back();
+  std::vector<bf16> a;
+  std::vector<float> af;
+  RandomBf16(size_t(m) * k, -1.f, 1.f, &a, &af);
+  std::vector<float> want(size_t(m) * n);
+  GPU_CHECK_OK(cpu::Gemm(want.data(), af.data(), wf.data(), nullptr, m, n, k));
+  DeviceBuffer<bf16> da(a);
+  DeviceBuffer<float> dout(want.size());
+  dout.Poison();
+  GPU_CHECK_OK(f32->RunFloat(dout.get(), da.get(), dw.get(), nullptr, m, ws.get(), nullptr));
+  AllClose(dout.Download(), want, 1e-3f, 1e-4f, "gemm fp32 out m" + std::to_string(m));
+  GPU_CHECK(!f32->Run(nullptr, da.get(), dw.get(), nullptr, m, ws.get(), nullptr).ok(),
+            "a float runner refuses bf16 output");
+}
+
+void GatherCase(int rows, int in_rows, int width) {
+  std::vector<bf16> in;
+  std::vector<float> inf;
+  RandomBf16(size_t(in_rows) * width, -2.f, 2.f, &in, &inf);
+  std::vector<int32_t> idx(rows);
+  for (int32_t& r : idx) r = static_cast<int32_t>(Rng()() % in_rows);
+  std::vector<float> want(size_t(rows) * width);
+  GPU_CHECK_OK(cpu::GatherRows(want.data(), inf.data(), idx.data(), rows, in_rows, width));
+  DeviceBuffer<bf16> din(in), dout(want.size());
+  DeviceBuffer<int32_t> didx(idx);
+  dout.Poison();
+  GPU_CHECK_OK(cuda::GatherRows(dout.get(), din.get(), didx.get(), rows, width, nullptr));
+  AllClose(ToFloat(dout.Download()), want, 0.f, 0.f, "gather_rows");
+}
+
+void SplitQkvCase(int tokens, int hq, int hkv, int d, int rot) {
+  const std::string tag = std::to_string(tokens) + " tokens d" + std::to_string(d) + " rot" +
+                          std::to_string(rot);
+  const QkvLayout l{hq, hkv, d, rot};
+  const KvCacheShape shape{tokens / 4 + 2, 16, hkv, d};
+  RopeConfig cfg;
+  cfg.theta = 500000.0f;
+  cfg.rotary_dim = rot;
+  const std::vector<float> cos_sin = RopeCosSinCache(cfg, 4096);
+  std::vector<bf16> qkv;
+  std::vector<float> qkvf;
+  RandomBf16(size_t(tokens) * l.Width(), -2.f, 2.f, &qkv, &qkvf);
+  std::vector<int32_t> pos(tokens);
+  std::vector<int64_t> slots(tokens);
+  const int64_t num_slots = int64_t{shape.num_blocks} * shape.block_size;
+  for (int t = 0; t < tokens; ++t) {
+    pos[t] = static_cast<int32_t>(Rng()() % 4096);
+    slots[t] = t % 5 == 3 ? -1 : (t * 7) % num_slots;  // distinct for tokens < num_slots
+  }
+  const size_t cache = size_t(num_slots) * hkv * d;
+  std::vector<float> q(size_t(tokens) * hq * d), kc(cache, 0.f), vc(cache, 0.f);
+  GPU_CHECK_OK(cpu::SplitQkvRopeWriteKv(q.data(), kc.data(), vc.data(), qkvf.data(), pos.data(),
+                                        slots.data(), cos_sin.data(), tokens, l, shape));
+  DeviceBuffer<bf16> dqkv(qkv), dq(q.size()), dk(std::vector<bf16>(cache, FloatToBf16(0.f))),
+      dv(std::vector<bf16>(cache, FloatToBf16(0.f)));
+  DeviceBuffer<int32_t> dpos(pos);
+  DeviceBuffer<int64_t> dslots(slots);
+  DeviceBuffer<float> dcs(cos_sin);
+  dq.Poison();
+  GPU_CHECK_OK(cuda::SplitQkvRopeWriteKv(dq.get(), dk.get(), dv.get(), dqkv.get(), dpos.get(),
+                                         dslots.get(), dcs.get(), tokens, l, shape, nullptr));
+  AllClose(ToFloat(dq.Download()), q, 2e-2f, 1e-2f, "split_qkv q " + tag);
+  AllClose(ToFloat(dk.Download()), kc, 2e-2f, 1e-2f, "split_qkv k cache " + tag);
+  AllClose(ToFloat(dv.Download()), vc, 0.f, 0.f, "split_qkv v cache " + tag);
+}
+
+// The GPU fill equals the CPU fill rounded to bf16, bit for bit.
+void FillCase(int64_t n, uint64_t first) {
+  std::vector<float> want(n);
+  GPU_CHECK_OK(cpu::FillUniform(want.data(), n, 1234, 5, first, -0.25f, 0.75f));
+  for (float& x : want) x = Bf16ToFloat(FloatToBf16(x));
+  DeviceBuffer<bf16> dout(n);
+  dout.Poison();
+  GPU_CHECK_OK(cuda::FillUniform(dout.get(), n, 1234, 5, first, -0.25f, 0.75f, nullptr));
+  AllClose(ToFloat(dout.Download()), want, 0.f, 0.f, "fill_uniform");
+  GPU_CHECK_OK(cuda::Fill(dout.get(), n, 1.0f, nullptr));
+  AllClose(ToFloat(dout.Download()), std::vector<float>(n, 1.0f), 0.f, 0.f, "fill");
 }
 
 }  // namespace
@@ -142,5 +230,11 @@ int main() {
   EmbeddingCase(quick ? 5 : 500, 1000, 64);
   GemmCase(256, 512, false, {1, 7, 64});
   GemmCase(1024, 256, true, quick ? std::vector<int>{3} : std::vector<int>{1, 100, 300});
+  SplitQkvCase(9, 32, 8, 128, 128);
+  SplitQkvCase(quick ? 6 : 200, 8, 2, 64, 32);
+  GatherCase(5, 40, 4096);
+  GatherCase(quick ? 3 : 64, 2048, 128);
+  FillCase(quick ? 1000 : 3000001, 0);
+  FillCase(4097, 1ull << 33);
   return Finish("ops_gpu_test");
 }

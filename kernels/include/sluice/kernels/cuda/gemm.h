@@ -14,10 +14,15 @@ namespace sluice::kernels::cuda {
 
 inline constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
 
+// What a runner writes: bf16 activations, or fp32 (the logits, which sampling and
+// logprobs read at full precision).
+enum class GemmOut { kBf16, kFloat };
+
 class GemmRunner {
  public:
   // REQUIRES: n, k multiples of 8; max_m >= 1.
-  static Status Create(int n, int k, bool has_bias, int max_m, std::unique_ptr<GemmRunner>* runner);
+  static Status Create(int n, int k, bool has_bias, int max_m, std::unique_ptr<GemmRunner>* runner,
+                       GemmOut out_type = GemmOut::kBf16);
   ~GemmRunner();
   GemmRunner(const GemmRunner&) = delete;
   GemmRunner& operator=(const GemmRunner&) = delete;
@@ -33,7 +38,18 @@ class GemmRunner {
              void* workspace,  // [kGemmWorkspaceBytes]
              cudaStream_t stream) const;
 
+  // Run for a runner created with GemmOut::kFloat.
+  Status RunFloat(float* out,        // [m, n]
+                  const bf16* a,     // [m, k]
+                  const bf16* w,     // [n, k]
+                  const bf16* bias,  // [n] or nullptr
+                  int m,
+                  void* workspace,  // [kGemmWorkspaceBytes]
+                  cudaStream_t stream) const;
+
  private:
+  Status RunAny(void* out, const bf16* a, const bf16* w, const bf16* bias, int m, void* workspace,
+                cudaStream_t stream) const;
   struct Impl;
   explicit GemmRunner(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
