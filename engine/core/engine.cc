@@ -277,19 +277,24 @@ void Engine::Step() {
   for (const RequestDelta& d : deltas) {
     generated += static_cast<int64_t>(d.new_token_ids.size());
     finished += d.finish_reason != FinishReason::kNone;
-    Deliver(d);
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  ++stats_.num_steps;
-  stats_.generation_tokens += generated;
-  stats_.num_finished += finished;
-  stats_.num_preemptions += static_cast<int64_t>(out.preempted_ids.size());
-  if (seconds > 0) {
-    if (prefill_tokens >= kMinPrefillSample) {
-      stats_.prefill_tokens_per_s = Smooth(stats_.prefill_tokens_per_s, prefill_tokens / seconds);
+  // The step's figures are in the stats before any client sees its tokens, so that a
+  // reader who got a token also sees the step that produced it counted.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.num_steps;
+    stats_.generation_tokens += generated;
+    stats_.num_finished += finished;
+    stats_.num_preemptions += static_cast<int64_t>(out.preempted_ids.size());
+    if (seconds > 0) {
+      if (prefill_tokens >= kMinPrefillSample) {
+        stats_.prefill_tokens_per_s =
+            Smooth(stats_.prefill_tokens_per_s, prefill_tokens / seconds);
+      }
+      stats_.finish_per_s = Smooth(stats_.finish_per_s, finished / seconds);
     }
-    stats_.finish_per_s = Smooth(stats_.finish_per_s, finished / seconds);
   }
+  for (const RequestDelta& d : deltas) Deliver(d);
 }
 
 void Engine::PublishStats() {
