@@ -38,6 +38,13 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir,
   return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
 }
 
+absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::LoadRandom(const std::string& dir,
+                                                               uint64_t seed) {
+  SLUICE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  SLUICE_ASSIGN_OR_RETURN(ModelWeights weights, RandomWeights(config, seed));
+  return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
+}
+
 CpuModel::CpuModel(ModelConfig config, ModelWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
   rope_cos_sin_ = kernels::RopeCosSinCache(config_.rope, config_.max_position_embeddings);
@@ -61,7 +68,8 @@ absl::Status CpuModel::ValidateBatch(const ForwardBatch& b, const CpuKvCache& ca
   }
   for (int32_t block : b.block_tables) {
     if (block < 0 || block >= cache.shape().num_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat("batch: block ", block, " is not in the cache"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch: block ", block, " is not in the cache"));
     }
   }
   for (int32_t row : b.logits_rows) {

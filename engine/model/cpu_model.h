@@ -50,6 +50,9 @@ class CpuModel {
   // Loads DIR's config and checkpoint. `progress` sees each layer as it loads.
   static absl::StatusOr<std::unique_ptr<CpuModel>> Load(const std::string& dir,
                                                         const LoadProgress& progress = nullptr);
+  // DIR's config with the random weights of `seed` (see RandomWeights); no checkpoint read.
+  static absl::StatusOr<std::unique_ptr<CpuModel>> LoadRandom(const std::string& dir,
+                                                              uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
 

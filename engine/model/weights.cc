@@ -1,20 +1,23 @@
 #include "engine/model/weights.h"
 
+#include <cmath>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
+#include "sluice/kernels/random.h"
 
 namespace sluice {
 namespace {
 
 class Reader {
  public:
-  explicit Reader(const Checkpoint& ckpt) : ckpt_(ckpt) {}
+  Reader(const Checkpoint& ckpt, const WeightSink& sink) : ckpt_(ckpt), sink_(sink) {}
 
-  // Appends tensor `name`, which must have exactly `shape`, to `out`.
-  absl::Status Append(const std::string& name, const std::vector<int64_t>& shape,
-                      std::vector<float>& out) {
+  // Sends tensor `name`, which must have exactly `shape`, to (layer, slot).
+  absl::Status Send(const std::string& name, const std::vector<int64_t>& shape, int layer,
+                    WeightSlot slot) {
     auto t = ckpt_.Get(name);
     if (!t.ok()) return t.status();
     if ((*t)->shape != shape) {
@@ -22,52 +25,184 @@ class Reader {
           (*t)->file, ": tensor ", name, " has shape [", absl::StrJoin((*t)->shape, ", "),
           "] but the config implies [", absl::StrJoin(shape, ", "), "]"));
     }
-    std::vector<float> values = (*t)->ToFloat();
-    out.insert(out.end(), values.begin(), values.end());
-    return absl::OkStatus();
+    return sink_(layer, slot, (*t)->ToFloat());
   }
 
  private:
   const Checkpoint& ckpt_;
+  const WeightSink& sink_;
 };
 
-absl::Status LoadLayer(Reader& r, const ModelConfig& c, int i, LayerWeights& l) {
+absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t h = c.hidden_size, q = int64_t{c.num_q_heads} * c.head_dim,
                 kv = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "input_layernorm.weight", {h}, l.input_norm));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.q_proj.weight", {q, h}, l.qkv));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.k_proj.weight", {kv, h}, l.qkv));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.v_proj.weight", {kv, h}, l.qkv));
+  using S = WeightSlot;
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "input_layernorm.weight", {h}, i, S::kInputNorm));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_proj.weight", {q, h}, i, S::kQkv));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_proj.weight", {kv, h}, i, S::kQkv));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.v_proj.weight", {kv, h}, i, S::kQkv));
   if (c.attention_bias) {
-    SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.q_proj.bias", {q}, l.qkv_bias));
-    SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.k_proj.bias", {kv}, l.qkv_bias));
-    SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.v_proj.bias", {kv}, l.qkv_bias));
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_proj.bias", {q}, i, S::kQkvBias));
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_proj.bias", {kv}, i, S::kQkvBias));
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.v_proj.bias", {kv}, i, S::kQkvBias));
   }
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "self_attn.o_proj.weight", {h, q}, l.o_proj));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "post_attention_layernorm.weight", {h}, l.post_norm));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "mlp.gate_proj.weight", {inter, h}, l.gate_up));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "mlp.up_proj.weight", {inter, h}, l.gate_up));
-  SLUICE_RETURN_IF_ERROR(r.Append(p + "mlp.down_proj.weight", {h, inter}, l.down_proj));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.weight", {h, q}, i, S::kOProj));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "post_attention_layernorm.weight", {h}, i, S::kPostNorm));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.gate_proj.weight", {inter, h}, i, S::kGateUp));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.up_proj.weight", {inter, h}, i, S::kGateUp));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.down_proj.weight", {h, inter}, i, S::kDownProj));
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConfig& c,
-                                         const LoadProgress& progress) {
-  Reader r(ckpt);
-  ModelWeights w;
+int64_t SlotElements(const ModelConfig& c, WeightSlot slot) {
+  const int64_t h = c.hidden_size, q = int64_t{c.num_q_heads} * c.head_dim,
+                kv = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
+  switch (slot) {
+    case WeightSlot::kEmbed:
+    case WeightSlot::kLmHead:
+      return int64_t{c.vocab_size} * h;
+    case WeightSlot::kInputNorm:
+    case WeightSlot::kPostNorm:
+    case WeightSlot::kFinalNorm:
+      return h;
+    case WeightSlot::kQkv:
+      return (q + 2 * kv) * h;
+    case WeightSlot::kQkvBias:
+      return q + 2 * kv;
+    case WeightSlot::kOProj:
+      return h * q;
+    case WeightSlot::kGateUp:
+      return 2 * inter * h;
+    case WeightSlot::kDownProj:
+      return h * inter;
+  }
+  return 0;
+}
+
+bool HasSlot(const ModelConfig& c, WeightSlot slot) {
+  if (slot == WeightSlot::kQkvBias) return c.attention_bias;
+  if (slot == WeightSlot::kLmHead) return !c.tie_word_embeddings;
+  return true;
+}
+
+bool IsLayerSlot(WeightSlot slot) {
+  return slot != WeightSlot::kEmbed && slot != WeightSlot::kFinalNorm &&
+         slot != WeightSlot::kLmHead;
+}
+
+RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot) {
+  // U(-a, a) has variance a² / 3: a = sqrt(3 / fan_in) gives 1 / fan_in.
+  auto matrix = [](int64_t fan_in) {
+    const float a = std::sqrt(3.0f / static_cast<float>(fan_in));
+    return RandomRange{-a, a};
+  };
+  switch (slot) {
+    case WeightSlot::kEmbed:
+      return {-1.0f, 1.0f};
+    case WeightSlot::kInputNorm:
+    case WeightSlot::kPostNorm:
+    case WeightSlot::kFinalNorm:
+      return {0.9f, 1.1f};
+    case WeightSlot::kQkvBias:
+      return {-0.1f, 0.1f};
+    case WeightSlot::kQkv:
+    case WeightSlot::kGateUp:
+    case WeightSlot::kLmHead:
+      return matrix(c.hidden_size);
+    case WeightSlot::kOProj:
+      return matrix(int64_t{c.num_q_heads} * c.head_dim);
+    case WeightSlot::kDownProj:
+      return matrix(c.intermediate_size);
+  }
+  return {0.0f, 0.0f};
+}
+
+uint64_t RandomStream(int layer, WeightSlot slot) {
+  return (static_cast<uint64_t>(layer + 1) << 8) | static_cast<uint64_t>(slot);
+}
+
+std::vector<float>& ModelWeights::Slot(int layer, WeightSlot slot) {
+  switch (slot) {
+    case WeightSlot::kEmbed:
+      return embed;
+    case WeightSlot::kFinalNorm:
+      return final_norm;
+    case WeightSlot::kLmHead:
+      return lm_head;
+    case WeightSlot::kInputNorm:
+      return layers[layer].input_norm;
+    case WeightSlot::kQkv:
+      return layers[layer].qkv;
+    case WeightSlot::kQkvBias:
+      return layers[layer].qkv_bias;
+    case WeightSlot::kOProj:
+      return layers[layer].o_proj;
+    case WeightSlot::kPostNorm:
+      return layers[layer].post_norm;
+    case WeightSlot::kGateUp:
+      return layers[layer].gate_up;
+    case WeightSlot::kDownProj:
+      return layers[layer].down_proj;
+  }
+  return embed;
+}
+
+absl::Status ReadWeights(const Checkpoint& ckpt, const ModelConfig& c, const WeightSink& sink,
+                         const LoadProgress& progress) {
+  Reader r(ckpt, sink);
   const int64_t h = c.hidden_size, v = c.vocab_size;
-  SLUICE_RETURN_IF_ERROR(r.Append("model.embed_tokens.weight", {v, h}, w.embed));
-  w.layers.resize(c.num_layers);
+  SLUICE_RETURN_IF_ERROR(r.Send("model.embed_tokens.weight", {v, h}, -1, WeightSlot::kEmbed));
   for (int i = 0; i < c.num_layers; ++i) {
-    SLUICE_RETURN_IF_ERROR(LoadLayer(r, c, i, w.layers[i]));
+    SLUICE_RETURN_IF_ERROR(ReadLayer(r, c, i));
     if (progress) progress(i + 1, c.num_layers);
   }
-  SLUICE_RETURN_IF_ERROR(r.Append("model.norm.weight", {h}, w.final_norm));
+  SLUICE_RETURN_IF_ERROR(r.Send("model.norm.weight", {h}, -1, WeightSlot::kFinalNorm));
   if (!c.tie_word_embeddings) {
-    SLUICE_RETURN_IF_ERROR(r.Append("lm_head.weight", {v, h}, w.lm_head));
+    SLUICE_RETURN_IF_ERROR(r.Send("lm_head.weight", {v, h}, -1, WeightSlot::kLmHead));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConfig& c,
+                                         const LoadProgress& progress) {
+  ModelWeights w;
+  w.layers.resize(c.num_layers);
+  SLUICE_RETURN_IF_ERROR(ReadWeights(
+      ckpt, c,
+      [&](int layer, WeightSlot slot, std::vector<float>&& values) {
+        std::vector<float>& out = w.Slot(layer, slot);
+        if (out.empty()) {
+          out = std::move(values);
+        } else {
+          out.insert(out.end(), values.begin(), values.end());
+        }
+        return absl::OkStatus();
+      },
+      progress));
+  return w;
+}
+
+absl::StatusOr<ModelWeights> RandomWeights(const ModelConfig& c, uint64_t seed) {
+  ModelWeights w;
+  w.layers.resize(c.num_layers);
+  for (int s = 0; s < kNumWeightSlots; ++s) {
+    const auto slot = static_cast<WeightSlot>(s);
+    if (!HasSlot(c, slot)) continue;
+    const RandomRange range = RandomRangeOf(c, slot);
+    for (int layer = IsLayerSlot(slot) ? 0 : -1; layer < (IsLayerSlot(slot) ? c.num_layers : 0);
+         ++layer) {
+      std::vector<float>& out = w.Slot(layer, slot);
+      out.resize(SlotElements(c, slot));
+      const kernels::Status k = kernels::cpu::FillUniform(
+          out.data(), static_cast<int64_t>(out.size()), seed, RandomStream(layer, slot), 0,
+          range.lo, range.hi);
+      if (!k.ok()) return absl::InternalError(k.message());
+      // The values a bf16 backend holds, so that every backend runs the same model.
+      for (float& x : out) x = kernels::Bf16ToFloat(kernels::FloatToBf16(x));
+    }
   }
   return w;
 }

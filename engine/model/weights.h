@@ -1,7 +1,9 @@
-// Model weights in fp32 host memory (the CPU backend's layout), checked against the
-// config: every tensor present, shaped as the config says.
+// Model weights: where each checkpoint tensor goes in a backend's layout (q/k/v fused into
+// one projection, gate/up into another), read from a checkpoint or drawn at random, and the
+// CPU backend's fp32 host copy of them.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -11,6 +13,50 @@
 #include "engine/model/safetensors.h"
 
 namespace sluice {
+
+// The tensors of a Llama-family model in the fused layout every backend uses.
+enum class WeightSlot {
+  kEmbed,      // [vocab, hidden]
+  kInputNorm,  // [hidden]
+  kQkv,        // [(q_heads + 2 * kv_heads) * head_dim, hidden]: q rows, then k, then v
+  kQkvBias,    // [(q_heads + 2 * kv_heads) * head_dim] (config.attention_bias only)
+  kOProj,      // [hidden, q_heads * head_dim]
+  kPostNorm,   // [hidden]
+  kGateUp,     // [2 * intermediate, hidden]: gate rows, then up
+  kDownProj,   // [hidden, intermediate]
+  kFinalNorm,  // [hidden]
+  kLmHead,     // [vocab, hidden] (absent when tied to kEmbed)
+};
+inline constexpr int kNumWeightSlots = 10;
+
+// Elements of `slot` in one layer (or in the model, for the per-model slots).
+int64_t SlotElements(const ModelConfig& c, WeightSlot slot);
+// Whether the model has this slot at all (biases, an untied lm_head).
+bool HasSlot(const ModelConfig& c, WeightSlot slot);
+// Whether `slot` is one per layer.
+bool IsLayerSlot(WeightSlot slot);
+
+// Receives the model's tensors in order; `values` continue `slot` of `layer` (-1 for the
+// per-model slots) after what came before (q, k, v in turn for kQkv; gate, up for kGateUp).
+using WeightSink =
+    std::function<absl::Status(int layer, WeightSlot slot, std::vector<float>&& values)>;
+
+// Called after each layer loads: (layers done, layers total).
+using LoadProgress = std::function<void(int, int)>;
+
+// Reads every tensor the config needs from `ckpt` into `sink`. A missing tensor or a shape
+// that disagrees with the config is an error naming the tensor and its file.
+absl::Status ReadWeights(const Checkpoint& ckpt, const ModelConfig& config, const WeightSink& sink,
+                         const LoadProgress& progress = nullptr);
+
+// `--random-weights`: element i of (layer, slot) is kernels::UniformAt(seed,
+// RandomStream(layer, slot), i, lo, hi) over the slot's RandomRange. Matrices have
+// variance 1 / fan_in, norms lie near 1, so activations stay in range at any depth.
+struct RandomRange {
+  float lo, hi;
+};
+RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot);
+uint64_t RandomStream(int layer, WeightSlot slot);
 
 struct LayerWeights {
   std::vector<float> input_norm;     // [hidden]
@@ -22,6 +68,7 @@ struct LayerWeights {
   std::vector<float> down_proj;      // [hidden, intermediate]
 };
 
+// The CPU backend's weights, fp32 in host memory.
 struct ModelWeights {
   std::vector<float> embed;          // [vocab, hidden]
   std::vector<LayerWeights> layers;  // [num_layers]
@@ -29,14 +76,15 @@ struct ModelWeights {
   std::vector<float> lm_head;        // [vocab, hidden]; empty when tied to embed
 
   const std::vector<float>& LmHead() const { return lm_head.empty() ? embed : lm_head; }
+  // The vector holding `slot` of `layer`.
+  std::vector<float>& Slot(int layer, WeightSlot slot);
 };
 
-// Called after each layer loads: (layers done, layers total).
-using LoadProgress = std::function<void(int, int)>;
-
-// Reads and converts every tensor the config needs. A missing tensor or a shape that
-// disagrees with the config is an error naming the tensor and its file.
+// Reads and converts every tensor the config needs (see ReadWeights).
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConfig& config,
                                          const LoadProgress& progress = nullptr);
+
+// The random model of `seed` (see RandomRangeOf), in fp32.
+absl::StatusOr<ModelWeights> RandomWeights(const ModelConfig& config, uint64_t seed);
 
 }  // namespace sluice
