@@ -4,9 +4,13 @@
 #include <chrono>
 #include <cstdlib>
 
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/cpu_model.h"
 #include "engine/runner/cpu_runner.h"
+#include "engine/runner/cuda_runner.h"
 #include "server/commands.h"
 #include "spdlog/spdlog.h"
 
@@ -19,7 +23,17 @@ std::string DefaultModelDir() {
 
 void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
   cmd->add_option("--model", o->model, "Model directory (default: the embedded tiny model)");
-  cmd->add_option("--num-kv-blocks", o->num_kv_blocks, "KV cache blocks (default: from --kv-cache-gib)")
+  cmd->add_option("--device", o->device, "Backend: cpu, or cuda (bf16 on one GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_flag("--random-weights", o->random_weights,
+                "Run the config.json's shape with random weights, reading no checkpoint");
+  cmd->add_option("--random-seed", o->random_seed, "Seed of --random-weights");
+  cmd->add_option("--gpu-memory-utilization", o->gpu_memory_utilization,
+                  "Fraction of the GPU's memory for weights, activations and KV cache")
+      ->check(CLI::Range(0.05, 1.0));
+  cmd->add_flag("--enforce-eager", o->enforce_eager, "--device cuda: no CUDA graphs");
+  cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
+                  "KV cache blocks (default: from --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-cache-gib", o->kv_cache_gib, "KV cache memory on the CPU backend")
       ->check(CLI::PositiveNumber);
@@ -40,27 +54,82 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
   cmd->add_flag("!--no-prefix-caching", o->enable_prefix_caching, "Disable prefix caching");
 }
 
+absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
+                                                     const std::string& model_dir,
+                                                     ModelConfig* config) {
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto progress = [&](int done, int total) {
+    if (!o.quiet) spdlog::info("loading weights: layer {}/{}", done, total);
+  };
+  SLUICE_ASSIGN_OR_RETURN(*config, LoadModelConfig(model_dir));
+  if (o.device == "cuda") {
+    CudaRunnerOptions co;
+    co.model_dir = model_dir;
+    co.random_weights = o.random_weights;
+    co.seed = o.random_seed;
+    co.gpu_memory_utilization = o.gpu_memory_utilization;
+    co.num_kv_blocks = o.num_kv_blocks;
+    co.block_size = o.block_size;
+    co.max_num_seqs = o.max_num_seqs;
+    co.max_num_batched_tokens = o.max_num_batched_tokens;
+    co.enforce_eager = o.enforce_eager;
+    co.progress = progress;
+    CudaRunnerInfo info;
+    SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateCudaRunner(co, &info));
+    if (!o.quiet) {
+      spdlog::info("{} on {}{}: weights {:.2f} GiB, KV cache {} blocks of {} tokens ({:.2f} GiB), "
+                   "{} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
+                   config->Summary(), info.device_name, o.random_weights ? " (random weights)" : "",
+                   info.weight_gib, info.num_kv_blocks, o.block_size, info.kv_cache_gib,
+                   info.num_graphs, info.graph_capture_s, seconds());
+    }
+    return runner;
+  }
+  // The CPU backend holds the weights in fp32: refuse what cannot fit before allocating.
+  double weight_bytes = 0;
+  for (int s = 0; s < kNumWeightSlots; ++s) {
+    const auto slot = static_cast<WeightSlot>(s);
+    if (!HasSlot(*config, slot)) continue;
+    weight_bytes += 4.0 * SlotElements(*config, slot) * (IsLayerSlot(slot) ? config->num_layers : 1);
+  }
+  const double host_bytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (host_bytes > 0 && weight_bytes > 0.9 * host_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: the CPU backend needs %.1f GiB for this model's weights in fp32, and this machine "
+        "has %.1f GiB of memory; use --device cuda",
+        model_dir, weight_bytes / (1 << 30), host_bytes / (1 << 30)));
+  }
+  std::unique_ptr<CpuModel> model;
+  if (o.random_weights) {
+    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
+  } else {
+    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
+  }
+  int num_blocks = o.num_kv_blocks;
+  if (num_blocks == 0) {
+    const double bytes_per_block = 2.0 * config->num_layers * o.block_size *
+                                   config->num_kv_heads * config->head_dim * sizeof(float);
+    num_blocks = std::max(1, static_cast<int>(o.kv_cache_gib * (1ull << 30) / bytes_per_block));
+  }
+  if (!o.quiet) {
+    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config->Summary(),
+                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks,
+                 o.block_size);
+  }
+  return std::unique_ptr<Runner>(
+      std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size));
+}
+
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   LoadedEngine out;
   out.model_dir = o.model.empty() ? DefaultModelDir() : o.model;
   SLUICE_ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::FromDir(out.model_dir));
-  const auto start = std::chrono::steady_clock::now();
-  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<CpuModel> model,
-                          CpuModel::Load(out.model_dir, [&](int done, int total) {
-                            if (!o.quiet) spdlog::info("loading weights: layer {}/{}", done, total);
-                          }));
-  const ModelConfig& config = model->config();
-  int num_blocks = o.num_kv_blocks;
-  if (num_blocks == 0) {
-    const double bytes_per_block = 2.0 * config.num_layers * o.block_size * config.num_kv_heads *
-                                   config.head_dim * sizeof(float);
-    num_blocks = std::max(1, static_cast<int>(o.kv_cache_gib * (1ull << 30) / bytes_per_block));
-  }
-  if (!o.quiet) {
-    spdlog::info("{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config.Summary(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                 num_blocks, o.block_size);
-  }
+  ModelConfig config;
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, out.model_dir, &config));
   EngineConfig ec;
   ec.scheduler.max_num_seqs = o.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
@@ -76,7 +145,6 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   ec.max_waiting_requests = o.max_waiting_requests;
   ec.max_waiting_tokens = o.max_waiting_tokens;
   ec.slo_ttft_ms = o.slo_ttft_ms;
-  auto runner = std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size);
   SLUICE_ASSIGN_OR_RETURN(out.engine, Engine::Create(ec, std::move(runner)));
   return out;
 }

@@ -1,5 +1,5 @@
-// Builds an engine on the CPU backend for a model directory, from the command-line
-// options every subcommand shares.
+// Builds an engine on the CPU or CUDA backend for a model directory, from the
+// command-line options every subcommand shares.
 #pragma once
 
 #include <memory>
@@ -8,13 +8,20 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "engine/core/engine.h"
+#include "engine/model/config.h"
+#include "engine/runner/runner.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace sluice {
 
 struct EngineOptions {
   std::string model;  // empty: the embedded default model
-  int num_kv_blocks = 0;  // 0: sized from --kv-cache-gib
+  std::string device = "cpu";  // cpu or cuda
+  bool random_weights = false;  // config.json only, weights drawn from random_seed
+  uint64_t random_seed = 0;
+  double gpu_memory_utilization = 0.9;  // --device cuda
+  bool enforce_eager = false;           // --device cuda: no CUDA graphs
+  int num_kv_blocks = 0;  // 0: sized from --kv-cache-gib (cpu) or free memory (cuda)
   double kv_cache_gib = 1.0;
   int block_size = 16;
   int max_num_seqs = 64;
@@ -37,5 +44,11 @@ struct LoadedEngine {
 
 // Loads tokenizer and model and starts the engine. Errors name the file at fault.
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options);
+
+// The runner alone (no tokenizer, no engine) for `model_dir`, on the device the options
+// name; `config` receives the model's config. For benchmarks that drive the runner.
+absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& options,
+                                                     const std::string& model_dir,
+                                                     ModelConfig* config);
 
 }  // namespace sluice

@@ -1,7 +1,11 @@
 """`sluice generate` end to end: parity with transformers through the engine, and clear
 errors for bad input."""
 import json
+import os
+import pathlib
 import subprocess
+
+import pytest
 
 
 def run(args, **kw):
@@ -73,3 +77,58 @@ def test_invalid_utf8_prompt_is_refused(sluice_bin, tmp_path):
                        capture_output=True, timeout=120)
     assert p.returncode == 2
     assert b"UTF-8" in p.stderr
+
+
+def test_random_weights_run_the_config_shape_without_a_checkpoint(sluice_bin, tmp_path):
+    # A directory with only config.json and tokenizer.json: no safetensors to read.
+    src = pathlib.Path(os.environ["SLUICE_SOURCE_ROOT"]) / "models" / "sluice-tiny-code"
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_bytes((src / name).read_bytes())
+    args = [sluice_bin, "generate", "--model", str(tmp_path), "--prompt", "def f(x):",
+            "--max-tokens", "8", "--ignore-eos", "--json"]
+    p = run(args + ["--random-weights"])
+    assert p.returncode == 0, p.stderr
+    first = json.loads(p.stdout.strip().splitlines()[-1])
+    assert len(first["output_ids"]) == 8
+    # The same seed draws the same model; another seed another one.
+    again = json.loads(run(args + ["--random-weights"]).stdout.strip().splitlines()[-1])
+    assert again["output_ids"] == first["output_ids"]
+    other = run(args + ["--random-weights", "--random-seed", "5"])
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.strip().splitlines()[-1])["output_ids"] != first["output_ids"]
+    # Without the flag the missing checkpoint is an error naming the directory.
+    p = run(args)
+    assert p.returncode != 0
+    assert str(tmp_path) in p.stderr
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(sluice_bin):
+    p = run([sluice_bin, "generate", "--device", "cuda", "--prompt", "x", "--max-tokens", "2"])
+    if p.returncode == 0:
+        return  # a machine with a GPU: the gpu tests cover it
+    assert "--device cuda" in p.stderr
+    assert "--device cpu" in p.stderr  # says what to do instead
+    bad = run([sluice_bin, "generate", "--device", "tpu", "--prompt", "x"])
+    assert bad.returncode != 0
+    assert "--device" in bad.stderr
+
+
+def test_throughput_bench_counts_every_token(sluice_bin, tmp_path):
+    bench = pathlib.Path(sluice_bin).parent / "throughput_bench"
+    if not bench.exists():
+        pytest.skip("built without benchmarks")
+    out = tmp_path / "tp.json"
+    p = run([str(bench), "--num-requests", "6", "--input-len", "40", "--output-len", "12",
+             "--max-num-seqs", "4", "--out", str(out)])
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert r["num_requests"] == 6
+    assert r["prompt_tokens"] == 6 * 40
+    assert r["output_tokens"] == r["expected_output_tokens"] == 6 * 12
+    assert r["errors"] == 0
+    # 4 at a time: decode batches of at most 4, and a first wave of 11 decode steps.
+    assert 1 <= r["mean_decode_batch"] <= 4
+    assert r["decode_steps"] >= 11
+    assert r["mean_decode_step_ms"] > 0
+    assert 0 < r["roofline_fraction"] < 1.5
+    assert "decode step" in p.stdout

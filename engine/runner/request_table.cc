@@ -1,0 +1,78 @@
+#include "engine/runner/request_table.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace sluice {
+
+void RequestTable::Apply(const SchedulerOutput& output) {
+  for (RequestId id : output.finished_ids) seqs_.erase(id);
+  for (RequestId id : output.preempted_ids) seqs_.erase(id);
+  for (const NewRequestData& n : output.new_requests) {
+    Seq& s = seqs_[n.id];
+    s.token_ids = n.token_ids;
+    s.block_ids = n.block_ids;
+    s.num_computed_tokens = n.num_computed_tokens;
+    s.num_output_tokens = n.num_output_tokens;
+    s.sampling.temperature = n.sampling.temperature;
+    s.sampling.top_k = n.sampling.top_k;
+    s.sampling.top_p = n.sampling.top_p;
+    s.sampling.min_p = n.sampling.min_p;
+    s.sampling.seed = n.seed;
+    s.params = n.sampling;
+  }
+  for (const CachedRequestData& c : output.cached_requests) {
+    Seq& s = seqs_.at(c.id);
+    s.block_ids.insert(s.block_ids.end(), c.new_block_ids.begin(), c.new_block_ids.end());
+  }
+}
+
+absl::StatusOr<ForwardBatch> RequestTable::Build(const SchedulerOutput& output) const {
+  const int bs = block_size_;
+  ForwardBatch b;
+  b.cu_seqlens_q.push_back(0);
+  for (const ScheduledTokens& st : output.scheduled) {
+    auto it = seqs_.find(st.id);
+    if (it == seqs_.end()) {
+      return absl::InternalError(absl::StrCat("runner has no state for request ", st.id));
+    }
+    b.max_blocks_per_seq =
+        std::max(b.max_blocks_per_seq, static_cast<int>(it->second.block_ids.size()));
+  }
+  for (const ScheduledTokens& st : output.scheduled) {
+    const Seq& s = seqs_.at(st.id);
+    for (int i = 0; i < st.num_tokens; ++i) {
+      const int pos = s.num_computed_tokens + i;
+      b.input_ids.push_back(s.token_ids[pos]);
+      b.positions.push_back(pos);
+      b.slot_mapping.push_back(int64_t{s.block_ids[pos / bs]} * bs + pos % bs);
+    }
+    b.cu_seqlens_q.push_back(b.num_tokens());
+    b.seq_lens.push_back(s.num_computed_tokens + st.num_tokens);
+    std::vector<int32_t> row(s.block_ids);
+    row.resize(b.max_blocks_per_seq, s.block_ids.empty() ? 0 : s.block_ids.front());
+    b.block_tables.insert(b.block_tables.end(), row.begin(), row.end());
+    if (st.samples) b.logits_rows.push_back(b.num_tokens() - 1);
+  }
+  return b;
+}
+
+std::vector<RequestTable::Seq*> RequestTable::Advance(const SchedulerOutput& output) {
+  std::vector<Seq*> sampling;
+  for (const ScheduledTokens& st : output.scheduled) {
+    Seq& s = seqs_.at(st.id);
+    s.num_computed_tokens += st.num_tokens;
+    if (st.samples) sampling.push_back(&s);
+  }
+  return sampling;
+}
+
+kernels::SamplingRow RequestTable::SamplingFor(const Seq& s) {
+  kernels::SamplingRow row = s.sampling;
+  row.offset = static_cast<uint64_t>(s.num_output_tokens);
+  return row;
+}
+
+}  // namespace sluice

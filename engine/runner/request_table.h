@@ -1,0 +1,50 @@
+// What a runner keeps of each running request (tokens, block table, sampling state),
+// updated from the scheduler's deltas, and the flattened batch of one step built from it.
+// Shared by the CPU and CUDA runners. Thread safety: none; the engine thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "engine/model/cpu_model.h"
+#include "engine/sched/scheduler.h"
+#include "sluice/kernels/sampling.h"
+
+namespace sluice {
+
+class RequestTable {
+ public:
+  struct Seq {
+    std::vector<int32_t> token_ids;
+    std::vector<int32_t> block_ids;
+    int num_computed_tokens = 0;
+    int num_output_tokens = 0;
+    kernels::SamplingRow sampling;  // offset set per step by SamplingFor
+    SamplingParams params;          // penalties and logprobs
+  };
+
+  explicit RequestTable(int block_size) : block_size_(block_size) {}
+
+  // Applies the step's deltas: finished and preempted requests leave, new ones arrive,
+  // running ones gain blocks.
+  void Apply(const SchedulerOutput& output);
+
+  // The step's batch in scheduling order. Block-table rows are padded to the longest.
+  absl::StatusOr<ForwardBatch> Build(const SchedulerOutput& output) const;
+
+  // After the step ran: computed tokens advance. Returns the entries that sample, in order.
+  std::vector<Seq*> Advance(const SchedulerOutput& output);
+
+  // The sampling row of `s` for its next token.
+  static kernels::SamplingRow SamplingFor(const Seq& s);
+
+  Seq& at(RequestId id) { return seqs_.at(id); }
+
+ private:
+  int block_size_;
+  absl::flat_hash_map<RequestId, Seq> seqs_;
+};
+
+}  // namespace sluice

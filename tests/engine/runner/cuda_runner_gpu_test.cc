@@ -1,0 +1,250 @@
+// The engine on the CUDA runner (bf16): greedy parity with transformers on the tiny model
+// and both variants, the same output alone and in a full batch, graphs and eager mode
+// agreeing, the random model equal on both backends. Prints one PARITY line per model.
+// Exits 77 (ctest SKIP) where no GPU is usable.
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engine/core/engine.h"
+#include "engine/model/cpu_model.h"
+#include "engine/runner/cpu_runner.h"
+#include "engine/runner/cuda_runner.h"
+#include "gtest/gtest.h"
+#include "tests/common/fixtures.h"
+
+namespace sluice {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ReadJsonOrDie;
+using testing::SharedDir;
+using testing::TinyModelDir;
+
+std::unique_ptr<Engine> MakeEngine(std::unique_ptr<Runner> runner, const ModelConfig& c,
+                                   int max_seqs) {
+  EngineConfig ec;
+  ec.scheduler.max_num_seqs = max_seqs;
+  ec.scheduler.max_num_batched_tokens = 512;
+  ec.scheduler.max_model_len = c.max_position_embeddings;
+  ec.scheduler.eos_token_ids = c.eos_token_ids;
+  ec.max_waiting_requests = 1000;
+  auto engine = Engine::Create(ec, std::move(runner));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+std::unique_ptr<Engine> CudaEngine(const std::string& dir, int max_seqs, bool eager,
+                                   bool random = false) {
+  CudaRunnerOptions o;
+  o.model_dir = dir;
+  o.random_weights = random;
+  o.seed = 11;
+  o.num_kv_blocks = 1024;
+  o.block_size = 16;
+  o.max_num_seqs = max_seqs;
+  o.max_num_batched_tokens = 512;
+  o.enforce_eager = eager;
+  o.gpu_memory_utilization = 0.5;
+  auto runner = CreateCudaRunner(o);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  if (!runner.ok()) return nullptr;
+  auto config = LoadModelConfig(dir);
+  EXPECT_TRUE(config.ok());
+  return MakeEngine(std::move(*runner), *config, max_seqs);
+}
+
+struct Output {
+  std::vector<int32_t> ids;
+  std::vector<TokenLogprobs> logprobs;
+};
+
+SubmitParams Greedy(const std::vector<int32_t>& prompt, int max_tokens, int logprobs = -1) {
+  SubmitParams p;
+  p.prompt_ids = prompt;
+  p.sampling.temperature = 0.0f;
+  p.sampling.max_tokens = max_tokens;
+  p.sampling.ignore_eos = true;
+  p.sampling.logprobs = logprobs;
+  return p;
+}
+
+Output Collect(RequestStream& s) {
+  Output out;
+  for (;;) {
+    auto o = s.Pop(120s);
+    if (!o) {
+      ADD_FAILURE() << "request timed out";
+      return out;
+    }
+    out.ids.insert(out.ids.end(), o->new_token_ids.begin(), o->new_token_ids.end());
+    out.logprobs.insert(out.logprobs.end(), o->logprobs.begin(), o->logprobs.end());
+    if (o->finish_reason != FinishReason::kNone) {
+      EXPECT_NE(o->finish_reason, FinishReason::kError);
+      return out;
+    }
+  }
+}
+
+// Submits all at once; outputs in submission order.
+std::vector<Output> RunAll(Engine& e, const std::vector<SubmitParams>& reqs) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const SubmitParams& p : reqs) {
+    auto s = e.Submit(p);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) streams.push_back(*s);
+  }
+  std::vector<Output> outs;
+  for (auto& s : streams) outs.push_back(Collect(*s));
+  return outs;
+}
+
+void CheckParity(const std::string& name, const std::string& dir, const std::string& golden_path) {
+  auto engine = CudaEngine(dir, 16, false);
+  ASSERT_NE(engine, nullptr);
+  const nlohmann::json golden = ReadJsonOrDie(golden_path);
+  int identical = 0, total = 0;
+  float max_diff = 0.0f;
+  for (const auto& c : golden["cases"]) {
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = c["greedy_ids"].get<std::vector<int32_t>>();
+    const auto last = c["last_logits"].get<std::vector<float>>();
+    const int vocab = static_cast<int>(last.size());
+    // Step 0 with every token's logprob: compared with the reference's log-softmax.
+    Output first = RunAll(*engine, {Greedy(prompt, 1, vocab)})[0];
+    ASSERT_EQ(first.logprobs.size(), 1u);
+    double max_logit = last[0], sum = 0;
+    for (float x : last) max_logit = std::max<double>(max_logit, x);
+    for (float x : last) sum += std::exp(x - max_logit);
+    const double log_z = max_logit + std::log(sum);
+    ASSERT_EQ(first.logprobs[0].top.size(), static_cast<size_t>(vocab));
+    for (const auto& [id, lp] : first.logprobs[0].top) {
+      max_diff = std::max(max_diff, static_cast<float>(std::abs(lp - (last[id] - log_z))));
+    }
+    Output got = RunAll(*engine, {Greedy(prompt, static_cast<int>(want.size()))})[0];
+    ASSERT_EQ(got.ids.size(), want.size());
+    size_t agree = 0;
+    while (agree < want.size() && got.ids[agree] == want[agree]) ++agree;
+    identical += static_cast<int>(agree);
+    total += static_cast<int>(want.size());
+    if (agree < want.size()) {
+      // A divergence is allowed only where the reference itself nearly tied.
+      const auto& top = c["greedy_top5"][agree];
+      const float margin = top[0][1].get<float>() - top[1][1].get<float>();
+      EXPECT_LT(margin, 0.05f) << name << " '" << c["prompt"].get<std::string>()
+                               << "' diverges at step " << agree << " where the reference's "
+                               << "top-2 margin is " << margin;
+    }
+  }
+  const double fraction = total > 0 ? static_cast<double>(identical) / total : 0;
+  std::printf("PARITY %s: identical greedy tokens %d/%d (%.1f%%), max |d last logprob| %.4f\n",
+              name.c_str(), identical, total, 100 * fraction, max_diff);
+  EXPECT_GE(fraction, 0.90);
+  EXPECT_LT(max_diff, 0.25f);
+}
+
+TEST(CudaRunnerTest, TinyModelGreedyParity) {
+  CheckParity("sluice-tiny-code", TinyModelDir(), SharedDir() + "/fixtures/golden_tiny.json");
+}
+
+TEST(CudaRunnerTest, Llama3RopeUntiedParity) {
+  const std::string dir = SharedDir() + "/fixtures/variants/llama3-rope-untied";
+  CheckParity("llama3-rope-untied", dir, dir + "/golden.json");
+}
+
+TEST(CudaRunnerTest, Qwen2BiasTiedParity) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen2-bias-tied";
+  CheckParity("qwen2-bias-tied", dir, dir + "/golden.json");
+}
+
+// Each golden prompt alone, then all of them in one full batch with filler requests:
+// greedy ids identical, and identical between graphs and eager mode.
+TEST(CudaRunnerTest, SameOutputAloneAndInAFullBatch) {
+  const nlohmann::json golden = ReadJsonOrDie(SharedDir() + "/fixtures/golden_tiny.json");
+  std::vector<SubmitParams> reqs;
+  for (const auto& c : golden["cases"]) {
+    reqs.push_back(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 48));
+  }
+  const size_t num_golden = reqs.size();
+  for (int i = 0; reqs.size() < 32; ++i) {
+    std::vector<int32_t> filler(20 + 7 * i);
+    for (size_t j = 0; j < filler.size(); ++j) filler[j] = 100 + (i * 31 + j * 17) % 3000;
+    reqs.push_back(Greedy(filler, 48));
+  }
+  auto engine = CudaEngine(TinyModelDir(), 32, false);
+  ASSERT_NE(engine, nullptr);
+  std::vector<Output> alone;
+  for (size_t i = 0; i < num_golden; ++i) alone.push_back(RunAll(*engine, {reqs[i]})[0]);
+  const std::vector<Output> batch = RunAll(*engine, reqs);
+  int same = 0;
+  for (size_t i = 0; i < num_golden; ++i) {
+    EXPECT_EQ(batch[i].ids, alone[i].ids) << "prompt " << i;
+    same += batch[i].ids == alone[i].ids;
+  }
+  auto eager = CudaEngine(TinyModelDir(), 32, true);
+  ASSERT_NE(eager, nullptr);
+  const std::vector<Output> eager_batch = RunAll(*eager, reqs);
+  int same_eager = 0;
+  for (size_t i = 0; i < num_golden; ++i) {
+    EXPECT_EQ(eager_batch[i].ids, alone[i].ids) << "prompt " << i << " (eager)";
+    same_eager += eager_batch[i].ids == alone[i].ids;
+  }
+  std::printf("BATCH alone vs batch of %zu: %d/%zu identical; eager vs graphs: %d/%zu\n",
+              reqs.size(), same, num_golden, same_eager, num_golden);
+}
+
+// --random-weights draws the same bf16 model on both backends.
+TEST(CudaRunnerTest, RandomWeightsMatchTheCpuBackend) {
+  auto cpu_model = CpuModel::LoadRandom(TinyModelDir(), 11);
+  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
+  const ModelConfig config = (*cpu_model)->config();
+  auto cpu = MakeEngine(std::make_unique<CpuRunner>(std::move(*cpu_model), 1024, 16), config, 4);
+  auto gpu = CudaEngine(TinyModelDir(), 4, false, /*random=*/true);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<int32_t> prompt = {1, 300, 301, 302, 900, 1200, 77, 5};
+  const Output a = RunAll(*cpu, {Greedy(prompt, 1, config.vocab_size)})[0];
+  const Output b = RunAll(*gpu, {Greedy(prompt, 1, config.vocab_size)})[0];
+  ASSERT_EQ(a.logprobs.size(), 1u);
+  ASSERT_EQ(b.logprobs.size(), 1u);
+  std::vector<float> cpu_lp(config.vocab_size), gpu_lp(config.vocab_size);
+  for (const auto& [id, lp] : a.logprobs[0].top) cpu_lp[id] = lp;
+  for (const auto& [id, lp] : b.logprobs[0].top) gpu_lp[id] = lp;
+  float max_diff = 0;
+  for (int i = 0; i < config.vocab_size; ++i) {
+    max_diff = std::max(max_diff, std::abs(cpu_lp[i] - gpu_lp[i]));
+  }
+  std::printf("RANDOM tiny shape, seed 11: max |d logprob| cpu vs cuda %.4f\n", max_diff);
+  EXPECT_LT(max_diff, 0.25f);
+}
+
+TEST(CudaRunnerTest, ModelThatDoesNotFitIsRefusedWithNumbers) {
+  CudaRunnerOptions o;
+  o.model_dir = TinyModelDir();
+  o.gpu_memory_utilization = 0.0001;
+  auto runner = CreateCudaRunner(o);
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(std::string(runner.status().message()).find("--gpu-memory-utilization"),
+            std::string::npos)
+      << runner.status();
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    std::printf("SKIP: no CUDA device (%s)\n",
+                err != cudaSuccess ? cudaGetErrorString(err) : "device count 0");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
