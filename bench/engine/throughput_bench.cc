@@ -1,0 +1,346 @@
+// Offline throughput through the engine, in the manner of `vllm bench throughput`: N
+// requests with given input and output lengths (random token ids, or the conversations
+// of a ShareGPT-format file) submitted at once; prints output tokens/s, the mean decode
+// step time and its fraction of the roofline (weights + KV bytes a decode step must read,
+// over the copy bandwidth measured in the same run).
+//
+//   throughput_bench --device cuda --model models/configs/llama-3.1-8b --random-weights \
+//       --num-requests 256 --input-len 512 --output-len 512 --max-num-seqs 256
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/container/flat_hash_map.h"
+#include "engine/core/engine.h"
+#include "engine/runner/cuda_runner.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "server/commands.h"
+#include "server/engine_factory.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One step as the runner saw it.
+struct StepRecord {
+  double seconds = 0;
+  int num_tokens = 0;
+  int num_seqs = 0;
+  bool decode_only = false;
+  int64_t context_tokens = 0;  // KV positions the step's attention reads
+};
+
+// Forwards to the real runner and times each step (host preparation, device work and
+// the copy of the sampled ids back: what one engine iteration waits for).
+class TimedRunner : public Runner {
+ public:
+  explicit TimedRunner(std::unique_ptr<Runner> inner) : inner_(std::move(inner)) {}
+
+  absl::StatusOr<StepResult> Execute(const SchedulerOutput& output) override {
+    for (RequestId id : output.finished_ids) context_.erase(id);
+    for (RequestId id : output.preempted_ids) context_.erase(id);
+    for (const NewRequestData& n : output.new_requests) context_[n.id] = n.num_computed_tokens;
+    StepRecord r;
+    r.decode_only = !output.scheduled.empty();
+    for (const ScheduledTokens& st : output.scheduled) {
+      int64_t& ctx = context_[st.id];
+      ctx += st.num_tokens;
+      r.context_tokens += ctx;
+      r.num_tokens += st.num_tokens;
+      ++r.num_seqs;
+      if (st.num_tokens != 1) r.decode_only = false;
+    }
+    const auto start = Clock::now();
+    auto result = inner_->Execute(output);
+    r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.push_back(r);
+    return result;
+  }
+  int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
+  int block_size() const override { return inner_->block_size(); }
+  int vocab_size() const override { return inner_->vocab_size(); }
+
+  std::vector<StepRecord> steps() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return steps_;
+  }
+
+ private:
+  std::unique_ptr<Runner> inner_;
+  absl::flat_hash_map<RequestId, int64_t> context_;
+  mutable std::mutex mu_;
+  std::vector<StepRecord> steps_;
+};
+
+struct Workload {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int> output_lens;
+};
+
+Workload RandomWorkload(int n, int input_len, int output_len, int vocab, uint32_t seed) {
+  Workload w;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> id(std::min(100, vocab / 4), vocab - 1);
+  for (int i = 0; i < n; ++i) {
+    std::vector<int32_t> p(input_len);
+    for (int32_t& t : p) t = id(rng);
+    w.prompts.push_back(std::move(p));
+    w.output_lens.push_back(output_len);
+  }
+  return w;
+}
+
+// ShareGPT: [{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}].
+// The first turn is the prompt, the second's token count the output length.
+absl::StatusOr<Workload> ShareGptWorkload(const std::string& path, int n, int max_len,
+                                          const Tokenizer& tok) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot open " + path);
+  nlohmann::json data;
+  try {
+    data = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(path + ": " + e.what());
+  }
+  Workload w;
+  for (const auto& item : data) {
+    if (static_cast<int>(w.prompts.size()) >= n) break;
+    const auto& conv = item.value("conversations", nlohmann::json::array());
+    if (conv.size() < 2 || !conv[0].contains("value") || !conv[1].contains("value")) continue;
+    auto prompt = tok.Encode(conv[0]["value"].get<std::string>(), true);
+    auto completion = tok.Encode(conv[1]["value"].get<std::string>(), false);
+    if (!prompt.ok() || !completion.ok()) continue;
+    if (prompt->size() < 4 || completion->size() < 4 ||
+        static_cast<int>(prompt->size() + completion->size()) > max_len) {
+      continue;  // as vllm bench does: too short to measure, or past the context
+    }
+    w.prompts.push_back(std::move(*prompt));
+    w.output_lens.push_back(static_cast<int>(completion->size()));
+  }
+  if (w.prompts.empty()) return absl::InvalidArgumentError(path + ": no usable conversations");
+  return w;
+}
+
+double HostCopyBandwidth() {
+  const size_t bytes = size_t{256} << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = Clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return 2.0 * bytes / best / 1e9;
+}
+
+// Bytes one decode step must read whatever the kernels: every weight once (the embedding
+// table only where it is also the lm_head) and the KV of every context position.
+struct Roofline {
+  double weight_bytes = 0;
+  double kv_bytes_per_token = 0;
+};
+
+Roofline RooflineOf(const ModelConfig& c, int bytes_per_elem) {
+  Roofline r;
+  for (int s = 0; s < kNumWeightSlots; ++s) {
+    const auto slot = static_cast<WeightSlot>(s);
+    if (!HasSlot(c, slot) || (slot == WeightSlot::kEmbed && !c.tie_word_embeddings)) continue;
+    r.weight_bytes += static_cast<double>(SlotElements(c, slot)) * bytes_per_elem *
+                      (IsLayerSlot(slot) ? c.num_layers : 1);
+  }
+  r.kv_bytes_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * bytes_per_elem;
+  return r;
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))];
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app("Offline throughput through the Sluice engine");
+  EngineOptions options;
+  options.max_num_seqs = 256;
+  options.max_waiting_requests = 1 << 20;
+  options.max_waiting_tokens = int64_t{1} << 40;
+  AddEngineFlags(&app, &options);
+  int num_requests = 64, input_len = 512, output_len = 128;
+  std::string dataset = "random", out_path;
+  uint32_t seed = 0;
+  app.add_option("--num-requests", num_requests, "Requests, all submitted at once")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--input-len", input_len, "Prompt tokens (random dataset)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--output-len", output_len, "Generated tokens per request (random dataset)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dataset", dataset, "random, or sharegpt:FILE");
+  app.add_option("--seed", seed, "Seed of the random prompts");
+  app.add_option("--out", out_path, "Write the figures as JSON");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string model_dir = options.model.empty() ? DefaultModelDir() : options.model;
+  ModelConfig config;
+  auto inner = CreateRunner(options, model_dir, &config);
+  if (!inner.ok()) {
+    spdlog::error("{}", std::string(inner.status().message()));
+    return 1;
+  }
+  Workload w;
+  if (dataset == "random") {
+    w = RandomWorkload(num_requests, input_len, output_len, config.vocab_size, seed);
+  } else if (dataset.starts_with("sharegpt:")) {
+    auto tok = Tokenizer::FromDir(model_dir);
+    if (!tok.ok()) {
+      spdlog::error("{}", std::string(tok.status().message()));
+      return 1;
+    }
+    auto sw = ShareGptWorkload(dataset.substr(9), num_requests, config.max_position_embeddings,
+                               **tok);
+    if (!sw.ok()) {
+      spdlog::error("{}", std::string(sw.status().message()));
+      return 1;
+    }
+    w = std::move(*sw);
+  } else {
+    spdlog::error("--dataset {}: expected random or sharegpt:FILE", dataset);
+    return 1;
+  }
+  const double copy_gbs = options.device == "cuda" ? MeasureCudaCopyBandwidth(0).value_or(0.0)
+                                                   : HostCopyBandwidth();
+
+  auto timed_owner = std::make_unique<TimedRunner>(std::move(*inner));
+  TimedRunner* timed = timed_owner.get();
+  EngineConfig ec;
+  ec.scheduler.max_num_seqs = options.max_num_seqs;
+  ec.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
+  ec.scheduler.max_model_len = config.max_position_embeddings;
+  ec.scheduler.enable_prefix_caching = options.enable_prefix_caching;
+  ec.max_waiting_requests = options.max_waiting_requests;
+  ec.max_waiting_tokens = options.max_waiting_tokens;
+  auto engine = Engine::Create(ec, std::move(timed_owner));
+  if (!engine.ok()) {
+    spdlog::error("{}", std::string(engine.status().message()));
+    return 1;
+  }
+
+  const int n = static_cast<int>(w.prompts.size());
+  int64_t prompt_tokens = 0, expected_output = 0;
+  const auto start = Clock::now();
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < n; ++i) {
+    SubmitParams p;
+    p.prompt_ids = w.prompts[i];
+    p.sampling.temperature = 0.0f;
+    p.sampling.max_tokens = w.output_lens[i];
+    p.sampling.ignore_eos = true;
+    prompt_tokens += static_cast<int64_t>(p.prompt_ids.size());
+    expected_output += w.output_lens[i];
+    auto s = (*engine)->Submit(std::move(p));
+    if (!s.ok()) {
+      spdlog::error("request {} refused: {}", i, std::string(s.status().message()));
+      return 1;
+    }
+    streams.push_back(*s);
+  }
+  int64_t output_tokens = 0;
+  int finished = 0, errors = 0;
+  for (auto& s : streams) {
+    for (;;) {
+      auto o = s->Pop(std::chrono::seconds(600));
+      if (!o) {
+        spdlog::error("request {} timed out", s->id());
+        return 1;
+      }
+      output_tokens += static_cast<int64_t>(o->new_token_ids.size());
+      if (o->finish_reason == FinishReason::kNone) continue;
+      if (o->finish_reason == FinishReason::kError) ++errors;
+      break;
+    }
+    ++finished;
+    std::fprintf(stderr, "\rrequests finished: %d/%d", finished, n);
+  }
+  std::fprintf(stderr, "\n");
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  (*engine)->Shutdown();
+
+  const Roofline roof = RooflineOf(config, options.device == "cuda" ? 2 : 4);
+  std::vector<double> decode_ms;
+  double batch_sum = 0, context_sum = 0, floor_sum_s = 0, decode_s = 0;
+  for (const StepRecord& r : timed->steps()) {
+    if (!r.decode_only) continue;
+    decode_ms.push_back(r.seconds * 1e3);
+    batch_sum += r.num_seqs;
+    context_sum += static_cast<double>(r.context_tokens) / r.num_seqs;
+    decode_s += r.seconds;
+    if (copy_gbs > 0) {
+      floor_sum_s += (roof.weight_bytes + roof.kv_bytes_per_token * r.context_tokens) /
+                     (copy_gbs * 1e9);
+    }
+  }
+  const double steps = static_cast<double>(decode_ms.size());
+  const double mean_ms = steps > 0 ? decode_s * 1e3 / steps : 0;
+  nlohmann::ordered_json j = {
+      {"device", options.device},
+      {"model", config.Summary()},
+      {"random_weights", options.random_weights},
+      {"num_requests", n},
+      {"prompt_tokens", prompt_tokens},
+      {"output_tokens", output_tokens},
+      {"expected_output_tokens", expected_output},
+      {"errors", errors},
+      {"elapsed_s", elapsed},
+      {"requests_per_s", n / elapsed},
+      {"output_tokens_per_s", output_tokens / elapsed},
+      {"total_tokens_per_s", (prompt_tokens + output_tokens) / elapsed},
+      {"decode_steps", decode_ms.size()},
+      {"decode_output_tokens_per_s", decode_s > 0 ? batch_sum / decode_s : 0},
+      {"mean_decode_step_ms", mean_ms},
+      {"p50_decode_step_ms", Percentile(decode_ms, 0.5)},
+      {"p99_decode_step_ms", Percentile(decode_ms, 0.99)},
+      {"mean_decode_batch", steps > 0 ? batch_sum / steps : 0},
+      {"mean_decode_context", steps > 0 ? context_sum / steps : 0},
+      {"weight_bytes", roof.weight_bytes},
+      {"copy_bandwidth_gbs", copy_gbs},
+      {"mean_decode_floor_ms", steps > 0 ? floor_sum_s * 1e3 / steps : 0},
+      {"roofline_fraction", decode_s > 0 ? floor_sum_s / decode_s : 0},
+  };
+  std::printf("%-28s %s\n", "device", options.device.c_str());
+  std::printf("%-28s %s%s\n", "model", config.Summary().c_str(),
+              options.random_weights ? " (random weights)" : "");
+  std::printf("%-28s %d (%lld prompt, %lld output tokens)\n", "requests", n,
+              static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens));
+  std::printf("%-28s %.2f s\n", "elapsed", elapsed);
+  std::printf("%-28s %.2f req/s, %.1f output tok/s, %.1f total tok/s\n", "throughput",
+              n / elapsed, output_tokens / elapsed, (prompt_tokens + output_tokens) / elapsed);
+  std::printf("%-28s %zu steps, mean batch %.1f, mean context %.0f\n", "decode", decode_ms.size(),
+              j["mean_decode_batch"].get<double>(), j["mean_decode_context"].get<double>());
+  std::printf("%-28s mean %.3f ms, p50 %.3f, p99 %.3f (%.1f output tok/s while decoding)\n",
+              "decode step", mean_ms, j["p50_decode_step_ms"].get<double>(),
+              j["p99_decode_step_ms"].get<double>(),
+              j["decode_output_tokens_per_s"].get<double>());
+  std::printf("%-28s %.3f ms (%.2f GB weights + KV at %.0f GB/s copy) -> %.3f of the roofline\n",
+              "decode floor", j["mean_decode_floor_ms"].get<double>(), roof.weight_bytes / 1e9,
+              copy_gbs, j["roofline_fraction"].get<double>());
+  std::printf("RESULT %s\n", j.dump().c_str());
+  if (!out_path.empty()) std::ofstream(out_path) << j.dump(2) << "\n";
+  return errors == 0 && output_tokens == expected_output ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) { return sluice::Run(argc, argv); }

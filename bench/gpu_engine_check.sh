@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The device check for the CUDA runner: the kernels' new ops, the engine's gpu tests
+# (greedy parity with transformers, alone vs batch, graphs vs eager, random weights on
+# both backends) and bench/engine's throughput on the Llama-3.1-8B shape with random
+# weights, then a short table. Runs from the bundle scripts/make_device_bundle.sh packs
+# (the GPU machine has CUDA but not the project's libraries). Logs go to $OUT.
+# Usage: bash bench/gpu_engine_check.sh         (about 2 minutes on one H100)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=${OUT:-/tmp/gpu_engine_check}
+mkdir -p "$LOG"
+BUNDLE=${SLUICE_BUNDLE:-.devbundle/bundle.tar.xz}
+D=/tmp/sluice_bundle
+rm -rf "$D" && mkdir -p "$D" && tar -C "$D" -xJf "$BUNDLE" || { echo "no bundle at $BUNDLE"; exit 1; }
+cudalib=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13* /usr/local/cuda*/targets/*/lib/libcublasLt.so.13* 2>/dev/null | head -1)")
+export LD_LIBRARY_PATH="$D/lib:$cudalib:${LD_LIBRARY_PATH:-}"
+export SLUICE_SHARED_DIR="$D/shared" SLUICE_SOURCE_ROOT="$PWD"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$LOG/device.txt"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain 2>/dev/null | grep -q . && echo ' uncommitted')" | tee -a "$LOG/device.txt"
+
+step() {  # step NAME TIMEOUT_S COMMAND...
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout "$limit" "$@" >"$LOG/$name.log" 2>&1
+  rc=$?
+  echo "$name: rc=$rc ($(($(date +%s) - start)) s)" | tee -a "$LOG/steps.txt"
+}
+
+step ops 60 "$D/bin/ops_gpu_test"
+grep -E "^PASS|^FAIL|CHECK failed" "$LOG/ops.log" | head -20
+step runner 150 "$D/bin/cuda_runner_gpu_test"
+grep -E "PARITY|BATCH|RANDOM|\[  FAILED|Failure|SKIP" -A3 "$LOG/runner.log" | head -60
+
+M=models/configs/llama-3.1-8b
+TB=("$D/bin/throughput_bench" --device cuda --model "$M" --random-weights)
+# Batch 1 at 1.5k-2k context; batch 64 at 1.9k-2k; batch 256 at 0.9k-1.1k.
+step b1 90 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
+  --out "$LOG/b1.json"
+step b64 120 "${TB[@]}" --num-requests 64 --input-len 1920 --output-len 128 --max-num-seqs 64 \
+  --max-num-batched-tokens 8192 --out "$LOG/b64.json"
+step b256 150 "${TB[@]}" --num-requests 256 --input-len 960 --output-len 128 --max-num-seqs 256 \
+  --max-num-batched-tokens 8192 --out "$LOG/b256.json"
+for b in b1 b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
+
+echo "== summary =="
+head -2 "$LOG/device.txt"
+cat "$LOG/steps.txt"
+python3 - "$LOG" <<'PY'
+import json, os, sys
+log = sys.argv[1]
+print(f"{'run':6} {'decode step ms':>15} {'floor ms':>9} {'roofline':>9} {'decode tok/s':>13} {'overall out tok/s':>18} {'copy GB/s':>10}")
+for b in ("b1", "b64", "b256"):
+    p = os.path.join(log, b + ".json")
+    if not os.path.exists(p):
+        print(f"{b:6} (no result)")
+        continue
+    r = json.load(open(p))
+    print(f"{b:6} {r['mean_decode_step_ms']:15.3f} {r['mean_decode_floor_ms']:9.3f} "
+          f"{r['roofline_fraction']:9.3f} {r['decode_output_tokens_per_s']:13.1f} "
+          f"{r['output_tokens_per_s']:18.1f} {r['copy_bandwidth_gbs']:10.1f}")
+PY
