@@ -60,11 +60,14 @@ class DeviceMemory {
   absl::Status Allocate(size_t bytes, const std::string& what) {
     if (p_ != nullptr) cudaFree(p_);
     p_ = nullptr;
-    bytes_ = bytes;
+    bytes_ = 0;
     if (bytes == 0) return absl::OkStatus();
-    return Cuda(
-        cudaMalloc(&p_, bytes),
-        absl::StrCat("allocating ", what, " (", absl::StrFormat("%.2f", bytes / kGiB), " GiB)"));
+    SLUICE_RETURN_IF_ERROR(
+        Cuda(cudaMalloc(&p_, bytes),
+             absl::StrCat("allocating ", what, " (", absl::StrFormat("%.2f", bytes / kGiB),
+                          " GiB)")));
+    bytes_ = bytes;
+    return absl::OkStatus();
   }
   template <class T>
   T* as(size_t byte_offset = 0) const {
@@ -202,6 +205,7 @@ class CudaRunner : public Runner {
 };
 
 CudaRunner::~CudaRunner() {
+  cudaSetDevice(options_.device);
   for (auto& pieces : graphs_) {
     for (cudaGraphExec_t g : pieces) {
       if (g != nullptr) cudaGraphExecDestroy(g);
@@ -244,6 +248,11 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
                                                    " is not a multiple of 8 (GEMM alignment)"));
     }
   }
+  if (c.num_q_heads % c.num_kv_heads != 0 || c.hidden_size > 16384) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda: ", c.num_q_heads, " q heads over ", c.num_kv_heads,
+        " kv heads (must divide) and hidden size ", c.hidden_size, " (at most 16384)"));
+  }
   max_seqs_ = std::max(1, options_.max_num_seqs);
   max_tokens_ = std::max(options_.max_num_batched_tokens, max_seqs_);
   max_blocks_per_seq_ = (c.max_position_embeddings + options_.block_size - 1) / options_.block_size;
@@ -254,8 +263,10 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
   SLUICE_RETURN_IF_ERROR(options_.random_weights ? FillRandom() : LoadCheckpoint());
   SLUICE_RETURN_IF_ERROR(AllocateBuffers());
   SLUICE_RETURN_IF_ERROR(AllocateKvCache(info));
+  // The uploads ran on the legacy stream, the fills and warm-ups on stream_: all done.
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaDeviceSynchronize(), "loading the model"));
   if (!options_.enforce_eager) SLUICE_RETURN_IF_ERROR(CaptureGraphs(info));
-  return Cuda(cudaStreamSynchronize(stream_), "initialisation");
+  return Cuda(cudaDeviceSynchronize(), "initialisation");
 }
 
 absl::Status CudaRunner::AllocateWeights() {
@@ -604,6 +615,7 @@ absl::Status CudaRunner::CaptureGraphs(CudaRunnerInfo* info) {
       const absl::Status run = RunPiece(k, b, b, false);
       cudaGraph_t graph = nullptr;
       const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      if (!run.ok() && graph != nullptr) cudaGraphDestroy(graph);
       SLUICE_RETURN_IF_ERROR(run);
       SLUICE_RETURN_IF_ERROR(Cuda(end, "end capture"));
       const cudaError_t inst = cudaGraphInstantiate(&graphs_[g][k], graph, 0);
@@ -620,11 +632,14 @@ absl::Status CudaRunner::CaptureGraphs(CudaRunnerInfo* info) {
 }
 
 absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
+  // The engine thread is not the one that loaded the model: the device is per thread.
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "selecting the device"));
   table_.Apply(output);
   SLUICE_ASSIGN_OR_RETURN(ForwardBatch b, table_.Build(output));
   const int n = b.num_tokens();
   const int rows = static_cast<int>(b.logits_rows.size());
-  if (n > max_tokens_ || b.num_seqs() > max_seqs_) {
+  if (n == 0) return StepResult{};  // a step that only retires requests
+  if (n > max_tokens_ || b.num_seqs() > max_seqs_ || b.max_blocks_per_seq > max_blocks_per_seq_) {
     return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens and ", b.num_seqs(),
                                                    " sequences exceeds the runner's buffers (",
                                                    max_tokens_, ", ", max_seqs_, ")"));
@@ -662,13 +677,20 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
   }
   const size_t table_bytes = sizeof(int32_t) * b.block_tables.size();
   put(layout_.block_tables, b.block_tables.data(), table_bytes);
-  SLUICE_RETURN_IF_ERROR(
+  absl::Status launched =
       Cuda(cudaMemcpyAsync(inputs_.as<void>(), h, layout_.block_tables + table_bytes,
                            cudaMemcpyHostToDevice, stream_),
-           "step inputs"));
-  SLUICE_RETURN_IF_ERROR(PrepareAttention(b));
-  SLUICE_RETURN_IF_ERROR(Forward(graph >= 0 ? padded : n, graph >= 0 ? padded : rows,
-                                 /*gather=*/graph < 0, graph));
+           "step inputs");
+  if (launched.ok()) launched = PrepareAttention(b);
+  if (launched.ok()) {
+    launched = Forward(graph >= 0 ? padded : n, graph >= 0 ? padded : rows,
+                       /*gather=*/graph < 0, graph);
+  }
+  if (!launched.ok()) {
+    // What was queued finishes before the staging buffer is written again.
+    cudaStreamSynchronize(stream_);
+    return launched;
+  }
 
   int32_t* sampled = host_sampled_.as<int32_t>();
   SLUICE_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(sampled, sampled_.as<void>(), sizeof(int32_t) * rows,
@@ -723,21 +745,26 @@ absl::StatusOr<double> MeasureCudaCopyBandwidth(int device) {
   DeviceMemory src, dst;
   SLUICE_RETURN_IF_ERROR(src.Allocate(kBytes, "copy source"));
   SLUICE_RETURN_IF_ERROR(dst.Allocate(kBytes, "copy destination"));
-  cudaEvent_t begin, end;
-  SLUICE_RETURN_IF_ERROR(Cuda(cudaEventCreate(&begin), "event"));
-  SLUICE_RETURN_IF_ERROR(Cuda(cudaEventCreate(&end), "event"));
+  cudaEvent_t begin = nullptr, end = nullptr;
+  absl::Status st = Cuda(cudaEventCreate(&begin), "event");
+  if (st.ok()) st = Cuda(cudaEventCreate(&end), "event");
   float best_ms = 0.0f;
-  for (int i = 0; i < 6; ++i) {
-    cudaEventRecord(begin);
-    cudaMemcpyAsync(dst.as<void>(), src.as<void>(), kBytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(end);
-    SLUICE_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(end), "copy"));
+  for (int i = 0; i < 6 && st.ok(); ++i) {
+    st = Cuda(cudaEventRecord(begin), "event record");
+    if (st.ok()) {
+      st = Cuda(cudaMemcpyAsync(dst.as<void>(), src.as<void>(), kBytes, cudaMemcpyDeviceToDevice),
+                "copy");
+    }
+    if (st.ok()) st = Cuda(cudaEventRecord(end), "event record");
+    if (st.ok()) st = Cuda(cudaEventSynchronize(end), "copy");
     float ms = 0.0f;
-    cudaEventElapsedTime(&ms, begin, end);
-    if (i > 0 && (best_ms == 0.0f || ms < best_ms)) best_ms = ms;  // the first warms up
+    if (st.ok()) st = Cuda(cudaEventElapsedTime(&ms, begin, end), "event time");
+    if (st.ok() && i > 0 && (best_ms == 0.0f || ms < best_ms)) best_ms = ms;  // 0 warms up
   }
-  cudaEventDestroy(begin);
-  cudaEventDestroy(end);
+  if (begin != nullptr) cudaEventDestroy(begin);
+  if (end != nullptr) cudaEventDestroy(end);
+  SLUICE_RETURN_IF_ERROR(st);
+  if (best_ms <= 0.0f) return absl::InternalError("copy bandwidth: no timing");
   return 2.0 * kBytes / (best_ms * 1e-3) / 1e9;
 }
 

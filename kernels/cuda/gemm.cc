@@ -84,6 +84,9 @@ Status GemmRunner::Create(int n, int k, bool has_bias, int max_m,
                                    ") must be positive multiples of 8, "
                                    "max_m >= 1");
   }
+  if (has_bias && out_type == GemmOut::kFloat) {
+    return Status::Unsupported("gemm: a bias with fp32 output is not supported");
+  }
   auto impl = std::make_unique<Impl>();
   impl->n = n;
   impl->k = k;
