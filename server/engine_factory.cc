@@ -81,10 +81,10 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
     SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateCudaRunner(co, &info));
     if (!o.quiet) {
       spdlog::info("{} on {}{}: weights {:.2f} GiB, KV cache {} blocks of {} tokens ({:.2f} GiB), "
-                   "{} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
+                   "GEMMs tuned in {:.1f} s, {} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
                    config->Summary(), info.device_name, o.random_weights ? " (random weights)" : "",
                    info.weight_gib, info.num_kv_blocks, o.block_size, info.kv_cache_gib,
-                   info.num_graphs, info.graph_capture_s, seconds());
+                   info.gemm_tune_s, info.num_graphs, info.graph_capture_s, seconds());
     }
     return runner;
   }

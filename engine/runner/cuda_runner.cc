@@ -151,6 +151,7 @@ class CudaRunner : public Runner {
   absl::Status AllocateBuffers();
   absl::Status AllocateKvCache(CudaRunnerInfo* info);
   absl::Status CaptureGraphs(CudaRunnerInfo* info);
+  absl::Status TuneGemms(CudaRunnerInfo* info);
 
   // Runs piece k of the forward pass over n token rows (see the header). The last piece
   // computes logits and samples for `rows` rows: all n rows when gather is false (decode
@@ -262,6 +263,7 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
   info->weight_gib = weights_.bytes() / kGiB;
   SLUICE_RETURN_IF_ERROR(options_.random_weights ? FillRandom() : LoadCheckpoint());
   SLUICE_RETURN_IF_ERROR(AllocateBuffers());
+  if (options_.tune_gemms) SLUICE_RETURN_IF_ERROR(TuneGemms(info));
   SLUICE_RETURN_IF_ERROR(AllocateKvCache(info));
   // The uploads ran on the legacy stream, the fills and warm-ups on stream_: all done.
   SLUICE_RETURN_IF_ERROR(Cuda(cudaDeviceSynchronize(), "loading the model"));
@@ -400,7 +402,8 @@ absl::Status CudaRunner::AllocateBuffers() {
   SLUICE_RETURN_IF_ERROR(gemm(h, q_width, false, &gemm_o_));
   SLUICE_RETURN_IF_ERROR(gemm(2 * c.intermediate_size, h, false, &gemm_gate_up_));
   SLUICE_RETURN_IF_ERROR(gemm(h, c.intermediate_size, false, &gemm_down_));
-  SLUICE_RETURN_IF_ERROR(gemm(c.vocab_size, h, false, &gemm_lm_head_, kc::GemmOut::kFloat));
+  SLUICE_RETURN_IF_ERROR(Kernel(
+      kc::GemmRunner::Create(c.vocab_size, h, false, S, &gemm_lm_head_, kc::GemmOut::kFloat)));
 
   size_t at = 0;
   auto take = [&](size_t elems) {
@@ -440,6 +443,24 @@ absl::Status CudaRunner::AllocateBuffers() {
   return Cuda(cudaMemcpy(cos_sin_.as<float>(), cos_sin.data(), cos_sin.size() * sizeof(float),
                          cudaMemcpyHostToDevice),
               "uploading the RoPE table");
+}
+
+absl::Status CudaRunner::TuneGemms(CudaRunnerInfo* info) {
+  const auto start = std::chrono::steady_clock::now();
+  // Zeros, not leftovers: the timings must not meet NaNs or denormals.
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(acts_.as<void>(), 0, acts_.bytes(), stream_), "zero"));
+  void* ws = gemm_ws_.as<void>();
+  const DeviceLayer& w = layers_[0];
+  SLUICE_RETURN_IF_ERROR(
+      Kernel(gemm_qkv_->Tune(qkv_, hidden_, w.qkv, w.qkv_bias, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(gemm_o_->Tune(hidden_, attn_, w.o_proj, nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(
+      Kernel(gemm_gate_up_->Tune(gate_up_, hidden_, w.gate_up, nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(gemm_down_->Tune(hidden_, act_, w.down_proj, nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(
+      gemm_lm_head_->Tune(logits_.as<float>(), gathered_hidden_, lm_head_, nullptr, ws, stream_)));
+  info->gemm_tune_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return absl::OkStatus();
 }
 
 absl::Status CudaRunner::AllocateKvCache(CudaRunnerInfo* info) {

@@ -36,6 +36,7 @@ struct CudaRunnerOptions {
   int max_num_seqs = 256;             // the largest decode graph
   int max_num_batched_tokens = 2048;  // activation buffers hold this many tokens
   bool enforce_eager = false;         // no CUDA graphs
+  bool tune_gemms = true;             // time cuBLASLt's candidates per batch size at load
   int device = 0;
   LoadProgress progress;  // per layer of weights
 };
@@ -48,6 +49,7 @@ struct CudaRunnerInfo {
   int num_kv_blocks = 0;
   int num_graphs = 0;
   double graph_capture_s = 0;
+  double gemm_tune_s = 0;
 };
 
 // Whether this build has the CUDA backend.

@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,11 @@ Status LtStatus(cublasStatus_t st, const char* what) {
   if (st == CUBLAS_STATUS_SUCCESS) return Status::Ok();
   return Status::CudaError(std::string("gemm: ") + what + ": cublasLt status " +
                            std::to_string(static_cast<int>(st)));
+}
+
+Status CudaStatus(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::Ok();
+  return Status::CudaError(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
 }  // namespace
@@ -58,6 +64,18 @@ struct GemmRunner::Impl {
     int b = 0;
     while ((1 << b) < m) ++b;
     return b;
+  }
+
+  // Up to `max` of the heuristic's algorithms for m, best guess first.
+  Status Candidates(int m, int max, std::vector<cublasLtMatmulHeuristicResult_t>* out) const {
+    Layouts l;
+    if (Status s = MakeLayouts(m, &l); !s.ok()) return s;
+    out->resize(max);
+    int count = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, desc, l.w, l.a, l.c, l.c, pref,
+                                                             max, out->data(), &count);
+    out->resize(st == CUBLAS_STATUS_SUCCESS ? count : 0);
+    return Status::Ok();
   }
 
   Status PickAlgo(int m, cublasLtMatmulAlgo_t* algo, bool* found) const {
@@ -146,6 +164,64 @@ Status GemmRunner::RunFloat(float* out, const bf16* a, const bf16* w, const bf16
                             void* workspace, cudaStream_t stream) const {
   if (!impl_->float_out) return Status::InvalidArgument("gemm: this runner writes bf16 (Run)");
   return RunAny(out, a, w, bias, m, workspace, stream);
+}
+
+Status GemmRunner::Tune(void* out, const bf16* a, const bf16* w, const bf16* bias, void* workspace,
+                        cudaStream_t stream, int max_candidates) {
+  Impl& im = *impl_;
+  if ((bias != nullptr) != im.has_bias) {
+    return Status::InvalidArgument("gemm: bias given iff the runner was created with one");
+  }
+  if (im.has_bias) {
+    const cublasStatus_t st = cublasLtMatmulDescSetAttribute(
+        im.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    if (Status s = LtStatus(st, "bias pointer"); !s.ok()) return s;
+  }
+  cudaEvent_t begin = nullptr, end = nullptr;
+  if (cudaEventCreate(&begin) != cudaSuccess || cudaEventCreate(&end) != cudaSuccess) {
+    return Status::CudaError("gemm: tune: event creation failed");
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  Status result = Status::Ok();
+  for (size_t b = 0; b < im.algos.size() && result.ok(); ++b) {
+    // Timed at the bucket's own m, capped by the buffers' max_m.
+    const int m = std::min(1 << b, im.max_m);
+    std::vector<cublasLtMatmulHeuristicResult_t> candidates;
+    if (Status s = im.Candidates(1 << b, max_candidates, &candidates); !s.ok()) {
+      result = s;
+      break;
+    }
+    Impl::Layouts l;
+    if (Status s = im.MakeLayouts(m, &l); !s.ok()) {
+      result = s;
+      break;
+    }
+    float best = 0.0f;
+    for (const auto& c : candidates) {
+      auto run = [&] {
+        return cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out,
+                              l.c, &c.algo, workspace, kGemmWorkspaceBytes, stream);
+      };
+      if (run() != CUBLAS_STATUS_SUCCESS) continue;  // not for this m: skip it
+      constexpr int kReps = 5;
+      cudaEventRecord(begin, stream);
+      bool ok = true;
+      for (int r = 0; r < kReps && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+      cudaEventRecord(end, stream);
+      if (!ok || cudaEventSynchronize(end) != cudaSuccess) continue;
+      float ms = 0.0f;
+      cudaEventElapsedTime(&ms, begin, end);
+      if (best == 0.0f || ms < best) {
+        best = ms;
+        im.algos[b] = c.algo;
+        im.has_algo[b] = true;
+      }
+    }
+  }
+  cudaEventDestroy(begin);
+  cudaEventDestroy(end);
+  if (result.ok()) result = CudaStatus(cudaGetLastError(), "gemm: tune");
+  return result;
 }
 
 Status GemmRunner::RunAny(void* out, const bf16* a, const bf16* w, const bf16* bias, int m,

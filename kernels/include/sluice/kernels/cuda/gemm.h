@@ -47,6 +47,13 @@ class GemmRunner {
                   void* workspace,  // [kGemmWorkspaceBytes]
                   cudaStream_t stream) const;
 
+  // Times up to `max_candidates` of cuBLASLt's algorithms for each power-of-two m up to
+  // max_m on these operands and keeps the fastest for each (the heuristic's first pick
+  // is not always the fastest at decode sizes). Synchronises `stream`. Not during capture.
+  // REQUIRES: out [max_m, n] (bf16, or fp32 for kFloat), a [max_m, k], w [n, k].
+  Status Tune(void* out, const bf16* a, const bf16* w, const bf16* bias, void* workspace,
+              cudaStream_t stream, int max_candidates = 8);
+
  private:
   Status RunAny(void* out, const bf16* a, const bf16* w, const bf16* bias, int m, void* workspace,
                 cudaStream_t stream) const;
