@@ -37,11 +37,13 @@ TB=("$D/bin/throughput_bench" --device cuda --model "$M" --random-weights)
 # Batch 1 at 1.5k-2k context; batch 64 at 1.9k-2k; batch 256 at 0.9k-1.1k.
 step b1 40 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
   --out "$LOG/b1.json"
+step b1_untuned 40 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
+  --no-gemm-tuning --out "$LOG/b1_untuned.json"
 step b256 70 "${TB[@]}" --num-requests 256 --input-len 960 --output-len 128 --max-num-seqs 256 \
   --max-num-batched-tokens 8192 --out "$LOG/b256.json"
 step b64 50 "${TB[@]}" --num-requests 64 --input-len 1920 --output-len 128 --max-num-seqs 64 \
   --max-num-batched-tokens 8192 --out "$LOG/b64.json"
-for b in b1 b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
+for b in b1 b1_untuned b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
 
 echo "== summary =="
 head -2 "$LOG/device.txt"
@@ -49,14 +51,14 @@ cat "$LOG/steps.txt"
 python3 - "$LOG" <<'PY'
 import json, os, sys
 log = sys.argv[1]
-print(f"{'run':6} {'decode step ms':>15} {'floor ms':>9} {'roofline':>9} {'decode tok/s':>13} {'overall out tok/s':>18} {'copy GB/s':>10}")
-for b in ("b1", "b64", "b256"):
+print(f"{'run':10} {'decode step ms':>15} {'floor ms':>9} {'roofline':>9} {'decode tok/s':>13} {'overall out tok/s':>18} {'copy GB/s':>10}")
+for b in ("b1", "b1_untuned", "b64", "b256"):
     p = os.path.join(log, b + ".json")
     if not os.path.exists(p):
-        print(f"{b:6} (no result)")
+        print(f"{b:10} (no result)")
         continue
     r = json.load(open(p))
-    print(f"{b:6} {r['mean_decode_step_ms']:15.3f} {r['mean_decode_floor_ms']:9.3f} "
+    print(f"{b:10} {r['mean_decode_step_ms']:15.3f} {r['mean_decode_floor_ms']:9.3f} "
           f"{r['roofline_fraction']:9.3f} {r['decode_output_tokens_per_s']:13.1f} "
           f"{r['output_tokens_per_s']:18.1f} {r['copy_bandwidth_gbs']:10.1f}")
 PY

@@ -32,6 +32,8 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "Fraction of the GPU's memory for weights, activations and KV cache")
       ->check(CLI::Range(0.05, 1.0));
   cmd->add_flag("--enforce-eager", o->enforce_eager, "--device cuda: no CUDA graphs");
+  cmd->add_flag("!--no-gemm-tuning", o->tune_gemms,
+                "--device cuda: take cuBLASLt's first pick instead of timing its candidates");
   cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
                   "KV cache blocks (default: from --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber);
@@ -76,6 +78,7 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
     co.max_num_seqs = o.max_num_seqs;
     co.max_num_batched_tokens = o.max_num_batched_tokens;
     co.enforce_eager = o.enforce_eager;
+    co.tune_gemms = o.tune_gemms;
     co.progress = progress;
     CudaRunnerInfo info;
     SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateCudaRunner(co, &info));
