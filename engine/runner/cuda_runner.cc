@@ -450,15 +450,23 @@ absl::Status CudaRunner::TuneGemms(CudaRunnerInfo* info) {
   // Zeros, not leftovers: the timings must not meet NaNs or denormals.
   SLUICE_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(acts_.as<void>(), 0, acts_.bytes(), stream_), "zero"));
   void* ws = gemm_ws_.as<void>();
-  const DeviceLayer& w = layers_[0];
+  // Up to 8 layers' matrices, cycled through by the timed calls.
+  auto of = [&](bf16* DeviceLayer::*slot) {
+    std::vector<const bf16*> v;
+    for (size_t l = 0; l < layers_.size() && l < 8; ++l) v.push_back(layers_[l].*slot);
+    return v;
+  };
+  const bf16* bias = layers_[0].qkv_bias;
   SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_qkv_->Tune(qkv_, hidden_, w.qkv, w.qkv_bias, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(Kernel(gemm_o_->Tune(hidden_, attn_, w.o_proj, nullptr, ws, stream_)));
+      Kernel(gemm_qkv_->Tune(qkv_, hidden_, of(&DeviceLayer::qkv), bias, ws, stream_)));
   SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_gate_up_->Tune(gate_up_, hidden_, w.gate_up, nullptr, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(Kernel(gemm_down_->Tune(hidden_, act_, w.down_proj, nullptr, ws, stream_)));
+      Kernel(gemm_o_->Tune(hidden_, attn_, of(&DeviceLayer::o_proj), nullptr, ws, stream_)));
   SLUICE_RETURN_IF_ERROR(Kernel(
-      gemm_lm_head_->Tune(logits_.as<float>(), gathered_hidden_, lm_head_, nullptr, ws, stream_)));
+      gemm_gate_up_->Tune(gate_up_, hidden_, of(&DeviceLayer::gate_up), nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(
+      Kernel(gemm_down_->Tune(hidden_, act_, of(&DeviceLayer::down_proj), nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(gemm_lm_head_->Tune(logits_.as<float>(), gathered_hidden_,
+                                                    {lm_head_}, nullptr, ws, stream_)));
   info->gemm_tune_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return absl::OkStatus();
 }

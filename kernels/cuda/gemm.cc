@@ -166,8 +166,10 @@ Status GemmRunner::RunFloat(float* out, const bf16* a, const bf16* w, const bf16
   return RunAny(out, a, w, bias, m, workspace, stream);
 }
 
-Status GemmRunner::Tune(void* out, const bf16* a, const bf16* w, const bf16* bias, void* workspace,
-                        cudaStream_t stream, int max_candidates) {
+Status GemmRunner::Tune(void* out, const bf16* a, const std::vector<const bf16*>& weights,
+                        const bf16* bias, void* workspace, cudaStream_t stream,
+                        int max_candidates) {
+  if (weights.empty()) return Status::InvalidArgument("gemm: tune needs a weight matrix");
   Impl& im = *impl_;
   if ((bias != nullptr) != im.has_bias) {
     return Status::InvalidArgument("gemm: bias given iff the runner was created with one");
@@ -198,15 +200,18 @@ Status GemmRunner::Tune(void* out, const bf16* a, const bf16* w, const bf16* bia
     }
     float best = 0.0f;
     for (const auto& c : candidates) {
-      auto run = [&] {
+      // Each repetition reads another weight matrix, as a forward pass does, so that a
+      // matrix left in L2 by the last call does not flatter an algorithm.
+      auto run = [&](int r) {
+        const bf16* w = weights[r % weights.size()];
         return cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out,
                               l.c, &c.algo, workspace, kGemmWorkspaceBytes, stream);
       };
-      if (run() != CUBLAS_STATUS_SUCCESS) continue;  // not for this m: skip it
-      constexpr int kReps = 5;
+      if (run(0) != CUBLAS_STATUS_SUCCESS) continue;  // not for this m: skip it
+      const int reps = static_cast<int>(std::max<size_t>(weights.size(), 4));
       cudaEventRecord(begin, stream);
       bool ok = true;
-      for (int r = 0; r < kReps && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+      for (int r = 1; r <= reps && ok; ++r) ok = run(r) == CUBLAS_STATUS_SUCCESS;
       cudaEventRecord(end, stream);
       if (!ok || cudaEventSynchronize(end) != cudaSuccess) continue;
       float ms = 0.0f;

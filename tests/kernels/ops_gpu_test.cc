@@ -115,8 +115,8 @@ void GemmCase(int n, int k, bool bias, const std::vector<int>& ms) {
     // Tuning picks among cuBLASLt's candidates; the results below must still hold.
     DeviceBuffer<bf16> ta(std::vector<bf16>(size_t(max_m) * k, FloatToBf16(0.f))),
         tout(size_t(max_m) * n);
-    GPU_CHECK_OK(runner->Tune(tout.get(), ta.get(), dw.get(), bias ? db.get() : nullptr, ws.get(),
-                              nullptr));
+    GPU_CHECK_OK(runner->Tune(tout.get(), ta.get(), {dw.get()}, bias ? db.get() : nullptr,
+                              ws.get(), nullptr));
   }
   for (int m : ms) {
     std::vector<bf16> a;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "sluice/kernels/dtype.h"
 #include "sluice/kernels/status.h"
@@ -48,11 +49,13 @@ class GemmRunner {
                   cudaStream_t stream) const;
 
   // Times up to `max_candidates` of cuBLASLt's algorithms for each power-of-two m up to
-  // max_m on these operands and keeps the fastest for each (the heuristic's first pick
-  // is not always the fastest at decode sizes). Synchronises `stream`. Not during capture.
-  // REQUIRES: out [max_m, n] (bf16, or fp32 for kFloat), a [max_m, k], w [n, k].
-  Status Tune(void* out, const bf16* a, const bf16* w, const bf16* bias, void* workspace,
-              cudaStream_t stream, int max_candidates = 8);
+  // max_m and keeps the fastest for each (the heuristic's first pick is not always the
+  // fastest at decode sizes). The timed calls cycle through `weights` (each [n, k]; give
+  // several, e.g. one per layer, so that they come from memory, not L2). Synchronises
+  // `stream`; not during capture.
+  // REQUIRES: out [max_m, n] (bf16, or fp32 for kFloat), a [max_m, k].
+  Status Tune(void* out, const bf16* a, const std::vector<const bf16*>& weights, const bf16* bias,
+              void* workspace, cudaStream_t stream, int max_candidates = 8);
 
  private:
   Status RunAny(void* out, const bf16* a, const bf16* w, const bf16* bias, int m, void* workspace,
