@@ -37,13 +37,13 @@ TB=("$D/bin/throughput_bench" --device cuda --model "$M" --random-weights)
 # Batch 1 at 1.5k-2k context; batch 64 at 1.9k-2k; batch 256 at 0.9k-1.1k.
 step b1 40 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
   --out "$LOG/b1.json"
-step b1_untuned 40 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
-  --no-gemm-tuning --out "$LOG/b1_untuned.json"
+step b1_tuned 40 "${TB[@]}" --num-requests 1 --input-len 1536 --output-len 512 --max-num-seqs 1 \
+  --gemm-tuning --out "$LOG/b1_tuned.json"
 step b256 70 "${TB[@]}" --num-requests 256 --input-len 960 --output-len 128 --max-num-seqs 256 \
   --max-num-batched-tokens 8192 --out "$LOG/b256.json"
 step b64 50 "${TB[@]}" --num-requests 64 --input-len 1920 --output-len 128 --max-num-seqs 64 \
   --max-num-batched-tokens 8192 --out "$LOG/b64.json"
-for b in b1 b1_untuned b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
+for b in b1 b1_tuned b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
 
 echo "== summary =="
 head -2 "$LOG/device.txt"
@@ -52,7 +52,7 @@ python3 - "$LOG" <<'PY'
 import json, os, sys
 log = sys.argv[1]
 print(f"{'run':10} {'decode step ms':>15} {'floor ms':>9} {'roofline':>9} {'decode tok/s':>13} {'overall out tok/s':>18} {'copy GB/s':>10}")
-for b in ("b1", "b1_untuned", "b64", "b256"):
+for b in ("b1", "b1_tuned", "b64", "b256"):
     p = os.path.join(log, b + ".json")
     if not os.path.exists(p):
         print(f"{b:10} (no result)")

@@ -32,8 +32,9 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "Fraction of the GPU's memory for weights, activations and KV cache")
       ->check(CLI::Range(0.05, 1.0));
   cmd->add_flag("--enforce-eager", o->enforce_eager, "--device cuda: no CUDA graphs");
-  cmd->add_flag("!--no-gemm-tuning", o->tune_gemms,
-                "--device cuda: take cuBLASLt's first pick instead of timing its candidates");
+  cmd->add_flag("--gemm-tuning", o->tune_gemms,
+                "--device cuda: time cuBLASLt's candidate algorithms at load instead of taking "
+                "its first pick");
   cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
                   "KV cache blocks (default: from --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber);

@@ -21,7 +21,7 @@ struct EngineOptions {
   uint64_t random_seed = 0;
   double gpu_memory_utilization = 0.9;  // --device cuda
   bool enforce_eager = false;           // --device cuda: no CUDA graphs
-  bool tune_gemms = true;               // --device cuda: time GEMM algorithms at load
+  bool tune_gemms = false;              // --device cuda: time GEMM algorithms at load
   int num_kv_blocks = 0;  // 0: sized from --kv-cache-gib (cpu) or free memory (cuda)
   double kv_cache_gib = 1.0;
   int block_size = 16;

@@ -36,7 +36,9 @@ struct CudaRunnerOptions {
   int max_num_seqs = 256;             // the largest decode graph
   int max_num_batched_tokens = 2048;  // activation buffers hold this many tokens
   bool enforce_eager = false;         // no CUDA graphs
-  bool tune_gemms = true;             // time cuBLASLt's candidates per batch size at load
+  // Time cuBLASLt's candidates per batch size at load. Off by default: on the H100 the
+  // timed picks made the batch-1 decode step slower in the graphs (bench/RESULTS.md).
+  bool tune_gemms = false;
   int device = 0;
   LoadProgress progress;  // per layer of weights
 };
