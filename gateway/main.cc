@@ -1,0 +1,116 @@
+// sluice-gateway: the public door in front of `sluice serve` in the same pod. API keys
+// (SHA-256 hashes in the keys file, reloaded on SIGHUP), per-tenant quotas, a streaming
+// proxy with per-tenant prefix-cache salts; /health, /ready and /metrics on the admin port.
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "gateway/gateway.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+bool SplitHostPort(const std::string& s, std::string* host, int* port) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = s.substr(0, colon);
+  if (host->empty()) *host = "0.0.0.0";
+  return absl::SimpleAtoi(s.substr(colon + 1), port) && *port >= 0 && *port < 65536;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("sluice-gateway"));
+  CLI::App app("sluice-gateway: API keys, per-tenant quotas and a streaming proxy for sluice");
+  std::string listen = "0.0.0.0:8080", admin_listen = "0.0.0.0:8081",
+              upstream = "http://127.0.0.1:8000", keys;
+  int threads = 2;
+  app.add_option("--listen", listen, "HOST:PORT of the public API");
+  app.add_option("--admin-listen", admin_listen,
+                 "HOST:PORT of /health, /ready and /metrics (unauthenticated)");
+  app.add_option("--upstream", upstream, "The sluice server, http://HOST:PORT");
+  app.add_option("--keys", keys, "Keys file (JSON; reloaded on SIGHUP)")->required();
+  app.add_option("--threads", threads, "I/O threads for each side")->check(CLI::Range(1, 64));
+  CLI11_PARSE(app, argc, argv);
+
+  sluice::gateway::GatewayOptions options;
+  options.keys_path = keys;
+  options.upstream_threads = threads;
+  std::string up = upstream;
+  if (up.starts_with("http://")) up = up.substr(7);
+  if (!up.empty() && up.back() == '/') up.pop_back();
+  if (up.find('/') != std::string::npos ||
+      !SplitHostPort(up, &options.upstream_host, &options.upstream_port)) {
+    spdlog::error("--upstream {}: expected http://HOST:PORT", upstream);
+    return 2;
+  }
+  sluice::http::ServerOptions public_opts, admin_opts;
+  if (!SplitHostPort(listen, &public_opts.host, &public_opts.port)) {
+    spdlog::error("--listen {}: expected HOST:PORT", listen);
+    return 2;
+  }
+  if (!SplitHostPort(admin_listen, &admin_opts.host, &admin_opts.port)) {
+    spdlog::error("--admin-listen {}: expected HOST:PORT", admin_listen);
+    return 2;
+  }
+  public_opts.num_threads = threads;
+  public_opts.max_body_bytes = 8 << 20;
+  admin_opts.num_threads = 1;
+
+  // Signals are taken by sigwait below, on this thread only.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto gateway = sluice::gateway::Gateway::Create(options);
+  if (!gateway.ok()) {
+    spdlog::error("{}", std::string(gateway.status().message()));
+    return 1;
+  }
+  sluice::gateway::Gateway* gw = gateway->get();
+  sluice::http::Server api(public_opts, [gw](const sluice::http::Request& r, auto w) {
+    gw->Handle(r, std::move(w));
+  });
+  sluice::http::Server admin(admin_opts, [gw](const sluice::http::Request& r, auto w) {
+    gw->HandleAdmin(r, std::move(w));
+  });
+  for (auto* server : {&api, &admin}) {
+    if (absl::Status s = server->Start(); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
+  spdlog::info("listening on {}:{} (admin {}:{}), upstream {}:{}, {} tenants", public_opts.host,
+               api.port(), admin_opts.host, admin.port(), options.upstream_host,
+               options.upstream_port, gw->num_tenants());
+  for (;;) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGHUP) {
+      if (absl::Status s = gw->Reload(); s.ok()) {
+        spdlog::info("keys file reloaded: {} tenants", gw->num_tenants());
+      } else {
+        spdlog::error("keys file not reloaded, keeping the previous {} tenants: {}",
+                      gw->num_tenants(), std::string(s.message()));
+      }
+      continue;
+    }
+    spdlog::info("signal {}: finishing {} requests in flight", sig, gw->in_flight());
+    api.StopAccepting();
+    for (int i = 0; i < 300 && gw->in_flight() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    break;
+  }
+  api.Stop();
+  admin.Stop();
+  return 0;
+}
