@@ -98,6 +98,7 @@ asio::awaitable<RequestResult> StreamRequest(const Target& target,
     req.set(http::field::content_type, "application/json");
     req.set(http::field::accept, "text/event-stream");
     req.set(http::field::connection, "close");
+    if (!target.api_key.empty()) req.set(http::field::authorization, "Bearer " + target.api_key);
     req.body() = body;
     req.prepare_payload();
     co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));

@@ -22,6 +22,7 @@ struct Target {
   std::string host;
   std::string port;
   std::string path;  // e.g. /v1/completions
+  std::string api_key;  // sent as "Authorization: Bearer <key>" when set
 };
 
 // Parses http://host[:port][/path]. With no path, or a path that does not end in

@@ -23,6 +23,7 @@ namespace sluice::bench {
 namespace {
 
 struct Options {
+  std::string api_key;
   std::string url, model = "sluice-tiny-code", endpoint = "completions", dataset = "synthetic",
                    arrival = "poisson", out, plot, sweep;
   int64_t input_len = 256, output_len = 128, num_requests = 100, concurrency = 0;
@@ -130,6 +131,7 @@ int Run(const Options& o) {
   const Endpoint endpoint = o.endpoint == "chat" ? Endpoint::kChat : Endpoint::kCompletions;
   absl::StatusOr<Target> target = ParseTarget(o.url, endpoint);
   if (!target.ok()) return spdlog::error("{}", target.status().ToString()), 2;
+  target->api_key = o.api_key;
   ArrivalConfig arrivals{ArrivalKind::kPoisson, 1.0, o.burstiness, o.seed};
   if (!ParseArrivalKind(o.arrival, &arrivals.kind)) {
     return spdlog::error("--arrival: expected poisson, gamma or constant"), 2;
@@ -245,6 +247,9 @@ int main(int argc, char** argv) {
   sluice::bench::Options o;
   CLI::App app{"sluice-bench: open-loop load generator for OpenAI-compatible servers"};
   app.add_option("--url", o.url, "server base URL, e.g. http://127.0.0.1:8000")->required();
+  app.add_option("--api-key", o.api_key,
+                 "sent as 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY)")
+      ->envname("OPENAI_API_KEY");
   app.add_option("--model", o.model, "model name sent in each request");
   app.add_option("--endpoint", o.endpoint)->check(CLI::IsMember({"completions", "chat"}));
   app.add_option("--dataset", o.dataset, "synthetic | prefix | sharegpt:FILE");
