@@ -92,6 +92,7 @@ Gateway::~Gateway() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
+  pool_.reset();  // its sockets before the io_context they belong to
 }
 
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(GatewayOptions options) {
@@ -104,9 +105,9 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(GatewayOptions options)
     return absl::InvalidArgumentError(absl::StrCat("--upstream: cannot resolve ",
                                                    g->options_.upstream_host, ": ", ec.message()));
   }
-  g->upstream_ = results.begin()->endpoint();
-  g->upstream_host_header_ =
-      absl::StrCat(g->options_.upstream_host, ":", g->options_.upstream_port);
+  g->pool_ = std::make_unique<UpstreamPool>(
+      g->ioc_, results.begin()->endpoint(),
+      absl::StrCat(g->options_.upstream_host, ":", g->options_.upstream_port));
   auto table = TenantTable::Load(g->options_.keys_path);
   if (!table.ok()) return table.status();
   g->tenants_ = *table;
@@ -306,7 +307,7 @@ void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWrit
     --in_flight_;
     in_flight_gauge_->Add({{"tenant", ex->tenant.name}}).Decrement();
   };
-  auto call = StartUpstream(ioc_, upstream_, upstream_host_header_, std::move(up), std::move(cb));
+  auto call = StartUpstream(*pool_, std::move(up), std::move(cb));
   // A client that goes away closes its upstream request, which frees the server's work.
   writer->OnClientGone([call] { call->Cancel(); });
 }
@@ -344,7 +345,7 @@ void Gateway::HandleAdmin(const http::Request& req,
                                                  : std::string(st.message())}}
                        .dump());
     };
-    StartUpstream(ioc_, upstream_, upstream_host_header_, std::move(up), std::move(cb));
+    StartUpstream(*pool_, std::move(up), std::move(cb));
     return;
   }
   writer->Send(404, "application/json",

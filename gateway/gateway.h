@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "gateway/quota.h"
 #include "gateway/tenants.h"
+#include "gateway/upstream.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -54,8 +55,7 @@ class Gateway {
   void Count(const std::string& tenant, int status);
 
   GatewayOptions options_;
-  boost::asio::ip::tcp::endpoint upstream_;
-  std::string upstream_host_header_;
+  std::unique_ptr<UpstreamPool> pool_;
   mutable std::mutex tenants_mu_;
   std::shared_ptr<const TenantTable> tenants_;
   QuotaManager quotas_;

@@ -3,6 +3,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
 #include <limits>
 #include <optional>
 
@@ -15,117 +16,206 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
 
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr auto kIdleTimeout = std::chrono::seconds(600);
+// The server closes a connection idle for 120 s; the pool trusts one for half that.
+constexpr auto kPoolTrust = std::chrono::seconds(60);
+
+}  // namespace
+
+struct UpstreamPool::Idle {
+  tcp::socket socket;
+  Clock::time_point since;
+};
+
+UpstreamPool::UpstreamPool(net::io_context& ioc, tcp::endpoint endpoint, std::string host_header,
+                           size_t max_idle)
+    : ioc_(ioc),
+      endpoint_(std::move(endpoint)),
+      host_header_(std::move(host_header)),
+      max_idle_(max_idle) {}
+
+UpstreamPool::~UpstreamPool() = default;
+
+std::optional<tcp::socket> UpstreamPool::Take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!idle_.empty()) {
+    Idle idle = std::move(idle_.back());  // the most recently used: the least likely closed
+    idle_.pop_back();
+    if (Clock::now() - idle.since < kPoolTrust && idle.socket.is_open()) {
+      return std::move(idle.socket);
+    }
+    beast::error_code ec;
+    idle.socket.close(ec);
+  }
+  return std::nullopt;
+}
+
+void UpstreamPool::Give(tcp::socket socket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (idle_.size() >= max_idle_) {
+    beast::error_code ec;
+    socket.close(ec);
+    return;
+  }
+  idle_.push_back(Idle{std::move(socket), Clock::now()});
+}
+
+namespace {
 
 class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
  public:
-  Call(net::io_context& ioc, UpstreamCallbacks callbacks)
-      : stream_(net::make_strand(ioc)), callbacks_(std::move(callbacks)) {}
+  Call(UpstreamPool& pool, UpstreamCallbacks callbacks)
+      : pool_(pool), strand_(net::make_strand(pool.ioc())), callbacks_(std::move(callbacks)) {}
 
-  void Start(const tcp::endpoint& endpoint, const std::string& host, UpstreamRequest req) {
+  void Start(UpstreamRequest req) {
     request_.method_string(req.method);
     request_.target(req.target);
     request_.version(11);
     for (const auto& [k, v] : req.headers) request_.set(k, v);
-    request_.set(bhttp::field::host, host);
-    request_.set(bhttp::field::connection, "close");
+    request_.set(bhttp::field::host, pool_.host_header());
+    request_.keep_alive(true);
     request_.body() = std::move(req.body);
     request_.prepare_payload();
-    net::dispatch(stream_.get_executor(), [self = shared_from_this(), endpoint] {
-      self->stream_.expires_after(kConnectTimeout);
-      self->stream_.async_connect(endpoint, [self](beast::error_code ec) { self->OnConnect(ec); });
-    });
+    net::dispatch(strand_, [self = shared_from_this()] { self->Attempt(/*reuse=*/true); });
   }
 
   void Cancel() override {
-    net::post(stream_.get_executor(), [self = shared_from_this()] {
+    net::post(strand_, [self = shared_from_this()] {
       if (self->done_) return;
-      beast::error_code ec;
-      self->stream_.socket().close(ec);
-      self->Finish(absl::CancelledError("the client went away"));
+      self->Finish(absl::CancelledError("the client went away"), /*reusable=*/false);
     });
   }
 
  private:
-  void OnConnect(beast::error_code ec) {
-    if (ec) return Fail("connecting to the upstream", ec);
-    beast::error_code opt_ec;
-    stream_.socket().set_option(tcp::no_delay(true), opt_ec);
-    stream_.expires_after(kIdleTimeout);
-    bhttp::async_write(stream_, request_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->Fail("writing to the upstream", ec);
-      // NOTE: not boost::none: Beast 1.74 compares a length with it and refuses every body.
-      self->parser_.body_limit(std::numeric_limits<std::uint64_t>::max());
-      bhttp::async_read_header(self->stream_, self->buffer_, self->parser_,
-                               [self](beast::error_code ec, size_t) { self->OnHeader(ec); });
-    });
+  template <class F>
+  auto OnStrand(F f) {
+    return net::bind_executor(strand_, std::move(f));
+  }
+
+  void Attempt(bool reuse) {
+    std::optional<tcp::socket> pooled = reuse ? pool_.Take() : std::nullopt;
+    reused_ = pooled.has_value();
+    received_ = false;
+    buffer_.clear();
+    parser_.emplace();
+    // NOTE: not boost::none: Beast 1.74 compares a length with it and refuses every body.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    if (pooled) {
+      stream_.emplace(std::move(*pooled));
+      return Write();
+    }
+    stream_.emplace(pool_.ioc());
+    stream_->expires_after(kConnectTimeout);
+    stream_->async_connect(pool_.endpoint(),
+                           OnStrand([self = shared_from_this()](beast::error_code ec) {
+                             if (self->done_) return;
+                             if (ec) return self->Fail("connecting to the upstream", ec);
+                             beast::error_code opt_ec;
+                             self->stream_->socket().set_option(tcp::no_delay(true), opt_ec);
+                             self->Write();
+                           }));
+  }
+
+  void Write() {
+    stream_->expires_after(kIdleTimeout);
+    bhttp::async_write(*stream_, request_,
+                       OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
+                         if (self->done_) return;
+                         if (ec) return self->Fail("writing to the upstream", ec);
+                         bhttp::async_read_header(
+                             *self->stream_, self->buffer_, *self->parser_,
+                             self->OnStrand([self](beast::error_code ec, size_t) {
+                               self->OnHeader(ec);
+                             }));
+                       }));
   }
 
   void OnHeader(beast::error_code ec) {
+    if (done_) return;
     if (ec) return Fail("reading the upstream's answer", ec);
+    received_ = true;
     http::Headers headers;
-    for (const auto& f : parser_.get()) {
+    for (const auto& f : parser_->get()) {
       headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     }
-    if (callbacks_.on_headers) callbacks_.on_headers(parser_.get().result_int(), headers);
+    if (callbacks_.on_headers) callbacks_.on_headers(parser_->get().result_int(), headers);
     if (done_) return;
-    if (parser_.is_done()) return Finish(absl::OkStatus());
+    if (parser_->is_done()) return Finish(absl::OkStatus(), parser_->get().keep_alive());
     ReadSome();
   }
 
   void ReadSome() {
-    parser_.get().body().data = chunk_;
-    parser_.get().body().size = sizeof(chunk_);
-    bhttp::async_read_some(stream_, buffer_, parser_,
-                           [self = shared_from_this()](beast::error_code ec, size_t) {
+    parser_->get().body().data = chunk_;
+    parser_->get().body().size = sizeof(chunk_);
+    bhttp::async_read_some(*stream_, buffer_, *parser_,
+                           OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
                              self->OnBody(ec);
-                           });
+                           }));
   }
 
   void OnBody(beast::error_code ec) {
+    if (done_) return;
     if (ec == bhttp::error::need_buffer) ec = {};
-    const size_t got = sizeof(chunk_) - parser_.get().body().size;
-    if (got > 0 && callbacks_.on_body && !done_) {
-      callbacks_.on_body(std::string_view(chunk_, got));
-    }
+    const size_t got = sizeof(chunk_) - parser_->get().body().size;
+    if (got > 0 && callbacks_.on_body) callbacks_.on_body(std::string_view(chunk_, got));
     if (done_) return;
     if (ec) return Fail("reading the upstream's answer", ec);
-    if (parser_.is_done()) return Finish(absl::OkStatus());
+    if (parser_->is_done()) return Finish(absl::OkStatus(), parser_->get().keep_alive());
     ReadSome();
   }
 
   void Fail(const char* what, beast::error_code ec) {
     if (done_) return;
-    Finish(absl::UnavailableError(absl::StrCat(what, ": ", ec.message())));
+    // A pooled connection the server had closed fails before any answer: a new one may
+    // be tried, since the request never reached the server's handler.
+    if (reused_ && !received_) {
+      Close();
+      return Attempt(/*reuse=*/false);
+    }
+    Finish(absl::UnavailableError(absl::StrCat(what, ": ", ec.message())), false);
   }
 
-  void Finish(const absl::Status& status) {
+  void Close() {
+    if (!stream_) return;
+    beast::error_code ec;
+    stream_->socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_->socket().close(ec);
+  }
+
+  void Finish(const absl::Status& status, bool reusable) {
     if (done_) return;
     done_ = true;
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    if (reusable && status.ok() && buffer_.size() == 0) {
+      stream_->expires_never();
+      pool_.Give(stream_->release_socket());
+    } else {
+      Close();
+    }
     if (callbacks_.on_done) callbacks_.on_done(status);
   }
 
-  beast::tcp_stream stream_;
+  UpstreamPool& pool_;
+  net::strand<net::io_context::executor_type> strand_;
   UpstreamCallbacks callbacks_;
+  std::optional<beast::tcp_stream> stream_;
   bhttp::request<bhttp::string_body> request_;
   beast::flat_buffer buffer_;
-  bhttp::response_parser<bhttp::buffer_body> parser_;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
   char chunk_[16384];
   bool done_ = false;
+  bool reused_ = false;
+  bool received_ = false;
 };
 
 }  // namespace
 
-std::shared_ptr<UpstreamCall> StartUpstream(net::io_context& ioc, const tcp::endpoint& upstream,
-                                            const std::string& host_header, UpstreamRequest req,
+std::shared_ptr<UpstreamCall> StartUpstream(UpstreamPool& pool, UpstreamRequest req,
                                             UpstreamCallbacks callbacks) {
-  auto call = std::make_shared<Call>(ioc, std::move(callbacks));
-  call->Start(upstream, host_header, std::move(req));
+  auto call = std::make_shared<Call>(pool, std::move(callbacks));
+  call->Start(std::move(req));
   return call;
 }
 

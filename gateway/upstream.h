@@ -1,12 +1,17 @@
 // One HTTP/1.1 exchange with the upstream server on the gateway's own I/O threads: the
 // response's status and headers, then its body piece by piece as bytes arrive (chunked
-// encoding removed), so an SSE stream is relayed without waiting for more.
+// encoding removed), so an SSE stream is relayed without waiting for more. Connections
+// are kept alive and reused through a pool: a connect and a close per request cost more
+// than the relaying itself.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,6 +33,30 @@ struct UpstreamCallbacks {
   std::function<void(const absl::Status& status)> on_done;  // exactly once, last
 };
 
+// Idle keep-alive connections to the upstream. Thread safety: any thread.
+class UpstreamPool {
+ public:
+  UpstreamPool(boost::asio::io_context& ioc, boost::asio::ip::tcp::endpoint endpoint,
+               std::string host_header, size_t max_idle = 64);
+  ~UpstreamPool();
+  boost::asio::io_context& ioc() { return ioc_; }
+  const boost::asio::ip::tcp::endpoint& endpoint() const { return endpoint_; }
+  const std::string& host_header() const { return host_header_; }
+
+  // An idle connection, if one is fresh enough to trust.
+  std::optional<boost::asio::ip::tcp::socket> Take();
+  void Give(boost::asio::ip::tcp::socket socket);
+
+ private:
+  struct Idle;
+  boost::asio::io_context& ioc_;
+  boost::asio::ip::tcp::endpoint endpoint_;
+  std::string host_header_;
+  size_t max_idle_;
+  std::mutex mu_;
+  std::deque<Idle> idle_;
+};
+
 class UpstreamCall {
  public:
   virtual ~UpstreamCall() = default;
@@ -36,10 +65,10 @@ class UpstreamCall {
   virtual void Cancel() = 0;
 };
 
-// Starts the exchange; callbacks run on `ioc`'s threads, serialised.
-std::shared_ptr<UpstreamCall> StartUpstream(boost::asio::io_context& ioc,
-                                            const boost::asio::ip::tcp::endpoint& upstream,
-                                            const std::string& host_header, UpstreamRequest req,
+// Starts the exchange on a pooled connection (or a new one); callbacks run on the pool's
+// io_context threads, serialised. A reused connection that turns out closed before any
+// answer arrived is replaced by a new one, once.
+std::shared_ptr<UpstreamCall> StartUpstream(UpstreamPool& pool, UpstreamRequest req,
                                             UpstreamCallbacks callbacks);
 
 }  // namespace sluice::gateway

@@ -29,7 +29,8 @@ CHUNKS = 8
 
 
 async def handle(reader, writer):
-    """A minimal OpenAI-style upstream: reads one request, streams CHUNKS events at once."""
+    """A minimal OpenAI-style upstream: per request on a keep-alive connection, streams
+    CHUNKS events at once."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -39,7 +40,7 @@ async def handle(reader, writer):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                         b"Transfer-Encoding: chunked\r\n\r\n")
             for i in range(CHUNKS):
                 ev = ('data: {"choices":[{"index":0,"text":"t%d","finish_reason":null}]}\n\n' % i)
                 writer.write(b"%x\r\n%s\r\n" % (len(ev), ev.encode()))
@@ -47,7 +48,6 @@ async def handle(reader, writer):
                      '"total_tokens":%d}}\n\ndata: [DONE]\n\n' % (CHUNKS, CHUNKS + 16))
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(usage), usage.encode()))
             await writer.drain()
-            break
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     writer.close()
