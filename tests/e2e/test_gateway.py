@@ -382,3 +382,25 @@ def test_client_disconnect_closes_the_upstream_stream(scripted):
             if got.count(b"\n\n") >= 3:
                 break  # leaving the block closes the connection
     assert upstream.stream_closed.wait(5), "the upstream kept streaming to nobody"
+
+
+def test_sighup_during_a_stream_keeps_it_flowing(scripted):
+    _, gw = scripted
+    with httpx.stream("POST", gw.url + "/v1/completions",
+                      json={"model": MODEL, "prompt": "stream", "stream": True},
+                      headers=auth("acme"), timeout=30) as r:
+        events = 0
+        reloaded = False
+        for piece in r.iter_raw():
+            events += piece.count(b"\n\n")
+            if events >= 3 and not reloaded:
+                gw.proc.send_signal(signal.SIGHUP)
+                reloaded = True
+            if events >= 12:
+                break
+    assert reloaded and events >= 12
+    deadline = time.time() + 5
+    while "keys file reloaded" not in gw.logs():
+        assert time.time() < deadline, gw.logs()
+        time.sleep(0.05)
+    assert gw.proc.poll() is None
