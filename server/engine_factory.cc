@@ -134,6 +134,8 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   SLUICE_ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::FromDir(out.model_dir));
   ModelConfig config;
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, out.model_dir, &config));
+  out.config = config;
+  out.block_size = runner->block_size();
   EngineConfig ec;
   ec.scheduler.max_num_seqs = o.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;

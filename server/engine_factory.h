@@ -41,6 +41,8 @@ struct LoadedEngine {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Engine> engine;
   std::string model_dir;
+  ModelConfig config;
+  int block_size = 0;
 };
 
 // Loads tokenizer and model and starts the engine. Errors name the file at fault.

@@ -67,18 +67,21 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
               .Help("Arrival to last token").Register(r).Add({}, Buckets(latency, 0));
   queue_ = &BuildHistogram().Name("sluice_request_queue_time_seconds")
                 .Help("Arrival to first scheduling").Register(r).Add({}, Buckets(latency, 0));
-  for (const char* outcome : {"success", "cancelled", "error", "rejected"}) {
-    requests_->Add({{"outcome", outcome}});
-  }
-  for (const char* reason : {"overloaded", "draining", "loading", "invalid"}) {
-    rejected_->Add({{"reason", reason}});
+  for (const char* protocol : {"http", "grpc"}) {
+    for (const char* outcome : {"success", "cancelled", "error", "rejected"}) {
+      requests_->Add({{"outcome", outcome}, {"protocol", protocol}});
+    }
+    for (const char* reason : {"overloaded", "draining", "loading", "invalid"}) {
+      rejected_->Add({{"reason", reason}, {"protocol", protocol}});
+    }
   }
 }
 
 void Metrics::Arrived() { arrived_->Increment(); }
 
-void Metrics::Finished(const std::string& outcome, const RequestTiming& t) {
-  requests_->Add({{"outcome", outcome}}).Increment();
+void Metrics::Finished(const std::string& outcome, const RequestTiming& t,
+                       const std::string& protocol) {
+  requests_->Add({{"outcome", outcome}, {"protocol", protocol}}).Increment();
   if (outcome != "success") return;
   finished_->Increment();
   ttft_->Observe(t.ttft_s);
@@ -91,9 +94,9 @@ void Metrics::Finished(const std::string& outcome, const RequestTiming& t) {
   if (ttft_ok && tpot_ok) slo_met_->Increment();
 }
 
-void Metrics::Rejected(const std::string& reason) {
-  rejected_->Add({{"reason", reason}}).Increment();
-  requests_->Add({{"outcome", "rejected"}}).Increment();
+void Metrics::Rejected(const std::string& reason, const std::string& protocol) {
+  rejected_->Add({{"reason", reason}, {"protocol", protocol}}).Increment();
+  requests_->Add({{"outcome", "rejected"}, {"protocol", protocol}}).Increment();
 }
 
 void Metrics::SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last) {

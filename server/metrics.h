@@ -32,10 +32,11 @@ class Metrics {
   Metrics(double slo_ttft_ms, double slo_tpot_ms);
 
   void Arrived();
-  // outcome: success, cancelled, error.
-  void Finished(const std::string& outcome, const RequestTiming& timing);
+  // outcome: success, cancelled, error. protocol: http or grpc.
+  void Finished(const std::string& outcome, const RequestTiming& timing,
+                const std::string& protocol = "http");
   // reason: overloaded, draining, loading, invalid.
-  void Rejected(const std::string& reason);
+  void Rejected(const std::string& reason, const std::string& protocol = "http");
 
   // The exposition text, with the engine's gauges and counters brought up to date.
   std::string Scrape(const EngineStats* stats);

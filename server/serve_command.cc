@@ -14,6 +14,7 @@
 #include "server/chat/chat_template.h"
 #include "server/commands.h"
 #include "server/engine_factory.h"
+#include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/openai/api.h"
 #include "server/openai/server_state.h"
@@ -31,6 +32,7 @@ struct ServeFlags {
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
+  int grpc_port = 50051;  // -1: no gRPC
 };
 
 int RunServe(ServeFlags f) {
@@ -54,6 +56,16 @@ int RunServe(ServeFlags f) {
     return 2;
   }
   spdlog::info("listening on {}:{} (ready once the model is loaded)", f.host, server.port());
+  grpcfront::GrpcServer grpc_server(&state);
+  if (f.grpc_port >= 0) {
+    if (absl::Status s = grpc_server.Start(f.host, f.grpc_port); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      server.Stop();
+      return 2;
+    }
+    spdlog::info("gRPC on {}:{} (health NOT_SERVING until the model is loaded)", f.host,
+                 grpc_server.port());
+  }
 
   auto loaded = LoadEngine(f.engine);
   if (!loaded.ok()) {
@@ -78,13 +90,17 @@ int RunServe(ServeFlags f) {
   state.tokenizer = loaded->tokenizer.get();
   state.chat_template = chat_template.get();
   state.max_model_len = loaded->engine->config().scheduler.max_model_len;
+  state.block_size = loaded->block_size;
+  state.architecture = loaded->config.model_type;
   state.loaded.store(true);
+  grpc_server.SetServing(true);
   spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());
 
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("signal {}: draining (timeout {} s)", sig, f.drain_timeout_s);
   state.draining.store(true);
+  grpc_server.SetServing(false);
   loaded->engine->StartDrain();
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(f.drain_timeout_s * 1000));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -94,6 +110,7 @@ int RunServe(ServeFlags f) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   server.StopAccepting();
+  grpc_server.Shutdown(1.0);
   loaded->engine->Shutdown();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   server.Stop();
@@ -120,6 +137,9 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 above)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--io-threads", f->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
+  cmd->add_option("--grpc-port", f->grpc_port,
+                  "gRPC port (sluice.v1.Generation, health, reflection); 0 picks one, -1 none")
+      ->check(CLI::Range(-1, 65535));
   cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
 }
 

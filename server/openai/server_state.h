@@ -23,6 +23,8 @@ struct ServerState {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // null when the model has none
   int max_model_len = 0;
+  int block_size = 0;        // of the KV cache
+  std::string architecture;  // config.json's model_type
   std::unique_ptr<Metrics> metrics;
 };
 

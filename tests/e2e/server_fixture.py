@@ -17,10 +17,13 @@ def free_port():
 class SluiceServer:
     def __init__(self, binary, *args, env=None):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log = open(f"/tmp/sluice-serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [binary, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--grpc-port", str(self.grpc_port), *args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout=120):
