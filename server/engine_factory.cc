@@ -94,11 +94,9 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
   }
   // The CPU backend holds the weights in fp32: refuse what cannot fit before allocating.
   double weight_bytes = 0;
-  for (int s = 0; s < kNumWeightSlots; ++s) {
-    const auto slot = static_cast<WeightSlot>(s);
-    if (!HasSlot(*config, slot)) continue;
-    weight_bytes += 4.0 * SlotElements(*config, slot) * (IsLayerSlot(slot) ? config->num_layers : 1);
-  }
+  ForEachWeight(*config, [&](int, WeightSlot slot) {
+    weight_bytes += 4.0 * static_cast<double>(SlotElements(*config, slot));
+  });
   const double host_bytes =
       static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (host_bytes > 0 && weight_bytes > 0.9 * host_bytes) {
@@ -128,6 +126,19 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
       std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size));
 }
 
+EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) {
+  EngineConfig ec;
+  ec.scheduler.max_num_seqs = o.max_num_seqs;
+  ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+  ec.scheduler.max_model_len = config.max_position_embeddings;
+  ec.scheduler.enable_prefix_caching = o.enable_prefix_caching;
+  ec.scheduler.eos_token_ids = config.eos_token_ids;
+  ec.max_waiting_requests = o.max_waiting_requests;
+  ec.max_waiting_tokens = o.max_waiting_tokens;
+  ec.slo_ttft_ms = o.slo_ttft_ms;
+  return ec;
+}
+
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   LoadedEngine out;
   out.model_dir = o.model.empty() ? DefaultModelDir() : o.model;
@@ -136,21 +147,13 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, out.model_dir, &config));
   out.config = config;
   out.block_size = runner->block_size();
-  EngineConfig ec;
-  ec.scheduler.max_num_seqs = o.max_num_seqs;
-  ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
-  ec.scheduler.max_model_len = config.max_position_embeddings;
-  ec.scheduler.enable_prefix_caching = o.enable_prefix_caching;
-  ec.scheduler.eos_token_ids = config.eos_token_ids;
+  EngineConfig ec = EngineConfigFor(o, config);
   for (int32_t id : out.tokenizer->eos_ids()) {
     if (std::find(ec.scheduler.eos_token_ids.begin(), ec.scheduler.eos_token_ids.end(), id) ==
         ec.scheduler.eos_token_ids.end()) {
       ec.scheduler.eos_token_ids.push_back(id);
     }
   }
-  ec.max_waiting_requests = o.max_waiting_requests;
-  ec.max_waiting_tokens = o.max_waiting_tokens;
-  ec.slo_ttft_ms = o.slo_ttft_ms;
   SLUICE_ASSIGN_OR_RETURN(out.engine, Engine::Create(ec, std::move(runner)));
   return out;
 }

@@ -48,6 +48,10 @@ struct LoadedEngine {
 // Loads tokenizer and model and starts the engine. Errors name the file at fault.
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options);
 
+// The engine's configuration from the shared flags and the model's config (end-of-sequence
+// ids from config.json; LoadEngine adds the tokenizer's).
+EngineConfig EngineConfigFor(const EngineOptions& options, const ModelConfig& config);
+
 // The runner alone (no tokenizer, no engine) for `model_dir`, on the device the options
 // name; `config` receives the model's config. For benchmarks that drive the runner.
 absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& options,

@@ -155,12 +155,10 @@ struct Roofline {
 
 Roofline RooflineOf(const ModelConfig& c, int bytes_per_elem) {
   Roofline r;
-  for (int s = 0; s < kNumWeightSlots; ++s) {
-    const auto slot = static_cast<WeightSlot>(s);
-    if (!HasSlot(c, slot) || (slot == WeightSlot::kEmbed && !c.tie_word_embeddings)) continue;
-    r.weight_bytes += static_cast<double>(SlotElements(c, slot)) * bytes_per_elem *
-                      (IsLayerSlot(slot) ? c.num_layers : 1);
-  }
+  ForEachWeight(c, [&](int, WeightSlot slot) {
+    if (slot == WeightSlot::kEmbed && !c.tie_word_embeddings) return;
+    r.weight_bytes += static_cast<double>(SlotElements(c, slot)) * bytes_per_elem;
+  });
   r.kv_bytes_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * bytes_per_elem;
   return r;
 }
@@ -224,13 +222,7 @@ int Run(int argc, char** argv) {
 
   auto timed_owner = std::make_unique<TimedRunner>(std::move(*inner));
   TimedRunner* timed = timed_owner.get();
-  EngineConfig ec;
-  ec.scheduler.max_num_seqs = options.max_num_seqs;
-  ec.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
-  ec.scheduler.max_model_len = config.max_position_embeddings;
-  ec.scheduler.enable_prefix_caching = options.enable_prefix_caching;
-  ec.max_waiting_requests = options.max_waiting_requests;
-  ec.max_waiting_tokens = options.max_waiting_tokens;
+  const EngineConfig ec = EngineConfigFor(options, config);
   auto engine = Engine::Create(ec, std::move(timed_owner));
   if (!engine.ok()) {
     spdlog::error("{}", std::string(engine.status().message()));

@@ -93,6 +93,19 @@ bool IsLayerSlot(WeightSlot slot) {
          slot != WeightSlot::kLmHead;
 }
 
+void ForEachWeight(const ModelConfig& c,
+                   const std::function<void(int layer, WeightSlot slot)>& fn) {
+  for (int s = 0; s < kNumWeightSlots; ++s) {
+    const auto slot = static_cast<WeightSlot>(s);
+    if (!HasSlot(c, slot)) continue;
+    if (!IsLayerSlot(slot)) {
+      fn(-1, slot);
+      continue;
+    }
+    for (int layer = 0; layer < c.num_layers; ++layer) fn(layer, slot);
+  }
+}
+
 RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot) {
   // U(-a, a) has variance a² / 3: a = sqrt(3 / fan_in) gives 1 / fan_in.
   auto matrix = [](int64_t fan_in) {
@@ -188,22 +201,18 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConf
 absl::StatusOr<ModelWeights> RandomWeights(const ModelConfig& c, uint64_t seed) {
   ModelWeights w;
   w.layers.resize(c.num_layers);
-  for (int s = 0; s < kNumWeightSlots; ++s) {
-    const auto slot = static_cast<WeightSlot>(s);
-    if (!HasSlot(c, slot)) continue;
+  kernels::Status k;
+  ForEachWeight(c, [&](int layer, WeightSlot slot) {
+    if (!k.ok()) return;
     const RandomRange range = RandomRangeOf(c, slot);
-    for (int layer = IsLayerSlot(slot) ? 0 : -1; layer < (IsLayerSlot(slot) ? c.num_layers : 0);
-         ++layer) {
-      std::vector<float>& out = w.Slot(layer, slot);
-      out.resize(SlotElements(c, slot));
-      const kernels::Status k = kernels::cpu::FillUniform(
-          out.data(), static_cast<int64_t>(out.size()), seed, RandomStream(layer, slot), 0,
-          range.lo, range.hi);
-      if (!k.ok()) return absl::InternalError(k.message());
-      // The values a bf16 backend holds, so that every backend runs the same model.
-      for (float& x : out) x = kernels::Bf16ToFloat(kernels::FloatToBf16(x));
-    }
-  }
+    std::vector<float>& out = w.Slot(layer, slot);
+    out.resize(SlotElements(c, slot));
+    k = kernels::cpu::FillUniform(out.data(), static_cast<int64_t>(out.size()), seed,
+                                  RandomStream(layer, slot), 0, range.lo, range.hi);
+    // The values a bf16 backend holds, so that every backend runs the same model.
+    for (float& x : out) x = kernels::Bf16ToFloat(kernels::FloatToBf16(x));
+  });
+  if (!k.ok()) return absl::InternalError(k.message());
   return w;
 }
 

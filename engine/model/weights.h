@@ -36,6 +36,10 @@ bool HasSlot(const ModelConfig& c, WeightSlot slot);
 // Whether `slot` is one per layer.
 bool IsLayerSlot(WeightSlot slot);
 
+// Calls fn(layer, slot) for every tensor the model has, slot by slot: per-layer slots for
+// layers 0..num_layers-1, per-model slots with layer -1.
+void ForEachWeight(const ModelConfig& c, const std::function<void(int layer, WeightSlot slot)>& fn);
+
 // Receives the model's tensors in order; `values` continue `slot` of `layer` (-1 for the
 // per-model slots) after what came before (q, k, v in turn for kQkv; gate, up for kGateUp).
 using WeightSink =

@@ -2,7 +2,6 @@
 
 #include "absl/status/status.h"
 #include "engine/common/status_macros.h"
-#include "engine/runner/host_sampling.h"
 
 namespace sluice {
 
@@ -21,20 +20,12 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   for (RequestTable::Seq* s : table_.Advance(output)) {
     float* logits = logits_.data() + row * vocab;
     ++row;
-    // Logprobs are reported for the model's own distribution, before penalties.
-    const bool want_logprobs = s->params.logprobs >= 0;
-    std::vector<float> raw;
-    if (want_logprobs) raw.assign(logits, logits + vocab);
-    ApplyPenalties(s->params, s->token_ids, s->num_output_tokens, logits, vocab);
-    const kernels::SamplingRow sampling = RequestTable::SamplingFor(*s);
     int32_t id = 0;
-    const kernels::Status k = kernels::cpu::Sample(&id, logits, &sampling, 1, vocab);
-    if (!k.ok()) return absl::InternalError(k.message());
-    s->token_ids.push_back(id);
-    ++s->num_output_tokens;
+    SLUICE_ASSIGN_OR_RETURN(TokenLogprobs logprobs,
+                            RequestTable::SampleOnHost(*s, logits, vocab, /*draw=*/true, &id));
+    RequestTable::Append(*s, id);
     result.sampled.push_back(id);
-    result.logprobs.push_back(want_logprobs ? Logprobs(raw.data(), vocab, id, s->params.logprobs)
-                                            : TokenLogprobs{});
+    result.logprobs.push_back(std::move(logprobs));
   }
   return result;
 }

@@ -62,10 +62,9 @@ class DeviceMemory {
     p_ = nullptr;
     bytes_ = 0;
     if (bytes == 0) return absl::OkStatus();
-    SLUICE_RETURN_IF_ERROR(
-        Cuda(cudaMalloc(&p_, bytes),
-             absl::StrCat("allocating ", what, " (", absl::StrFormat("%.2f", bytes / kGiB),
-                          " GiB)")));
+    SLUICE_RETURN_IF_ERROR(Cuda(
+        cudaMalloc(&p_, bytes),
+        absl::StrCat("allocating ", what, " (", absl::StrFormat("%.2f", bytes / kGiB), " GiB)")));
     bytes_ = bytes;
     return absl::OkStatus();
   }
@@ -163,6 +162,13 @@ class CudaRunner : public Runner {
   // The forward pass of a staged step: graphs when `graph` >= 0 (index into graphs_).
   absl::Status Forward(int n, int rows, bool gather, int graph);
 
+  // Where (layer, slot) of the weights lives; layer -1 for the per-model slots.
+  static size_t WeightIndex(int layer, WeightSlot slot) {
+    return static_cast<size_t>(layer + 1) * kNumWeightSlots + static_cast<size_t>(slot);
+  }
+  bf16* Weight(int layer, WeightSlot slot) const {
+    return weights_.as<bf16>(weight_offsets_[WeightIndex(layer, slot)]);
+  }
   // Layer l's K pool, then its V pool, each [num_blocks, block_size, kv_heads, head_dim].
   bf16* KCache(int layer) const { return kv_.as<bf16>(PoolBytes() * (2 * layer)); }
   bf16* VCache(int layer) const { return kv_.as<bf16>(PoolBytes() * (2 * layer + 1)); }
@@ -184,6 +190,7 @@ class CudaRunner : public Runner {
 
   // Weights.
   DeviceMemory weights_;
+  std::vector<size_t> weight_offsets_;  // by WeightIndex
   bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
   std::vector<DeviceLayer> layers_;
   std::unique_ptr<kc::GemmRunner> gemm_qkv_, gemm_o_, gemm_gate_up_, gemm_down_, gemm_lm_head_;
@@ -273,18 +280,13 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
 
 absl::Status CudaRunner::AllocateWeights() {
   const ModelConfig& c = config_;
-  // Offsets of every slot in one allocation.
+  // Offsets of every (layer, slot) in one allocation.
   size_t total = 0;
-  std::vector<std::vector<size_t>> offsets(c.num_layers + 1, std::vector<size_t>(kNumWeightSlots));
-  for (int s = 0; s < kNumWeightSlots; ++s) {
-    const auto slot = static_cast<WeightSlot>(s);
-    if (!HasSlot(c, slot)) continue;
-    const int layers = IsLayerSlot(slot) ? c.num_layers : 1;
-    for (int l = 0; l < layers; ++l) {
-      offsets[l][s] = total;
-      total = Align(total + sizeof(bf16) * SlotElements(c, slot));
-    }
-  }
+  weight_offsets_.assign(WeightIndex(c.num_layers, WeightSlot::kEmbed), 0);
+  ForEachWeight(c, [&](int layer, WeightSlot slot) {
+    weight_offsets_[WeightIndex(layer, slot)] = total;
+    total = Align(total + sizeof(bf16) * SlotElements(c, slot));
+  });
   size_t free_bytes = 0, total_bytes = 0;
   SLUICE_RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "memory info"));
   const double budget =
@@ -299,13 +301,12 @@ absl::Status CudaRunner::AllocateWeights() {
   }
   SLUICE_RETURN_IF_ERROR(weights_.Allocate(total, "weights"));
   layers_.resize(c.num_layers);
-  auto at = [&](int layer, WeightSlot slot) -> bf16* {
-    if (!HasSlot(c, slot)) return nullptr;
-    return weights_.as<bf16>(offsets[IsLayerSlot(slot) ? layer : 0][static_cast<int>(slot)]);
+  auto at = [&](int layer, WeightSlot slot) {
+    return HasSlot(c, slot) ? Weight(layer, slot) : nullptr;
   };
-  embed_ = at(0, WeightSlot::kEmbed);
-  final_norm_ = at(0, WeightSlot::kFinalNorm);
-  lm_head_ = c.tie_word_embeddings ? embed_ : at(0, WeightSlot::kLmHead);
+  embed_ = at(-1, WeightSlot::kEmbed);
+  final_norm_ = at(-1, WeightSlot::kFinalNorm);
+  lm_head_ = c.tie_word_embeddings ? embed_ : at(-1, WeightSlot::kLmHead);
   for (int l = 0; l < c.num_layers; ++l) {
     DeviceLayer& d = layers_[l];
     d.input_norm = at(l, WeightSlot::kInputNorm);
@@ -319,50 +320,21 @@ absl::Status CudaRunner::AllocateWeights() {
   return absl::OkStatus();
 }
 
-bf16* SlotPointer(bf16* embed, bf16* final_norm, bf16* lm_head, const std::vector<DeviceLayer>& ls,
-                  int layer, WeightSlot slot) {
-  switch (slot) {
-    case WeightSlot::kEmbed:
-      return embed;
-    case WeightSlot::kFinalNorm:
-      return final_norm;
-    case WeightSlot::kLmHead:
-      return lm_head;
-    case WeightSlot::kInputNorm:
-      return ls[layer].input_norm;
-    case WeightSlot::kQkv:
-      return ls[layer].qkv;
-    case WeightSlot::kQkvBias:
-      return ls[layer].qkv_bias;
-    case WeightSlot::kOProj:
-      return ls[layer].o_proj;
-    case WeightSlot::kPostNorm:
-      return ls[layer].post_norm;
-    case WeightSlot::kGateUp:
-      return ls[layer].gate_up;
-    case WeightSlot::kDownProj:
-      return ls[layer].down_proj;
-  }
-  return nullptr;
-}
-
 absl::Status CudaRunner::LoadCheckpoint() {
   SLUICE_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::OpenDir(options_.model_dir));
   // Elements already written to each (layer, slot): q, k, v arrive one after another.
-  std::vector<std::vector<int64_t>> filled(config_.num_layers + 1,
-                                           std::vector<int64_t>(kNumWeightSlots, 0));
+  std::vector<int64_t> filled(weight_offsets_.size(), 0);
   std::vector<bf16> staging;
   return ReadWeights(
       *ckpt, config_,
       [&](int layer, WeightSlot slot, std::vector<float>&& values) -> absl::Status {
-        const int row = layer < 0 ? 0 : layer;
-        int64_t& done = filled[row][static_cast<int>(slot)];
+        int64_t& done = filled[WeightIndex(layer, slot)];
         if (done + static_cast<int64_t>(values.size()) > SlotElements(config_, slot)) {
           return absl::InternalError("weights: a slot received more values than it holds");
         }
         staging.resize(values.size());
         for (size_t i = 0; i < values.size(); ++i) staging[i] = kernels::FloatToBf16(values[i]);
-        bf16* dst = SlotPointer(embed_, final_norm_, lm_head_, layers_, row, slot) + done;
+        bf16* dst = Weight(layer, slot) + done;
         done += static_cast<int64_t>(values.size());
         return Cuda(
             cudaMemcpy(dst, staging.data(), staging.size() * sizeof(bf16), cudaMemcpyHostToDevice),
@@ -373,18 +345,14 @@ absl::Status CudaRunner::LoadCheckpoint() {
 
 absl::Status CudaRunner::FillRandom() {
   const ModelConfig& c = config_;
-  for (int s = 0; s < kNumWeightSlots; ++s) {
-    const auto slot = static_cast<WeightSlot>(s);
-    if (!HasSlot(c, slot)) continue;
+  absl::Status status;
+  ForEachWeight(c, [&](int layer, WeightSlot slot) {
+    if (!status.ok()) return;
     const RandomRange range = RandomRangeOf(c, slot);
-    const bool per_layer = IsLayerSlot(slot);
-    for (int l = per_layer ? 0 : -1; l < (per_layer ? c.num_layers : 0); ++l) {
-      bf16* dst = SlotPointer(embed_, final_norm_, lm_head_, layers_, std::max(l, 0), slot);
-      SLUICE_RETURN_IF_ERROR(
-          Kernel(kc::FillUniform(dst, SlotElements(c, slot), options_.seed, RandomStream(l, slot),
-                                 0, range.lo, range.hi, stream_)));
-    }
-  }
+    status = Kernel(kc::FillUniform(Weight(layer, slot), SlotElements(c, slot), options_.seed,
+                                    RandomStream(layer, slot), 0, range.lo, range.hi, stream_));
+  });
+  SLUICE_RETURN_IF_ERROR(status);
   if (options_.progress) options_.progress(c.num_layers, c.num_layers);
   return absl::OkStatus();
 }
@@ -448,7 +416,8 @@ absl::Status CudaRunner::AllocateBuffers() {
 absl::Status CudaRunner::TuneGemms(CudaRunnerInfo* info) {
   const auto start = std::chrono::steady_clock::now();
   // Zeros, not leftovers: the timings must not meet NaNs or denormals.
-  SLUICE_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(acts_.as<void>(), 0, acts_.bytes(), stream_), "zero"));
+  SLUICE_RETURN_IF_ERROR(
+      Cuda(cudaMemsetAsync(acts_.as<void>(), 0, acts_.bytes(), stream_), "zero"));
   void* ws = gemm_ws_.as<void>();
   // Up to 8 layers' matrices, cycled through by the timed calls.
   auto of = [&](bf16* DeviceLayer::*slot) {
@@ -467,7 +436,8 @@ absl::Status CudaRunner::TuneGemms(CudaRunnerInfo* info) {
       Kernel(gemm_down_->Tune(hidden_, act_, of(&DeviceLayer::down_proj), nullptr, ws, stream_)));
   SLUICE_RETURN_IF_ERROR(Kernel(gemm_lm_head_->Tune(logits_.as<float>(), gathered_hidden_,
                                                     {lm_head_}, nullptr, ws, stream_)));
-  info->gemm_tune_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  info->gemm_tune_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return absl::OkStatus();
 }
 
@@ -745,19 +715,10 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
     int32_t id = sampled[i];
     TokenLogprobs logprobs;
     if (!host_logits[i].empty()) {
-      float* logits = host_logits[i].data();
-      // Logprobs are reported for the model's own distribution, before penalties.
-      std::vector<float> raw;
-      if (s.params.logprobs >= 0) raw.assign(logits, logits + vocab);
-      if (HasPenalties(s.params)) {
-        ApplyPenalties(s.params, s.token_ids, s.num_output_tokens, logits, vocab);
-        const kernels::SamplingRow row = RequestTable::SamplingFor(s);
-        SLUICE_RETURN_IF_ERROR(Kernel(kernels::cpu::Sample(&id, logits, &row, 1, vocab)));
-      }
-      if (s.params.logprobs >= 0) logprobs = Logprobs(raw.data(), vocab, id, s.params.logprobs);
+      SLUICE_ASSIGN_OR_RETURN(logprobs, RequestTable::SampleOnHost(s, host_logits[i].data(), vocab,
+                                                                   /*draw=*/false, &id));
     }
-    s.token_ids.push_back(id);
-    ++s.num_output_tokens;
+    RequestTable::Append(s, id);
     result.sampled.push_back(id);
     result.logprobs.push_back(std::move(logprobs));
   }

@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/runner/host_sampling.h"
 
 namespace sluice {
 
@@ -73,6 +74,25 @@ kernels::SamplingRow RequestTable::SamplingFor(const Seq& s) {
   kernels::SamplingRow row = s.sampling;
   row.offset = static_cast<uint64_t>(s.num_output_tokens);
   return row;
+}
+
+absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(const Seq& s, float* logits, int vocab,
+                                                         bool draw, int32_t* id) {
+  const bool want_logprobs = s.params.logprobs >= 0;
+  std::vector<float> raw;
+  if (want_logprobs) raw.assign(logits, logits + vocab);
+  if (draw || HasPenalties(s.params)) {
+    ApplyPenalties(s.params, s.token_ids, s.num_output_tokens, logits, vocab);
+    const kernels::SamplingRow row = SamplingFor(s);
+    const kernels::Status k = kernels::cpu::Sample(id, logits, &row, 1, vocab);
+    if (!k.ok()) return absl::InternalError(k.message());
+  }
+  return want_logprobs ? Logprobs(raw.data(), vocab, *id, s.params.logprobs) : TokenLogprobs{};
+}
+
+void RequestTable::Append(Seq& s, int32_t id) {
+  s.token_ids.push_back(id);
+  ++s.num_output_tokens;
 }
 
 }  // namespace sluice

@@ -40,6 +40,17 @@ class RequestTable {
   // The sampling row of `s` for its next token.
   static kernels::SamplingRow SamplingFor(const Seq& s);
 
+  // The host's part of sampling `s`'s next token from `logits` [vocab] (changed in place):
+  // its logprobs under the model's own distribution (before penalties) when it asks for
+  // them, then penalties and the seeded draw into *id. With `draw` false, *id holds a
+  // draw made elsewhere (on the device), redrawn only when penalties change the
+  // distribution.
+  static absl::StatusOr<TokenLogprobs> SampleOnHost(const Seq& s, float* logits, int vocab,
+                                                    bool draw, int32_t* id);
+
+  // Appends the sampled token to `s`.
+  static void Append(Seq& s, int32_t id);
+
   Seq& at(RequestId id) { return seqs_.at(id); }
 
  private:
