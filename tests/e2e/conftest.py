@@ -18,5 +18,12 @@ def sluice_bin():
 
 
 @pytest.fixture(scope="session")
+def gateway_bin():
+    path = BIN / "sluice-gateway"
+    assert path.exists(), f"{path} is not built"
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def golden():
     return json.loads((SHARED / "fixtures" / "golden_tiny.json").read_text())

@@ -77,14 +77,6 @@ def metric(url, name, **labels):
 
 
 @pytest.fixture(scope="module")
-def gateway_bin():
-    from conftest import BIN
-    path = BIN / "sluice-gateway"
-    assert path.exists(), f"{path} is not built"
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def stack(sluice_bin, gateway_bin, tmp_path_factory):
     server = SluiceServer(sluice_bin, "--slo-ttft-ms", "0").wait_ready()
     keys = keys_file(tmp_path_factory.mktemp("keys") / "keys.json", {
