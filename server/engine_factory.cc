@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 
 #include <unistd.h>
 
@@ -18,6 +19,16 @@ namespace sluice {
 
 std::string DefaultModelDir() {
   if (const char* env = std::getenv("SLUICE_MODEL"); env != nullptr && *env != '\0') return env;
+  // The source tree's copy when built here; an installed binary (`cmake --install`, the
+  // container images) finds its copy in ../share/sluice/models beside bin/.
+  std::error_code ec;
+  if (std::filesystem::exists(SLUICE_DEFAULT_MODEL_DIR, ec)) return SLUICE_DEFAULT_MODEL_DIR;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed =
+        exe.parent_path().parent_path() / "share/sluice/models/sluice-tiny-code";
+    if (std::filesystem::exists(installed, ec)) return installed.string();
+  }
   return SLUICE_DEFAULT_MODEL_DIR;
 }
 

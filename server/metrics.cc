@@ -77,6 +77,16 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
   }
 }
 
+void Metrics::SetCacheConfig(int block_size, int num_blocks) {
+  BuildGauge()
+      .Name("sluice_cache_config_info")
+      .Help("KV cache shape: tokens per block and blocks in the cache")
+      .Register(*registry_)
+      .Add({{"block_size", std::to_string(block_size)},
+            {"num_gpu_blocks", std::to_string(num_blocks)}})
+      .Set(1);
+}
+
 void Metrics::Arrived() { arrived_->Increment(); }
 
 void Metrics::Finished(const std::string& outcome, const RequestTiming& t,

@@ -38,6 +38,11 @@ class Metrics {
   // reason: overloaded, draining, loading, invalid.
   void Rejected(const std::string& reason, const std::string& protocol = "http");
 
+  // The KV cache's shape, once the model is loaded: `sluice_cache_config_info` with
+  // labels block_size and num_gpu_blocks (value 1), the info metric the Gateway API
+  // Inference Extension's prefix-cache scorer reads.
+  void SetCacheConfig(int block_size, int num_blocks);
+
   // The exposition text, with the engine's gauges and counters brought up to date.
   std::string Scrape(const EngineStats* stats);
 

@@ -1,7 +1,9 @@
 // `sluice serve`: the OpenAI-compatible HTTP server. The port opens before the model
 // loads (liveness up, readiness 503 while loading); SIGTERM or SIGINT drains: readiness
 // false at once, new requests 503, in-flight streams finish within --drain-timeout-s,
-// then exit 0.
+// then exit 0. --metrics-port adds a listener for /metrics, /health and /ready alone, so
+// that a pod can keep the API on loopback behind its gateway and still be probed and
+// scraped.
 #include <pthread.h>
 #include <signal.h>
 
@@ -32,12 +34,15 @@ struct ServeFlags {
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
-  int grpc_port = 50051;  // -1: no gRPC
+  int grpc_port = 50051;     // -1: no gRPC
+  std::string grpc_host;     // empty: --host
+  int metrics_port = -1;     // -1: metrics on the API port only
+  std::string metrics_host;  // empty: --host
 };
 
 int RunServe(ServeFlags f) {
-  // Signals are taken by sigwait on this thread only; every thread started below
-  // inherits the blocked mask.
+  // Signals are taken by sigwait on this thread only; every thread started
+  // below inherits the blocked mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -56,14 +61,31 @@ int RunServe(ServeFlags f) {
     return 2;
   }
   spdlog::info("listening on {}:{} (ready once the model is loaded)", f.host, server.port());
-  grpcfront::GrpcServer grpc_server(&state);
-  if (f.grpc_port >= 0) {
-    if (absl::Status s = grpc_server.Start(f.host, f.grpc_port); !s.ok()) {
-      spdlog::error("{}", std::string(s.message()));
+  const std::string metrics_host = f.metrics_host.empty() ? f.host : f.metrics_host;
+  std::unique_ptr<http::Server> metrics_server;
+  if (f.metrics_port >= 0) {
+    metrics_server = std::make_unique<http::Server>(
+        http::ServerOptions{metrics_host, f.metrics_port, 1, 4096},
+        [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
+          api.HandleAdmin(r, std::move(w));
+        });
+    if (absl::Status s = metrics_server->Start(); !s.ok()) {
+      spdlog::error("metrics port: {}", std::string(s.message()));
       server.Stop();
       return 2;
     }
-    spdlog::info("gRPC on {}:{} (health NOT_SERVING until the model is loaded)", f.host,
+    spdlog::info("metrics, health and readiness on {}:{}", metrics_host, metrics_server->port());
+  }
+  const std::string grpc_host = f.grpc_host.empty() ? f.host : f.grpc_host;
+  grpcfront::GrpcServer grpc_server(&state);
+  if (f.grpc_port >= 0) {
+    if (absl::Status s = grpc_server.Start(grpc_host, f.grpc_port); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      server.Stop();
+      if (metrics_server) metrics_server->Stop();
+      return 2;
+    }
+    spdlog::info("gRPC on {}:{} (health NOT_SERVING until the model is loaded)", grpc_host,
                  grpc_server.port());
   }
 
@@ -71,6 +93,7 @@ int RunServe(ServeFlags f) {
   if (!loaded.ok()) {
     spdlog::error("cannot load model: {}", std::string(loaded.status().message()));
     server.Stop();
+    if (metrics_server) metrics_server->Stop();
     return 2;
   }
   std::unique_ptr<ChatTemplate> chat_template;
@@ -92,6 +115,7 @@ int RunServe(ServeFlags f) {
   state.max_model_len = loaded->engine->config().scheduler.max_model_len;
   state.block_size = loaded->block_size;
   state.architecture = loaded->config.model_type;
+  state.metrics->SetCacheConfig(loaded->block_size, loaded->engine->Stats().num_kv_blocks);
   state.loaded.store(true);
   grpc_server.SetServing(true);
   spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());
@@ -114,6 +138,7 @@ int RunServe(ServeFlags f) {
   loaded->engine->Shutdown();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   server.Stop();
+  if (metrics_server) metrics_server->Stop();
   spdlog::info("drained; exiting");
   return 0;
 }
@@ -138,8 +163,17 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--io-threads", f->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
   cmd->add_option("--grpc-port", f->grpc_port,
-                  "gRPC port (sluice.v1.Generation, health, reflection); 0 picks one, -1 none")
+                  "gRPC port (sluice.v1.Generation, health, reflection); 0 "
+                  "picks one, -1 none")
       ->check(CLI::Range(-1, 65535));
+  cmd->add_option("--grpc-host", f->grpc_host, "Address of the gRPC port (default: --host)");
+  cmd->add_option("--metrics-port", f->metrics_port,
+                  "Port of /metrics, /health and /ready alone (0 picks one, -1 "
+                  "none: they stay "
+                  "on the API port as well)")
+      ->check(CLI::Range(-1, 65535));
+  cmd->add_option("--metrics-host", f->metrics_host,
+                  "Address of the metrics port (default: --host)");
   cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
 }
 

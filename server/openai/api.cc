@@ -102,6 +102,18 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
   Completions(req, std::move(writer), path == "/v1/chat/completions");
 }
 
+void Api::HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
+  const std::string path = PathOf(req.target);
+  if (path == "/metrics" || path == "/health" || path == "/ready" || path == "/version") {
+    return Handle(req, std::move(writer));
+  }
+  SendError(*writer,
+            ApiError{404, "invalid_request_error",
+                     absl::StrCat("no route for ", path,
+                                  " on the metrics port (/metrics, /health, /ready, /version)"),
+                     ""});
+}
+
 void Api::Models(http::ResponseWriter& w) {
   SendJson(w, 200,
            {{"object", "list"},

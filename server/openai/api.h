@@ -15,6 +15,8 @@ class Api {
 
   // Routes one request. Thread safety: called concurrently from the I/O threads.
   void Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
+  // The metrics port: /metrics, /health, /ready and /version only; anything else 404.
+  void HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
 
  private:
   void Completions(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
