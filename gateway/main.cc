@@ -1,8 +1,12 @@
 // sluice-gateway: the public door in front of `sluice serve` in the same pod. API keys
-// (SHA-256 hashes in the keys file, reloaded on SIGHUP), per-tenant quotas, a streaming
-// proxy with per-tenant prefix-cache salts; /health, /ready and /metrics on the admin port.
+// (SHA-256 hashes in the keys file, reloaded on SIGHUP or when --keys-poll-s sees it
+// change), per-tenant quotas, a streaming proxy with per-tenant prefix-cache salts;
+// /health, /ready and /metrics on the admin port.
 #include <csignal>
 #include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -21,6 +25,24 @@ bool SplitHostPort(const std::string& s, std::string* host, int* port) {
   return absl::SimpleAtoi(s.substr(colon + 1), port) && *port >= 0 && *port < 65536;
 }
 
+// The keys file's bytes, read through any symlinks: a Kubernetes Secret volume swaps a
+// symlink when the Secret changes, so the path stays and the contents move.
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+void Reload(sluice::gateway::Gateway* gw, const char* why) {
+  if (absl::Status s = gw->Reload(); s.ok()) {
+    spdlog::info("keys file reloaded ({}): {} tenants", why, gw->num_tenants());
+  } else {
+    spdlog::error("keys file not reloaded ({}), keeping the previous {} tenants: {}", why,
+                  gw->num_tenants(), std::string(s.message()));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -29,12 +51,17 @@ int main(int argc, char** argv) {
   std::string listen = "0.0.0.0:8080", admin_listen = "0.0.0.0:8081",
               upstream = "http://127.0.0.1:8000", keys;
   int threads = 2;
+  double keys_poll_s = 0;
   app.add_option("--listen", listen, "HOST:PORT of the public API");
   app.add_option("--admin-listen", admin_listen,
                  "HOST:PORT of /health, /ready and /metrics (unauthenticated)");
   app.add_option("--upstream", upstream, "The sluice server, http://HOST:PORT");
   app.add_option("--keys", keys, "Keys file (JSON; reloaded on SIGHUP)")->required();
   app.add_option("--threads", threads, "I/O threads for each side")->check(CLI::Range(1, 64));
+  app.add_option("--keys-poll-s", keys_poll_s,
+                 "Reread the keys file this often and reload it when its contents change (0: "
+                 "on SIGHUP only)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   sluice::gateway::GatewayOptions options;
@@ -76,9 +103,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   sluice::gateway::Gateway* gw = gateway->get();
-  sluice::http::Server api(public_opts, [gw](const sluice::http::Request& r, auto w) {
-    gw->Handle(r, std::move(w));
-  });
+  sluice::http::Server api(
+      public_opts, [gw](const sluice::http::Request& r, auto w) { gw->Handle(r, std::move(w)); });
   sluice::http::Server admin(admin_opts, [gw](const sluice::http::Request& r, auto w) {
     gw->HandleAdmin(r, std::move(w));
   });
@@ -91,16 +117,27 @@ int main(int argc, char** argv) {
   spdlog::info("listening on {}:{} (admin {}:{}), upstream {}:{}, {} tenants", public_opts.host,
                api.port(), admin_opts.host, admin.port(), options.upstream_host,
                options.upstream_port, gw->num_tenants());
+  std::string keys_seen = ReadAll(keys);
   for (;;) {
     int sig = 0;
-    sigwait(&signals, &sig);
-    if (sig == SIGHUP) {
-      if (absl::Status s = gw->Reload(); s.ok()) {
-        spdlog::info("keys file reloaded: {} tenants", gw->num_tenants());
-      } else {
-        spdlog::error("keys file not reloaded, keeping the previous {} tenants: {}",
-                      gw->num_tenants(), std::string(s.message()));
+    if (keys_poll_s > 0) {
+      timespec wait{static_cast<time_t>(keys_poll_s),
+                    static_cast<long>((keys_poll_s - static_cast<time_t>(keys_poll_s)) * 1e9)};
+      sig = sigtimedwait(&signals, nullptr, &wait);
+      if (sig < 0) {  // timed out: has the file changed?
+        std::string now = ReadAll(keys);
+        if (!now.empty() && now != keys_seen) {
+          keys_seen = std::move(now);
+          Reload(gw, "changed on disk");
+        }
+        continue;
       }
+    } else {
+      sigwait(&signals, &sig);
+    }
+    if (sig == SIGHUP) {
+      keys_seen = ReadAll(keys);
+      Reload(gw, "SIGHUP");
       continue;
     }
     spdlog::info("signal {}: finishing {} requests in flight", sig, gw->in_flight());

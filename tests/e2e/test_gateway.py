@@ -32,7 +32,7 @@ def keys_file(path, tenants):
 
 
 class Gateway:
-    def __init__(self, binary, upstream_url, keys_path):
+    def __init__(self, binary, upstream_url, keys_path, *extra):
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
@@ -40,7 +40,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [binary, "--listen", f"127.0.0.1:{self.port}",
              "--admin-listen", f"127.0.0.1:{self.admin_port}", "--upstream", upstream_url,
-             "--keys", str(keys_path)], stdout=self.log, stderr=subprocess.STDOUT)
+             "--keys", str(keys_path), *extra], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
             assert self.proc.poll() is None, self.logs()
@@ -203,6 +203,47 @@ def test_sighup_reloads_keys_and_keeps_them_on_a_bad_file(stack):
     assert httpx.get(gw.url + "/v1/models", headers=auth("acme")).status_code == 200
     keys.write_text(original)
     gw.proc.send_signal(signal.SIGHUP)
+
+
+def secret_volume_update(folder, tenants):
+    """Writes the keys file as the kubelet updates a Secret volume: the new contents in a
+    fresh folder, then an atomic swap of the ..data symlink that keys.json points through."""
+    stamp = folder / f"..{time.time_ns()}"
+    stamp.mkdir()
+    keys_file(stamp / "keys.json", tenants)
+    tmp = folder / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    tmp.rename(folder / "..data")
+    if not (folder / "keys.json").is_symlink():
+        (folder / "keys.json").symlink_to("..data/keys.json")
+
+
+def test_keys_poll_follows_a_secret_volume_update(stack, gateway_bin, tmp_path):
+    server, _, _ = stack
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    secret_volume_update(secret, {"acme": {}})
+    gw = Gateway(gateway_bin, server.url, secret / "keys.json", "--keys-poll-s", "0.2")
+    try:
+        assert httpx.get(gw.url + "/v1/models", headers=auth("acme")).status_code == 200
+        assert httpx.get(gw.url + "/v1/models", headers=auth("newcomer")).status_code == 401
+        secret_volume_update(secret, {"newcomer": {}})  # acme's key rotated out
+        deadline = time.time() + 5
+        while httpx.get(gw.url + "/v1/models", headers=auth("newcomer")).status_code != 200:
+            assert time.time() < deadline, gw.logs()
+            time.sleep(0.05)
+        assert httpx.get(gw.url + "/v1/models", headers=auth("acme")).status_code == 401
+        assert "reloaded (changed on disk): 1 tenants" in gw.logs()
+        # A broken update keeps the tenants that work.
+        secret_volume_update(secret, {})
+        (secret / "..data" / "keys.json").write_text("{not json")
+        deadline = time.time() + 5
+        while "keeping the previous 1 tenants" not in gw.logs():
+            assert time.time() < deadline, gw.logs()
+            time.sleep(0.05)
+        assert httpx.get(gw.url + "/v1/models", headers=auth("newcomer")).status_code == 200
+    finally:
+        gw.stop()
 
 
 def test_admin_port_health_ready_metrics_unauthenticated(stack):
