@@ -289,11 +289,15 @@ void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWrit
     } else if (!absl::IsCancelled(status)) {
       spdlog::warn("upstream failed for tenant {}: {}", ex->tenant.name,
                    std::string(status.message()));
-      ex->status = 502;
-      ex->writer->Send(502, "application/json",
+      // No answer at all (the engine is restarting, loading or gone): a client may
+      // retry, on this pod or, once readiness drops, on another.
+      ex->status = 503;
+      ex->writer->Send(503, "application/json",
                        ErrorBody(absl::StrCat("The upstream server is unavailable (",
-                                              std::string(status.message()), ")."),
-                                 "server_error", ""));
+                                              std::string(status.message()),
+                                              "); retry shortly."),
+                                 "server_error", "upstream_unavailable"),
+                       {{"Retry-After", "1"}});
     }
     const int code = absl::IsCancelled(status) ? 499 : ex->status;
     Count(ex->tenant.name, code);

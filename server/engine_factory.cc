@@ -12,6 +12,7 @@
 #include "engine/model/cpu_model.h"
 #include "engine/runner/cpu_runner.h"
 #include "engine/runner/cuda_runner.h"
+#include "engine/runner/fault_injection.h"
 #include "server/commands.h"
 #include "spdlog/spdlog.h"
 
@@ -66,6 +67,15 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "TTFT SLO; requests predicted to miss it by the slack are refused (0: off)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-prefix-caching", o->enable_prefix_caching, "Disable prefix caching");
+  cmd->add_option("--step-timeout-s", o->step_timeout_s,
+                  "An engine step running longer than this fails liveness (a wedged device)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--unready-grace-s", o->unready_grace_s,
+                  "How long the engine may stay unready from failing steps before liveness "
+                  "fails too")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--inject-step-faults", o->inject_step_faults,
+                  "Testing only: make engine steps fail or hang (after=N,fail=K,hang)");
 }
 
 absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
@@ -147,6 +157,8 @@ EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) 
   ec.max_waiting_requests = o.max_waiting_requests;
   ec.max_waiting_tokens = o.max_waiting_tokens;
   ec.slo_ttft_ms = o.slo_ttft_ms;
+  ec.step_timeout_s = o.step_timeout_s;
+  ec.unready_grace_s = o.unready_grace_s;
   return ec;
 }
 
@@ -156,6 +168,10 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& o) {
   SLUICE_ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::FromDir(out.model_dir));
   ModelConfig config;
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, out.model_dir, &config));
+  if (!o.inject_step_faults.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(StepFaults faults, ParseStepFaults(o.inject_step_faults));
+    runner = std::make_unique<FaultInjectingRunner>(std::move(runner), faults);
+  }
   out.config = config;
   out.block_size = runner->block_size();
   EngineConfig ec = EngineConfigFor(o, config);

@@ -32,6 +32,9 @@ struct EngineOptions {
   double slo_ttft_ms = 0.0;
   bool enable_prefix_caching = true;
   bool quiet = false;  // no progress logs
+  double step_timeout_s = 300.0;  // a step running longer fails liveness
+  double unready_grace_s = 30.0;  // unready from failing steps this long fails liveness
+  std::string inject_step_faults;  // testing: FaultInjectingRunner spec; empty: none
 };
 
 // Registers the shared engine flags on `cmd`.

@@ -43,6 +43,9 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
                         .Help("Prompt tokens admitted").Register(r).Add({});
   generation_tokens_ = &BuildCounter().Name("sluice_generation_tokens_total")
                             .Help("Tokens generated").Register(r).Add({});
+  failed_steps_ = &BuildCounter().Name("sluice_engine_failed_steps_total")
+                       .Help("Engine steps that failed (their requests failed with them)")
+                       .Register(r).Add({});
   requests_ = &BuildCounter().Name("sluice_requests_total")
                    .Help("Requests answered, by outcome").Register(r);
   rejected_ = &BuildCounter().Name("sluice_requests_rejected_total")
@@ -71,7 +74,7 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
     for (const char* outcome : {"success", "cancelled", "error", "rejected"}) {
       requests_->Add({{"outcome", outcome}, {"protocol", protocol}});
     }
-    for (const char* reason : {"overloaded", "draining", "loading", "invalid"}) {
+    for (const char* reason : {"overloaded", "draining", "loading", "unhealthy", "invalid"}) {
       rejected_->Add({{"reason", reason}, {"protocol", protocol}});
     }
   }
@@ -125,6 +128,7 @@ std::string Metrics::Scrape(const EngineStats* s) {
     SyncCounter(*preemptions_, s->num_preemptions, last_preemptions_);
     SyncCounter(*prompt_tokens_, s->prompt_tokens, last_prompt_tokens_);
     SyncCounter(*generation_tokens_, s->generation_tokens, last_generation_tokens_);
+    SyncCounter(*failed_steps_, s->num_failed_steps, last_failed_steps_);
   }
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }

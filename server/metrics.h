@@ -35,7 +35,7 @@ class Metrics {
   // outcome: success, cancelled, error. protocol: http or grpc.
   void Finished(const std::string& outcome, const RequestTiming& timing,
                 const std::string& protocol = "http");
-  // reason: overloaded, draining, loading, invalid.
+  // reason: overloaded, draining, loading, unhealthy, invalid.
   void Rejected(const std::string& reason, const std::string& protocol = "http");
 
   // The KV cache's shape, once the model is loaded: `sluice_cache_config_info` with
@@ -53,14 +53,14 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge *waiting_, *running_, *kv_usage_;
   prometheus::Counter *prefix_queries_, *prefix_hits_, *preemptions_, *prompt_tokens_,
-      *generation_tokens_;
+      *generation_tokens_, *failed_steps_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* rejected_;
   prometheus::Counter *arrived_, *finished_, *slo_met_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_;
   std::mutex mu_;  // guards the last-seen engine totals
   int64_t last_prefix_queries_ = 0, last_prefix_hits_ = 0, last_preemptions_ = 0,
-          last_prompt_tokens_ = 0, last_generation_tokens_ = 0;
+          last_prompt_tokens_ = 0, last_generation_tokens_ = 0, last_failed_steps_ = 0;
 };
 
 }  // namespace sluice

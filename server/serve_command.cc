@@ -120,8 +120,24 @@ int RunServe(ServeFlags f) {
   grpc_server.SetServing(true);
   spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  // Until a signal: the gRPC health service follows the engine's readiness, as /ready
+  // does, checked every second.
+  int sig = -1;
+  bool serving = true;
+  while (sig < 0) {
+    const timespec second{1, 0};
+    sig = sigtimedwait(&signals, nullptr, &second);
+    const EngineHealth h = loaded->engine->Health();
+    if (h.ready != serving) {
+      serving = h.ready;
+      grpc_server.SetServing(serving);
+      if (serving) {
+        spdlog::info("engine healthy again: ready");
+      } else {
+        spdlog::error("engine unhealthy, not ready{}: {}", h.live ? "" : ", not live", h.reason);
+      }
+    }
+  }
   spdlog::info("signal {}: draining (timeout {} s)", sig, f.drain_timeout_s);
   state.draining.store(true);
   grpc_server.SetServing(false);

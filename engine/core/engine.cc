@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -250,10 +251,21 @@ void Engine::Step() {
   const SchedulerOutput out = scheduler_.Schedule();
   if (out.empty()) return;
   const auto start = Clock::now();
+  step_started_ns_.store(start.time_since_epoch().count());
   absl::StatusOr<StepResult> result = runner_->Execute(out);
+  step_started_ns_.store(0);
   if (!result.ok()) {
-    spdlog::error("engine step failed: {}; failing its {} requests", result.status().ToString(),
-                  out.scheduled.size());
+    const int failed = failed_steps_.fetch_add(1) + 1;
+    if (failed == config_.unready_after_failed_steps) {
+      unready_since_ns_.store(Clock::now().time_since_epoch().count());
+    }
+    spdlog::error("engine step failed ({} in a row): {}; failing its {} requests", failed,
+                  result.status().ToString(), out.scheduled.size());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.num_failed_steps;
+      last_step_error_ = std::string(result.status().message());
+    }
     for (const ScheduledTokens& st : out.scheduled) {
       if (std::optional<RequestDelta> d = scheduler_.Finish(st.id, FinishReason::kError)) {
         Deliver(*d, std::string(result.status().message()));
@@ -261,6 +273,8 @@ void Engine::Step() {
     }
     return;
   }
+  failed_steps_.store(0);
+  unready_since_ns_.store(0);
   std::vector<RequestDelta> deltas = scheduler_.Update(out, result->sampled);
   // Update returns one delta per sampled token, in batch order: the logprobs line up.
   for (size_t i = 0; i < deltas.size() && i < result->logprobs.size(); ++i) {
@@ -295,6 +309,34 @@ void Engine::Step() {
     }
   }
   for (const RequestDelta& d : deltas) Deliver(d);
+}
+
+EngineHealth Engine::Health() const {
+  EngineHealth h;
+  const int64_t now = Clock::now().time_since_epoch().count();
+  auto seconds_since = [now](int64_t then) {
+    return std::chrono::duration<double>(Clock::duration(now - then)).count();
+  };
+  if (const int64_t started = step_started_ns_.load(); started != 0) {
+    if (const double s = seconds_since(started); s > config_.step_timeout_s) {
+      h.ready = h.live = false;
+      h.reason = absl::StrFormat("an engine step has been running for %.0f s (limit %.0f s)", s,
+                                 config_.step_timeout_s);
+      return h;
+    }
+  }
+  const int failed = failed_steps_.load();
+  const int64_t unready_since = unready_since_ns_.load();
+  if (failed >= config_.unready_after_failed_steps && unready_since != 0) {
+    h.ready = false;
+    const double s = seconds_since(unready_since);
+    h.live = s <= config_.unready_grace_s;
+    std::lock_guard<std::mutex> lock(mu_);
+    h.reason = absl::StrFormat("the last %d engine steps failed (%s); unready for %.0f s%s",
+                               failed, last_step_error_, s,
+                               h.live ? "" : ", past the grace period");
+  }
+  return h;
 }
 
 void Engine::PublishStats() {

@@ -27,6 +27,20 @@ struct EngineConfig {
   int64_t max_waiting_tokens = 1 << 18;
   double slo_ttft_ms = 0.0;  // 0: no refusal on predicted time to first token
   double ttft_slack = 2.0;   // refuse when predicted TTFT > slack * slo_ttft_ms
+  // Health (Engine::Health): this many failed steps in a row make the engine unready
+  // (it refuses new requests, so nothing can prove it well again); unready for longer
+  // than unready_grace_s, it is no longer live either (its container wants a restart).
+  // A step running longer than step_timeout_s (a wedged device) makes it both at once.
+  int unready_after_failed_steps = 3;
+  double unready_grace_s = 30.0;
+  double step_timeout_s = 300.0;
+};
+
+// What the engine says of itself, for readiness and liveness probes.
+struct EngineHealth {
+  bool ready = true;  // admits work: steps succeed
+  bool live = true;   // worth keeping: not stuck, not failing step after step
+  std::string reason;  // why not, when not
 };
 
 struct SubmitParams {
@@ -46,6 +60,7 @@ struct EngineStats {
   int64_t num_finished = 0, num_aborted = 0, num_errors = 0, num_preemptions = 0;
   int64_t prompt_tokens = 0, generation_tokens = 0, num_steps = 0;
   int64_t prefix_queried_tokens = 0, prefix_hit_tokens = 0, num_evictions = 0;
+  int64_t num_failed_steps = 0;
   double prefill_tokens_per_s = 0.0;  // measured, smoothed
   double finish_per_s = 0.0;          // measured, smoothed
 };
@@ -80,6 +95,7 @@ class Engine {
   void Shutdown();
 
   EngineStats Stats() const;
+  EngineHealth Health() const;
   const EngineConfig& config() const { return config_; }
   const Runner& runner() const { return *runner_; }
 
@@ -112,6 +128,10 @@ class Engine {
   EngineStats stats_;
 
   std::atomic<bool> draining_{false};
+  std::atomic<int> failed_steps_{0};          // consecutive; reset by a good step
+  std::atomic<int64_t> step_started_ns_{0};   // steady clock; 0 between steps
+  std::atomic<int64_t> unready_since_ns_{0};  // steady clock; 0 while ready
+  std::string last_step_error_;               // guarded by mu_
   std::condition_variable idle_cv_;
   absl::flat_hash_map<RequestId, std::shared_ptr<RequestStream>> streams_;  // engine thread
   std::thread thread_;

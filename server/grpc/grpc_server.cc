@@ -71,6 +71,10 @@ grpc::Status CheckReady(ServerState* state) {
     state->metrics->Rejected("loading", kProtocol);
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   }
+  if (EngineHealth h = state->engine->Health(); !h.ready) {
+    state->metrics->Rejected("unhealthy", kProtocol);
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine is unhealthy: " + h.reason);
+  }
   return grpc::Status::OK;
 }
 

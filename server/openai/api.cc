@@ -49,6 +49,13 @@ bool Api::CheckServing(http::ResponseWriter& w) {
               {{"Retry-After", "5"}});
     return false;
   }
+  if (EngineHealth h = state_->engine->Health(); !h.ready) {
+    state_->metrics->Rejected("unhealthy");
+    SendError(w, ApiError{503, "service_unavailable", absl::StrCat("the engine is unhealthy: ",
+                                                                   h.reason), ""},
+              {{"Retry-After", "5"}});
+    return false;
+  }
   return true;
 }
 
@@ -77,16 +84,26 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
     return;
   }
   if (path == "/health") {
-    // Liveness: the process and its engine loop are up (loading counts as alive).
+    // Liveness: the process is up (loading counts as alive) and its engine is neither
+    // stuck in a step nor failing step after step.
+    if (state_->loaded.load()) {
+      if (EngineHealth h = state_->engine->Health(); !h.live) {
+        return SendJson(*writer, 503, {{"status", "unhealthy"}, {"reason", h.reason}});
+      }
+    }
     return SendJson(*writer, 200, {{"status", "ok"}});
   }
   if (path == "/ready") {
-    const bool ready = state_->loaded.load() && !state_->draining.load();
-    return SendJson(*writer, ready ? 200 : 503,
-                    {{"ready", ready},
-                     {"status", !state_->loaded.load() ? "loading"
-                                : state_->draining.load() ? "draining"
-                                                          : "ready"}});
+    if (!state_->loaded.load() || state_->draining.load()) {
+      return SendJson(*writer, 503,
+                      {{"ready", false},
+                       {"status", !state_->loaded.load() ? "loading" : "draining"}});
+    }
+    if (EngineHealth h = state_->engine->Health(); !h.ready) {
+      return SendJson(*writer, 503,
+                      {{"ready", false}, {"status", "unhealthy"}, {"reason", h.reason}});
+    }
+    return SendJson(*writer, 200, {{"ready", true}, {"status", "ready"}});
   }
   if (path == "/metrics") {
     std::optional<EngineStats> stats;

@@ -15,8 +15,8 @@ def free_port():
 
 
 class SluiceServer:
-    def __init__(self, binary, *args, env=None):
-        self.port = free_port()
+    def __init__(self, binary, *args, env=None, port=None):
+        self.port = port or free_port()
         self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"

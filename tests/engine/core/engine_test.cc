@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "engine/core/engine.h"
+#include "engine/runner/fault_injection.h"
 #include "gtest/gtest.h"
 #include "tests/engine/core/fake_runner.h"
 
@@ -175,6 +176,77 @@ TEST(EngineTest, FailedStepFailsItsRequestsAndEngineStaysUp) {
   auto next = h.engine->Submit(Params(4, 3));
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(Collect(**next).back().finish_reason, FinishReason::kLength);
+}
+
+TEST(EngineTest, HealthFollowsFailedStepsAndTheGracePeriod) {
+  EngineConfig config;
+  config.unready_after_failed_steps = 3;
+  config.unready_grace_s = 0.2;
+  Harness h = Make(config);
+  auto fail_one = [&] {
+    h.runner->FailNextStep();
+    auto s = h.engine->Submit(Params(4, 2));
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(Collect(**s).back().finish_reason, FinishReason::kError);
+  };
+  // Two failures, then a good step: the count starts again.
+  fail_one();
+  fail_one();
+  EXPECT_TRUE(h.engine->Health().ready);
+  auto good = h.engine->Submit(Params(4, 2));
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(Collect(**good).back().finish_reason, FinishReason::kLength);
+  fail_one();
+  fail_one();
+  EXPECT_TRUE(h.engine->Health().ready);
+  fail_one();  // three in a row
+  EngineHealth health = h.engine->Health();
+  EXPECT_FALSE(health.ready);
+  EXPECT_TRUE(health.live);
+  EXPECT_NE(health.reason.find("the last 3 engine steps failed (injected step failure)"),
+            std::string::npos)
+      << health.reason;
+  std::this_thread::sleep_for(300ms);
+  health = h.engine->Health();
+  EXPECT_FALSE(health.ready);
+  EXPECT_FALSE(health.live);
+  EXPECT_NE(health.reason.find("past the grace period"), std::string::npos) << health.reason;
+  EXPECT_EQ(h.engine->Stats().num_failed_steps, 5);
+}
+
+TEST(EngineTest, AStepPastTheTimeoutFailsReadinessAndLiveness) {
+  EngineConfig config;
+  config.step_timeout_s = 0.05;
+  Harness h = Make(config);
+  h.runner->SetOpen(false);  // the next step blocks, as a wedged device would
+  auto s = h.engine->Submit(Params(4, 2));
+  ASSERT_TRUE(s.ok());
+  std::this_thread::sleep_for(150ms);
+  EngineHealth health = h.engine->Health();
+  EXPECT_FALSE(health.ready);
+  EXPECT_FALSE(health.live);
+  EXPECT_NE(health.reason.find("has been running for"), std::string::npos) << health.reason;
+  h.runner->SetOpen(true);
+  EXPECT_EQ(Collect(**s).back().finish_reason, FinishReason::kLength);
+  EXPECT_TRUE(h.engine->Health().ready);
+  EXPECT_TRUE(h.engine->Health().live);
+}
+
+TEST(FaultInjectionTest, SpecChoosesWhichStepsFail) {
+  auto faults = ParseStepFaults("after=2,fail=3");
+  ASSERT_TRUE(faults.ok()) << faults.status();
+  FaultInjectingRunner runner(std::make_unique<FakeRunner>(8, 4), *faults);
+  std::vector<bool> ok;
+  for (int i = 0; i < 7; ++i) ok.push_back(runner.Execute(SchedulerOutput{}).ok());
+  EXPECT_EQ(ok, (std::vector<bool>{true, true, false, false, false, true, true}));
+  auto forever = ParseStepFaults("after=1");
+  ASSERT_TRUE(forever.ok());
+  EXPECT_EQ(forever->failing_steps, 0);
+  EXPECT_FALSE(forever->hang);
+  EXPECT_TRUE(ParseStepFaults("hang")->hang);
+  auto bad = ParseStepFaults("after=2,fail=x");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'fail=x'"), std::string::npos) << bad.status();
 }
 
 TEST(EngineTest, ShutdownAbortsWhatIsLeft) {

@@ -1,0 +1,56 @@
+#include "engine/runner/fault_injection.h"
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice {
+
+absl::StatusOr<StepFaults> ParseStepFaults(const std::string& spec) {
+  StepFaults f;
+  for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    int value = 0;
+    const bool numeric = absl::SimpleAtoi(kv.second, &value) && value >= 0;
+    if (kv.first == "after" && numeric) {
+      f.ok_steps = value;
+    } else if (kv.first == "fail" && numeric) {
+      f.failing_steps = value;
+    } else if (kv.first == "hang" && kv.second.empty()) {
+      f.hang = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("step fault spec '", spec, "': cannot read '",
+                                                     std::string(part),
+                                                     "' (expected after=N, fail=N or hang)"));
+    }
+  }
+  return f;
+}
+
+FaultInjectingRunner::FaultInjectingRunner(std::unique_ptr<Runner> inner, StepFaults faults)
+    : inner_(std::move(inner)), faults_(faults) {
+  spdlog::warn("FAULT INJECTION: steps after {} {} ({})", faults_.ok_steps,
+               faults_.hang ? "hang" : "fail",
+               faults_.failing_steps > 0 ? absl::StrCat(faults_.failing_steps, " of them")
+                                         : std::string("all of them"));
+}
+
+absl::StatusOr<StepResult> FaultInjectingRunner::Execute(const SchedulerOutput& output) {
+  const int64_t step = ++steps_;
+  const bool faulty = step > faults_.ok_steps &&
+                      (faults_.failing_steps == 0 ||
+                       step <= static_cast<int64_t>(faults_.ok_steps) + faults_.failing_steps);
+  if (!faulty) return inner_->Execute(output);
+  if (faults_.hang) {
+    // As a wedged device would: the step never returns. Only the engine's watchdog (the
+    // liveness probe failing) and a restart end it.
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  return absl::InternalError(absl::StrCat("injected fault: step ", step, " failed"));
+}
+
+}  // namespace sluice
