@@ -65,7 +65,7 @@ absl::StatusOr<std::shared_ptr<const TenantTable>> TenantTable::Parse(const std:
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range (1e999)
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
   }
   if (!j.is_object() || !j.contains("tenants") || !j["tenants"].is_array()) {

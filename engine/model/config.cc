@@ -1,5 +1,6 @@
 #include "engine/model/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -40,6 +41,12 @@ class Fields {
     if (!j_[f].is_number()) return Error(f, "must be a number");
     return j_[f].get<float>();
   }
+  // A finite number > 0 (as a float: 1e300 is out of range, not infinity).
+  absl::StatusOr<float> PositiveFloat(const std::string& f, float fallback) const {
+    SLUICE_ASSIGN_OR_RETURN(float v, Float(f, fallback));
+    if (!std::isfinite(v) || v <= 0.0f) return Error(f, "must be a finite number > 0");
+    return v;
+  }
   absl::StatusOr<bool> Bool(const std::string& f, bool fallback) const {
     if (!Has(f)) return fallback;
     if (!j_[f].is_boolean()) return Error(f, "must be true or false");
@@ -62,7 +69,7 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
   }
   const std::string where = absl::StrCat(source, " (rope)");
   Fields f(params, where);
-  SLUICE_ASSIGN_OR_RETURN(c.rope.theta, f.Float("rope_theta", 10000.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.theta, f.PositiveFloat("rope_theta", 10000.0f));
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
     if (params.contains(key) && params[key].is_string()) type = params[key].get<std::string>();
@@ -73,9 +80,11 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": rope type \"", type, "\" is not supported (default, llama3)"));
   }
-  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_factor, f.Float("factor", 0.0f));
-  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_low_freq_factor, f.Float("low_freq_factor", 1.0f));
-  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_high_freq_factor, f.Float("high_freq_factor", 4.0f));
+  if (!f.Has("factor")) return f.Error("factor", "is missing (llama3 rope)");
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_factor, f.PositiveFloat("factor", 0.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_low_freq_factor, f.PositiveFloat("low_freq_factor", 1.0f));
+  SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_high_freq_factor,
+                          f.PositiveFloat("high_freq_factor", 4.0f));
   SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_original_max_position,
                       f.Int("original_max_position_embeddings", 8192));
   if (c.rope.llama3_factor <= 0.0f ||
@@ -86,22 +95,34 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
   return absl::OkStatus();
 }
 
+// Token ids: one integer or a list, each a token of the vocabulary.
 absl::StatusOr<std::vector<int32_t>> ParseIds(const json& v, const std::string& source,
-                                              const std::string& field) {
+                                              const std::string& field, int vocab_size) {
   std::vector<int32_t> ids;
-  if (v.is_number_integer()) {
-    ids.push_back(v.get<int32_t>());
-  } else if (v.is_array()) {
+  auto add = [&](const json& e) -> absl::Status {
+    if (!e.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": field \"", field, "\" must hold integers"));
+    }
+    const int64_t id = e.get<int64_t>();
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" holds ",
+                                                     id, ", outside the vocabulary (vocab_size ",
+                                                     vocab_size, ")"));
+    }
+    ids.push_back(static_cast<int32_t>(id));
+    return absl::OkStatus();
+  };
+  if (v.is_array()) {
     for (const json& e : v) {
-      if (!e.is_number_integer()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(source, ": field \"", field, "\" must hold integers"));
-      }
-      ids.push_back(e.get<int32_t>());
+      if (absl::Status s = add(e); !s.ok()) return s;
     }
   } else if (!v.is_null()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": field \"", field, "\" must be an integer or a list"));
+    if (!v.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": field \"", field, "\" must be an integer or a list"));
+    }
+    if (absl::Status s = add(v); !s.ok()) return s;
   }
   return ids;
 }
@@ -155,16 +176,20 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
     return f.Error("head_dim", "is missing and hidden_size is not divisible by the head count");
   }
   SLUICE_ASSIGN_OR_RETURN(c.head_dim, f.Int("head_dim", c.hidden_size / c.num_q_heads));
+  if (c.head_dim % 2 != 0) return f.Error("head_dim", "must be even (rotary pairs)");
   SLUICE_ASSIGN_OR_RETURN(c.max_position_embeddings, f.Int("max_position_embeddings", 4096));
-  SLUICE_ASSIGN_OR_RETURN(c.rms_norm_eps, f.Float("rms_norm_eps", 1e-6f));
+  SLUICE_ASSIGN_OR_RETURN(c.rms_norm_eps, f.PositiveFloat("rms_norm_eps", 1e-6f));
   SLUICE_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", false));
   SLUICE_ASSIGN_OR_RETURN(c.attention_bias, f.Bool("attention_bias", c.model_type == "qwen2"));
   if (absl::Status s = ParseRope(j, source, c); !s.ok()) return s;
   if (j.contains("eos_token_id")) {
-    SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids, ParseIds(j["eos_token_id"], source, "eos_token_id"));
+    SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids,
+                            ParseIds(j["eos_token_id"], source, "eos_token_id", c.vocab_size));
   }
   if (f.Has("bos_token_id") && j["bos_token_id"].is_number_integer()) {
-    c.bos_token_id = j["bos_token_id"].get<int32_t>();
+    SLUICE_ASSIGN_OR_RETURN(std::vector<int32_t> bos,
+                            ParseIds(j["bos_token_id"], source, "bos_token_id", c.vocab_size));
+    c.bos_token_id = bos.front();
   }
   return c;
 }
@@ -186,7 +211,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
     }
     if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
       SLUICE_ASSIGN_OR_RETURN(config->eos_token_ids,
-                          ParseIds(g["eos_token_id"], gen_path.string(), "eos_token_id"));
+                          ParseIds(g["eos_token_id"], gen_path.string(), "eos_token_id",
+                                   config->vocab_size));
     }
   }
   return config;

@@ -42,6 +42,7 @@ TEST(TenantTableTest, MalformedFilesNameWhatIsWrong) {
     std::string text, expect;
   } cases[] = {
       {"{not json", "not valid JSON"},
+      {R"({"tenants": [], "x": 4E4444444444})", "not valid JSON"},  // a fuzzer's find
       {R"({"tenant": []})", "\"tenants\" array"},
       {KeysJson(R"({"key_sha256": ")" + Hex(Sha256("k")) + "\"}"), "tenants[0]: \"name\""},
       {KeysJson(R"({"name": "a", "key_sha256": "abc"})"), "tenants[0]: \"key_sha256\""},

@@ -194,6 +194,32 @@ TEST(ModelConfigTest, EosIdsAcceptIntOrList) {
   EXPECT_EQ(c->num_kv_heads, 2);
 }
 
+TEST(ModelConfigTest, TokenIdsOutsideTheVocabularyAreRefused) {
+  const std::string base =
+      R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,)";
+  for (const char* field : {R"("eos_token_id":[3,10])", R"("eos_token_id":-1)",
+                            R"("bos_token_id":4294967297)", R"("eos_token_id":1e3)"}) {
+    auto c = ParseModelConfig(base + field + "}", "inline/config.json");
+    ASSERT_FALSE(c.ok()) << field;
+    EXPECT_NE(std::string(c.status().message()).find("inline/config.json"), std::string::npos);
+    EXPECT_NE(std::string(c.status().message()).find("_token_id"), std::string::npos)
+        << c.status();
+  }
+}
+
+TEST(ModelConfigTest, ConstantsMustBeFiniteAndPositive) {
+  const std::string base =
+      R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,)";
+  for (const char* field : {R"("rms_norm_eps":0e-5)", R"("rms_norm_eps":-1e-6)",
+                            R"("rope_theta":1e300)", R"("head_dim":5)",
+                            R"("rope_scaling":{"rope_type":"llama3","factor":-8})"}) {
+    auto c = ParseModelConfig(base + field + "}", "inline/config.json");
+    EXPECT_FALSE(c.ok()) << field;
+  }
+}
+
 TEST(ModelConfigTest, Qwen2DefaultsToQkvBias) {
   auto c = ParseModelConfig(
       R"({"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,
