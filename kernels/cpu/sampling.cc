@@ -45,10 +45,14 @@ Status SamplingProbs(float* probs, const float* logits, const SamplingRow& row, 
   int keep = vocab;
   if (row.top_k > 0 && row.top_k < vocab) keep = row.top_k;
   if (row.top_p < 1.0f) {
+    // Of the distribution renormalised over what top-k kept (as transformers and vLLM
+    // apply them in turn): the smallest prefix holding top_p of the kept mass.
+    double kept = 0.0;
+    for (int i = 0; i < keep; ++i) kept += probs[order[i]];
     double mass = 0.0;
     for (int i = 0; i < keep; ++i) {
       mass += probs[order[i]];
-      if (mass >= row.top_p) {
+      if (mass >= row.top_p * kept) {
         keep = i + 1;
         break;
       }

@@ -222,7 +222,18 @@ __global__ void __launch_bounds__(kThreads)
         RadixSelect<true>(row_logits, vocab, mx, inv_t, 0, static_cast<float>(row.top_k), sm);
   }
   if (row.top_p < 1.0f) {
-    threshold = RadixSelect<false>(row_logits, vocab, mx, inv_t, threshold, row.top_p * z, sm);
+    // top_p of the mass top-k kept (the distribution renormalised over it), as the CPU
+    // sampler, transformers and vLLM define it.
+    float kept = z;
+    if (threshold != 0) {
+      kept = 0.0f;
+      for (int i = threadIdx.x; i < vocab; i += kThreads) {
+        const float x = (row_logits[i] - mx) * inv_t;
+        if (Key(x) >= threshold) kept += __expf(x);
+      }
+      kept = BlockSum(kept, sm.scratch);
+    }
+    threshold = RadixSelect<false>(row_logits, vocab, mx, inv_t, threshold, row.top_p * kept, sm);
   }
   if (row.min_p > 0.0f) {
     // p >= min_p * p_max  <=>  x >= log(min_p), as x of the top token is 0.

@@ -1,6 +1,8 @@
 // The CPU sampler: greedy, each filter's definition, seeded reproducibility, and draw
 // frequencies against the renormalised distribution.
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -112,6 +114,95 @@ TEST(SamplingCpuTest, FrequenciesFollowFilteredDistribution) {
     nb += double{p[i]} * p[i];
   }
   EXPECT_GT(dot / std::sqrt(na * nb), 0.999);
+}
+
+
+// The distribution each filter defines, written from the definitions (transformers'
+// warpers, in turn, each on the survivors of the last), in double precision.
+std::vector<double> Defined(const std::vector<float>& logits, float t, int k, float p,
+                            float min_p) {
+  const int n = static_cast<int>(logits.size());
+  std::vector<bool> alive(n, true);
+  auto softmax = [&] {
+    double mx = -1e300, z = 0;
+    for (int i = 0; i < n; ++i) {
+      if (alive[i]) mx = std::max(mx, double{logits[i]} / t);
+    }
+    std::vector<double> q(n, 0.0);
+    for (int i = 0; i < n; ++i) {
+      if (alive[i]) z += q[i] = std::exp(double{logits[i]} / t - mx);
+    }
+    for (double& x : q) x /= z;
+    return q;
+  };
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  if (k > 0 && k < n) {
+    for (int r = k; r < n; ++r) alive[order[r]] = false;
+  }
+  if (p < 1.0f) {
+    const std::vector<double> q = softmax();
+    double mass = 0;
+    int r = 0;
+    for (; r < n && alive[order[r]]; ++r) {
+      mass += q[order[r]];
+      if (mass >= p) break;
+    }
+    for (int j = r + 1; j < n; ++j) alive[order[j]] = false;
+  }
+  if (min_p > 0.0f) {
+    const std::vector<double> q = softmax();
+    for (int i = 0; i < n; ++i) {
+      if (q[i] < min_p * q[order[0]]) alive[i] = false;
+    }
+  }
+  return softmax();
+}
+
+TEST(SamplingCpuTest, DrawsFollowTheFiltersDefinitions) {
+  struct Case {
+    float t;
+    int k;
+    float p, min_p;
+  } cases[] = {{1.0f, 0, 1.0f, 0.0f},  {0.7f, 5, 1.0f, 0.0f},  {1.3f, 0, 0.8f, 0.0f},
+               {1.0f, 0, 1.0f, 0.1f},  {2.0f, 10, 0.8f, 0.0f},  // top-p of what top-k kept
+               {1.1f, 30, 0.7f, 0.02f}};
+  const int vocab = 64, draws = 100000;
+  const auto logits = Logits(vocab, 11);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "t=" << c.t << " k=" << c.k << " p=" << c.p
+                                    << " min_p=" << c.min_p);
+    const std::vector<double> want = Defined(logits, c.t, c.k, c.p, c.min_p);
+    SamplingRow row;
+    row.temperature = c.t;
+    row.top_k = c.k;
+    row.top_p = c.p;
+    row.min_p = c.min_p;
+    row.seed = 1234;
+    std::vector<int> count(vocab);
+    for (int i = 0; i < draws; ++i) {
+      row.offset = i;
+      int32_t id;
+      ASSERT_TRUE(cpu::Sample(&id, logits.data(), &row, 1, vocab).ok());
+      ++count[id];
+    }
+    // No filtered token is ever drawn; Pearson's chi-square over the kept ones stays
+    // under df + 6 sqrt(2 df) (p < 1e-5 for these df), with Philox seeds fixed.
+    double chi2 = 0;
+    int df = -1;
+    for (int i = 0; i < vocab; ++i) {
+      if (want[i] == 0.0) {
+        EXPECT_EQ(count[i], 0) << "token " << i << " is filtered by definition";
+        continue;
+      }
+      const double expected = want[i] * draws;
+      chi2 += (count[i] - expected) * (count[i] - expected) / expected;
+      ++df;
+    }
+    ASSERT_GT(df, 0);
+    EXPECT_LT(chi2, df + 6 * std::sqrt(2.0 * df)) << "df " << df;
+  }
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Token sampling from logits. Per row: temperature == 0 is greedy (argmax, lowest id on
 // ties). Otherwise logits / temperature -> softmax -> top-k -> top-p (smallest set whose
-// mass reaches top_p) -> min-p (drop p < min_p * p_max) -> renormalise -> draw with the
-// Philox uniform of (seed, offset), so a draw depends only on its request and step.
+// mass reaches top_p of the mass top-k kept, i.e. of the distribution renormalised over
+// it, as transformers and vLLM apply them) -> min-p (drop p < min_p * p_max) ->
+// renormalise -> draw with the Philox uniform of (seed, offset), so a draw depends only
+// on its request and step.
 #pragma once
 
 #include <cstdint>
