@@ -229,6 +229,7 @@ void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWrit
     nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
     if (!body.is_object()) {
       if (quota) quotas_.Release(tenant, 0);
+      refusals_->Add({{"tenant", tenant.name}, {"reason", "invalid"}}).Increment();
       Count(tenant.name, 400);
       writer->Send(400, "application/json",
                    ErrorBody("The request body is not a JSON object.", "invalid_request_error",

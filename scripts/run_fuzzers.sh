@@ -9,6 +9,7 @@ BUILD=${1:-build-fuzz}
 SECONDS_EACH=${2:-60}
 RESULTS=${3:-}
 JOBS=$(nproc)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSLUICE_FUZZ=ON -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
@@ -48,7 +49,7 @@ for t in $targets; do
 done
 echo "$table"
 if [ -n "$RESULTS" ]; then
-  { echo "Run on $(date -u +%Y-%m-%d) at $(git rev-parse --short HEAD), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), ${SECONDS_EACH} s per target, two targets at a time:"
+  { echo "Run on $(date -u +%Y-%m-%d), built at ${COMMIT}, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), ${SECONDS_EACH} s per target, two targets at a time:"
     echo; echo "$table"; echo; } >>"$RESULTS"
 fi
 exit $status
