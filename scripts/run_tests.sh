@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: the main build's ctest suite (unit, e2e; gpu tests skip without a GPU),
-# then the unit tests once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Runs every test: the main build's ctest suite (unit, e2e, deploy; gpu tests skip without
+# a GPU); the unit and CPU end-to-end tests again under AddressSanitizer +
+# UndefinedBehaviorSanitizer; the concurrency tests under ThreadSanitizer; and each fuzz
+# target for a minute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -18,7 +20,24 @@ echo "== unit tests under ASan + UBSan (build-asan)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_SANITIZE=ON \
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
 cmake --build build-asan -j "$JOBS" || exit 1
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan -L unit -LE slow -j "$JOBS" --output-on-failure --timeout 1800 || status=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+ctest --test-dir build-asan -L unit -LE slow -j "$JOBS" --output-on-failure --timeout 1800 || status=1
+echo "== CPU end-to-end tests against the ASan + UBSan binaries (build-asan)"
+# The load and differential suites measure or batch rather than exercise new paths.
+ctest --test-dir build-asan -L e2e -E "e2e_server_load|e2e_differential" -j "$JOBS" \
+  --output-on-failure --timeout 1800 || status=1
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "== ThreadSanitizer: the engine loop, the HTTP server and the gateway (build-tsan)"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TSAN=ON \
+  -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
+cmake --build build-tsan -j "$JOBS" --target engine_test gateway_test sluice sluice-gateway || exit 1
+# (No gRPC front there: Debian's gRPC is not built with TSan and would report false races.)
+SLUICE_TEST_NO_GRPC=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build-tsan -R "^(engine_test|gateway_test|e2e_gateway|e2e_faults)$" \
+  -j "$JOBS" --output-on-failure --timeout 1800 || status=1
+
+echo "== fuzzing: each target ${FUZZ_SECONDS:-60} s from its seed corpus (build-fuzz)"
+bash scripts/run_fuzzers.sh build-fuzz "${FUZZ_SECONDS:-60}" || status=1
 
 exit $status
