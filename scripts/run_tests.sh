@@ -21,6 +21,8 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_SAN
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
 cmake --build build-asan -j "$JOBS" || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+# Latency bounds in the e2e suites skip themselves under a sanitizer.
+export SLUICE_TEST_SANITIZER=1
 ctest --test-dir build-asan -L unit -LE slow -j "$JOBS" --output-on-failure --timeout 1800 || status=1
 echo "== CPU end-to-end tests against the ASan + UBSan binaries (build-asan)"
 # The load and differential suites measure or batch rather than exercise new paths.

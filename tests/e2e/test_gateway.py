@@ -256,6 +256,8 @@ def test_admin_port_health_ready_metrics_unauthenticated(stack):
     assert "sk-" not in text  # tenant names only
 
 
+@pytest.mark.skipif(bool(os.environ.get("SLUICE_TEST_SANITIZER")),
+                    reason="a latency bound under a sanitizer measures the sanitizer")
 def test_first_chunk_arrives_within_5ms_of_direct(stack):
     server, gw, _ = stack
     body = completion("import os\n", 2, stream=True)
