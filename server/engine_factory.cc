@@ -143,8 +143,9 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
                  o.random_weights ? " (random weights)" : "", seconds(), num_blocks,
                  o.block_size);
   }
-  return std::unique_ptr<Runner>(
-      std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size));
+  auto runner = std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size);
+  runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs);
+  return std::unique_ptr<Runner>(std::move(runner));
 }
 
 EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) {

@@ -1,5 +1,6 @@
 #include "engine/model/cpu_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
@@ -102,16 +103,35 @@ absl::Status CpuModel::Forward(const ForwardBatch& batch, CpuKvCache& cache,
   }
   // Final norm and lm_head only for the rows that need logits.
   const int rows = static_cast<int>(batch.logits_rows.size());
-  std::vector<float> picked(static_cast<size_t>(rows) * h);
+  picked_.resize(static_cast<size_t>(rows) * h);
   for (int r = 0; r < rows; ++r) {
     const float* src = residual_.data() + static_cast<size_t>(batch.logits_rows[r]) * h;
-    std::copy(src, src + h, picked.begin() + static_cast<size_t>(r) * h);
+    std::copy(src, src + h, picked_.begin() + static_cast<size_t>(r) * h);
   }
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
-      picked.data(), picked.data(), weights_.final_norm.data(), rows, h, c.rms_norm_eps)));
+      picked_.data(), picked_.data(), weights_.final_norm.data(), rows, h, c.rms_norm_eps)));
   logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-  return FromKernel(kernels::cpu::Gemm(logits.data(), picked.data(), weights_.LmHead().data(),
+  return FromKernel(kernels::cpu::Gemm(logits.data(), picked_.data(), weights_.LmHead().data(),
                                        nullptr, rows, c.vocab_size, h));
+}
+
+void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
+  const ModelConfig& c = config_;
+  const size_t n = static_cast<size_t>(std::max(max_tokens, 0));
+  const size_t q_width = static_cast<size_t>(c.num_q_heads) * c.head_dim;
+  const size_t kv_width = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
+  // assign() writes every element: the pages are resident from here on. Forward's later
+  // resize() calls only shrink or regrow the size within this capacity.
+  hidden_.assign(n * c.hidden_size, 0.0f);
+  residual_.assign(n * c.hidden_size, 0.0f);
+  qkv_.assign(n * (q_width + 2 * kv_width), 0.0f);
+  q_.assign(n * q_width, 0.0f);
+  k_.assign(n * kv_width, 0.0f);
+  v_.assign(n * kv_width, 0.0f);
+  attn_.assign(n * q_width, 0.0f);
+  gate_up_.assign(n * 2 * c.intermediate_size, 0.0f);
+  act_.assign(n * c.intermediate_size, 0.0f);
+  picked_.assign(static_cast<size_t>(std::max(max_rows, 0)) * c.hidden_size, 0.0f);
 }
 
 absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& cache) {

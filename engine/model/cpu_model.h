@@ -61,6 +61,12 @@ class CpuModel {
   // REQUIRES: every slot and block the batch names lies inside `cache`.
   absl::Status Forward(const ForwardBatch& batch, CpuKvCache& cache, std::vector<float>& logits);
 
+  // Sizes the per-step scratch for batches of up to `max_tokens` tokens and `max_rows`
+  // logits rows and touches every page of it, so that the process reaches its resident
+  // footprint at load rather than at the first batch larger than any before. A larger
+  // batch still works: Forward grows the scratch as needed.
+  void ReserveScratch(int max_tokens, int max_rows);
+
  private:
   CpuModel(ModelConfig config, ModelWeights weights);
   absl::Status ValidateBatch(const ForwardBatch& batch, const CpuKvCache& cache) const;
@@ -71,7 +77,7 @@ class CpuModel {
   ModelWeights weights_;
   std::vector<float> rope_cos_sin_;  // [max_positions, rotary_dim]
   // Scratch reused across steps.
-  std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_;
+  std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_, picked_;
 };
 
 }  // namespace sluice

@@ -1,5 +1,7 @@
 #include "engine/runner/cpu_runner.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "engine/common/status_macros.h"
 
@@ -9,6 +11,13 @@ CpuRunner::CpuRunner(std::shared_ptr<CpuModel> model, int num_blocks, int block_
     : model_(std::move(model)),
       cache_(model_->config(), num_blocks, block_size),
       table_(block_size) {}
+
+void CpuRunner::ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs) {
+  // A step samples at most one row per running sequence.
+  model_->ReserveScratch(max_num_batched_tokens, max_num_seqs);
+  logits_.assign(static_cast<size_t>(std::max(max_num_seqs, 0)) * model_->config().vocab_size,
+                 0.0f);
+}
 
 absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   table_.Apply(output);

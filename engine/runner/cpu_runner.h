@@ -15,6 +15,10 @@ class CpuRunner : public Runner {
  public:
   CpuRunner(std::shared_ptr<CpuModel> model, int num_blocks, int block_size);
 
+  // Sizes the model's per-step scratch and the logits buffer for the scheduler's limits
+  // (see CpuModel::ReserveScratch): memory use is flat from load on.
+  void ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs);
+
   absl::StatusOr<StepResult> Execute(const SchedulerOutput& output) override;
   int num_kv_blocks() const override { return cache_.shape().num_blocks; }
   int block_size() const override { return cache_.shape().block_size; }

@@ -32,8 +32,9 @@ std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs,
   c.scheduler.max_model_len = model->config().max_position_embeddings;
   c.scheduler.eos_token_ids = model->config().eos_token_ids;
   c.max_waiting_requests = 1000;
-  auto engine =
-      Engine::Create(c, std::make_unique<CpuRunner>(model, num_blocks, block_size));
+  auto runner = std::make_unique<CpuRunner>(model, num_blocks, block_size);
+  runner->ReserveStepBuffers(budget, max_seqs);  // as the server does
+  auto engine = Engine::Create(c, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
 }
