@@ -49,9 +49,11 @@ class BpeModel {
     int32_t prev;
     int32_t next;
   };
+  // NOTE: the piece cache is bounded (a shard is emptied when full) at 16,384 pieces of up
+  // to 128 bytes, 2 MiB or so: new words in every prompt must not grow a server's memory.
   static constexpr int kNumCacheShards = 64;
   static constexpr size_t kMaxCachedPieceBytes = 128;
-  static constexpr size_t kMaxEntriesPerShard = 8192;
+  static constexpr size_t kMaxEntriesPerShard = 256;
   struct CacheShard {
     std::mutex mu;
     absl::flat_hash_map<std::string, std::vector<int32_t>> entries;
