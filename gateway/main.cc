@@ -12,6 +12,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "gateway/gateway.h"
+#include "server/common/heap_release.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
   spdlog::info("listening on {}:{} (admin {}:{}), upstream {}:{}, {} tenants", public_opts.host,
                api.port(), admin_opts.host, admin.port(), options.upstream_host,
                options.upstream_port, gw->num_tenants());
+  // Bursts of connections leave freed buffers in the I/O threads' malloc arenas.
+  sluice::PeriodicHeapRelease heap_release(std::chrono::seconds(10));
   std::string keys_seen = ReadAll(keys);
   for (;;) {
     int sig = 0;

@@ -15,6 +15,7 @@
 
 #include "server/chat/chat_template.h"
 #include "server/commands.h"
+#include "server/common/heap_release.h"
 #include "server/engine_factory.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
@@ -120,6 +121,8 @@ int RunServe(ServeFlags f) {
   grpc_server.SetServing(true);
   spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());
 
+  // Bursts of requests leave freed buffers in the I/O threads' malloc arenas.
+  PeriodicHeapRelease heap_release(std::chrono::seconds(10));
   // Until a signal: the gRPC health service follows the engine's readiness, as /ready
   // does, checked every second.
   int sig = -1;
