@@ -63,17 +63,8 @@ grpc::Status FromEngine(ServerState* state, const absl::Status& s) {
 
 // Ready for requests, or the status that says why not.
 grpc::Status CheckReady(ServerState* state) {
-  if (state->draining.load()) {
-    state->metrics->Rejected("draining", kProtocol);
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
-  }
-  if (!state->loaded.load()) {
-    state->metrics->Rejected("loading", kProtocol);
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
-  }
-  if (EngineHealth h = state->engine->Health(); !h.ready) {
-    state->metrics->Rejected("unhealthy", kProtocol);
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine is unhealthy: " + h.reason);
+  if (std::optional<Unavailable> why = CheckAvailable(*state, kProtocol)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, why->message);
   }
   return grpc::Status::OK;
 }

@@ -1,5 +1,7 @@
 #include "server/openai/api.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "server/chat/chat_template.h"
 #include "server/openai/completion_job.h"
@@ -37,26 +39,11 @@ std::optional<json> ParseBody(const http::Request& req, http::ResponseWriter& w)
 }  // namespace
 
 bool Api::CheckServing(http::ResponseWriter& w) {
-  if (!state_->loaded.load()) {
-    state_->metrics->Rejected("loading");
-    SendError(w, ApiError{503, "service_unavailable", "the model is still loading", ""},
-              {{"Retry-After", "5"}});
-    return false;
+  const std::optional<Unavailable> why = CheckAvailable(*state_, "http");
+  if (why) {
+    SendError(w, ApiError{503, "service_unavailable", why->message, ""}, {{"Retry-After", "5"}});
   }
-  if (state_->draining.load()) {
-    state_->metrics->Rejected("draining");
-    SendError(w, ApiError{503, "service_unavailable", "the server is shutting down", ""},
-              {{"Retry-After", "5"}});
-    return false;
-  }
-  if (EngineHealth h = state_->engine->Health(); !h.ready) {
-    state_->metrics->Rejected("unhealthy");
-    SendError(w, ApiError{503, "service_unavailable", absl::StrCat("the engine is unhealthy: ",
-                                                                   h.reason), ""},
-              {{"Retry-After", "5"}});
-    return false;
-  }
-  return true;
+  return !why;
 }
 
 void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/core/engine.h"
@@ -27,5 +28,17 @@ struct ServerState {
   std::string architecture;  // config.json's model_type
   std::unique_ptr<Metrics> metrics;
 };
+
+// Why the server takes no new request now: `reason` is the label counted in
+// sluice_requests_rejected_total, `message` what the client is told.
+struct Unavailable {
+  std::string reason;  // "loading", "draining" or "unhealthy"
+  std::string message;
+};
+
+// Nothing when the server takes new requests; otherwise why not, counted as a refusal
+// for `protocol` ("http" or "grpc"). Both fronts answer with it: HTTP 503 + Retry-After,
+// gRPC UNAVAILABLE.
+std::optional<Unavailable> CheckAvailable(ServerState& state, const std::string& protocol);
 
 }  // namespace sluice
