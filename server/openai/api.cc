@@ -81,14 +81,10 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
     return SendJson(*writer, 200, {{"status", "ok"}});
   }
   if (path == "/ready") {
-    if (!state_->loaded.load() || state_->draining.load()) {
-      return SendJson(*writer, 503,
-                      {{"ready", false},
-                       {"status", !state_->loaded.load() ? "loading" : "draining"}});
-    }
-    if (EngineHealth h = state_->engine->Health(); !h.ready) {
-      return SendJson(*writer, 503,
-                      {{"ready", false}, {"status", "unhealthy"}, {"reason", h.reason}});
+    if (const std::optional<Unavailable> why = WhyUnavailable(*state_)) {
+      json body = {{"ready", false}, {"status", why->reason}};
+      if (why->reason == "unhealthy") body["reason"] = why->detail;
+      return SendJson(*writer, 503, body);
     }
     return SendJson(*writer, 200, {{"ready", true}, {"status", "ready"}});
   }

@@ -20,7 +20,7 @@ struct ServerState {
   std::atomic<bool> loaded{false};    // set once engine, tokenizer and template are in place
   std::atomic<bool> draining{false};  // set on SIGTERM
   std::atomic<int> active_requests{0};
-  Engine* engine = nullptr;            // valid once loaded
+  Engine* engine = nullptr;  // valid once loaded
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // null when the model has none
   int max_model_len = 0;
@@ -29,16 +29,19 @@ struct ServerState {
   std::unique_ptr<Metrics> metrics;
 };
 
-// Why the server takes no new request now: `reason` is the label counted in
-// sluice_requests_rejected_total, `message` what the client is told.
+// Why the server takes no new request now.
 struct Unavailable {
-  std::string reason;  // "loading", "draining" or "unhealthy"
-  std::string message;
+  std::string reason;   // "loading", "draining" or "unhealthy": /ready's status and the
+                        // label counted in sluice_requests_rejected_total
+  std::string message;  // what a refused client is told
+  std::string detail;   // the engine's own words when unhealthy; empty otherwise
 };
 
-// Nothing when the server takes new requests; otherwise why not, counted as a refusal
-// for `protocol` ("http" or "grpc"). Both fronts answer with it: HTTP 503 + Retry-After,
-// gRPC UNAVAILABLE.
+// Nothing when the server takes new requests; otherwise why not. /ready, the HTTP API
+// (503 + Retry-After) and gRPC (UNAVAILABLE) all decide with it.
+std::optional<Unavailable> WhyUnavailable(const ServerState& state);
+
+// WhyUnavailable, with a refusal counted for `protocol` ("http" or "grpc").
 std::optional<Unavailable> CheckAvailable(ServerState& state, const std::string& protocol);
 
 }  // namespace sluice
