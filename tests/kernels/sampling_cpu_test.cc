@@ -116,7 +116,6 @@ TEST(SamplingCpuTest, FrequenciesFollowFilteredDistribution) {
   EXPECT_GT(dot / std::sqrt(na * nb), 0.999);
 }
 
-
 // The distribution each filter defines, written from the definitions (transformers'
 // warpers, in turn, each on the survivors of the last), in double precision.
 std::vector<double> Defined(const std::vector<float>& logits, float t, int k, float p,
@@ -171,8 +170,8 @@ TEST(SamplingCpuTest, DrawsFollowTheFiltersDefinitions) {
   const int vocab = 64, draws = 100000;
   const auto logits = Logits(vocab, 11);
   for (const Case& c : cases) {
-    SCOPED_TRACE(testing::Message() << "t=" << c.t << " k=" << c.k << " p=" << c.p
-                                    << " min_p=" << c.min_p);
+    SCOPED_TRACE(testing::Message()
+                 << "t=" << c.t << " k=" << c.k << " p=" << c.p << " min_p=" << c.min_p);
     const std::vector<double> want = Defined(logits, c.t, c.k, c.p, c.min_p);
     SamplingRow row;
     row.temperature = c.t;
