@@ -33,10 +33,10 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "== ThreadSanitizer: the engine loop, the HTTP server and the gateway (build-tsan)"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TSAN=ON \
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
-cmake --build build-tsan -j "$JOBS" --target engine_test gateway_test sluice sluice-gateway || exit 1
+cmake --build build-tsan -j "$JOBS" --target engine_test gateway_test http_server_test sluice sluice-gateway || exit 1
 # (No gRPC front there: Debian's gRPC is not built with TSan and would report false races.)
 SLUICE_TEST_NO_GRPC=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build-tsan -R "^(engine_test|gateway_test|e2e_gateway|e2e_faults)$" \
+  ctest --test-dir build-tsan -R "^(engine_test|gateway_test|http_server_test|e2e_gateway|e2e_faults)$" \
   -j "$JOBS" --output-on-failure --timeout 1800 || status=1
 
 echo "== fuzzing: each target ${FUZZ_SECONDS:-60} s from its seed corpus (build-fuzz)"

@@ -50,6 +50,9 @@ struct Server::Impl {
   ServerOptions options;
   Handler handler;
   net::io_context ioc;
+  // Keeps the I/O threads running while no operation is pending: between two chunks of a
+  // stream, once the acceptor is closed, a response can be waiting on another thread.
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::atomic<bool> accepting{true};
@@ -108,7 +111,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
     net::post(stream_.get_executor(), [self = shared_from_this(), f = std::move(on_close)] {
       if (self->gone_) {
         f();
-      } else {
+      } else if (!self->response_done_) {
         self->on_gone_ = std::move(f);
       }
     });
@@ -166,10 +169,14 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
     server_->handler(req, shared_from_this());
   }
 
-  // Learns of a client that goes away while its response is pending.
+  // Learns of a client that goes away while its response is pending. One wait at a time:
+  // it outlives the response when the connection is kept alive and serves the next one.
   void WatchClient() {
+    if (watching_) return;
+    watching_ = true;
     stream_.socket().async_wait(
         tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+          self->watching_ = false;
           if (self->response_done_ || self->gone_) return;
           // NOTE: the peek must not block: the bytes that woke us may already have been
           // consumed by the next request's read.
@@ -179,7 +186,9 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
           const size_t n =
               ec ? 0 : self->stream_.socket().receive(net::buffer(&byte, 1),
                                                       tcp::socket::message_peek, peek_ec);
-          if (peek_ec == net::error::would_block) return;
+          // Woken with nothing to read (readiness that a read had already used up): go on
+          // watching.
+          if (peek_ec == net::error::would_block) return self->WatchClient();
           if (ec || peek_ec || n == 0) self->ClientGone();
           // Data means a pipelined request: it is read after this response.
         });
@@ -199,7 +208,12 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   void Enqueue(std::string bytes, bool last) {
     if (gone_) return;
     queue_.push_back(std::move(bytes));
-    if (last) response_done_ = true;
+    if (last) {
+      response_done_ = true;
+      // What the handler left to run on a departure may hold this session: drop it now
+      // that it can no longer be needed.
+      on_gone_ = nullptr;
+    }
     if (!writing_) WriteNext();
   }
 
@@ -224,6 +238,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   }
 
   void Close() {
+    on_gone_ = nullptr;
     beast::error_code ec;
     stream_.socket().close(ec);
   }
@@ -236,6 +251,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   std::function<void()> on_gone_;
   bool keep_alive_ = false;
   bool writing_ = false;
+  bool watching_ = false;
   bool response_started_ = false;
   bool response_done_ = false;
   bool gone_ = false;
@@ -280,6 +296,7 @@ absl::Status Server::Start() {
                                                impl_->options.port, ": ", ec.message()));
   }
   impl_->Accept();
+  impl_->work.emplace(impl_->ioc.get_executor());
   for (int i = 0; i < std::max(1, impl_->options.num_threads); ++i) {
     impl_->threads.emplace_back([this] { impl_->ioc.run(); });
   }
@@ -297,6 +314,7 @@ void Server::StopAccepting() {
 }
 
 void Server::Stop() {
+  impl_->work.reset();
   impl_->ioc.stop();
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();

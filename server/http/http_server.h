@@ -26,7 +26,8 @@ struct Request {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // How a handler answers. Thread safety: every method may be called from any thread;
-// calls are serialised onto the connection.
+// calls are serialised onto the connection. Lifetime: release every writer before the
+// Server that made it is destroyed.
 class ResponseWriter {
  public:
   virtual ~ResponseWriter() = default;
@@ -38,7 +39,7 @@ class ResponseWriter {
   virtual void WriteChunk(std::string data) = 0;
   virtual void EndStream() = 0;
   // `on_close` runs once, on the connection's strand, if the client goes away before the
-  // response ends.
+  // response ends; once the response has ended it is dropped unrun, with what it holds.
   virtual void OnClientGone(std::function<void()> on_close) = 0;
   // Runs `fn` on the connection's strand, serialised with the calls above.
   virtual void Run(std::function<void()> fn) = 0;
@@ -62,7 +63,7 @@ class Server {
   absl::Status Start();
   // The bound port (useful with port 0).
   int port() const;
-  // Stops accepting and closes idle connections; in-flight responses may finish.
+  // Stops accepting; responses in progress and open connections go on until Stop.
   void StopAccepting();
   // Stops every thread; connections close.
   void Stop();
