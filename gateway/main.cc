@@ -152,5 +152,8 @@ int main(int argc, char** argv) {
   }
   api.Stop();
   admin.Stop();
+  // The upstream calls still open hold client connections of the two servers: they go
+  // first, while the servers' I/O contexts that those connections belong to still exist.
+  gateway->reset();
   return 0;
 }

@@ -194,7 +194,11 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     } else {
       Close();
     }
-    if (callbacks_.on_done) callbacks_.on_done(status);
+    // The callbacks hold the exchange, which may hold what holds this call: dropping them
+    // here, after the last one, ends any such cycle.
+    auto on_done = std::move(callbacks_.on_done);
+    callbacks_ = UpstreamCallbacks{};
+    if (on_done) on_done(status);
   }
 
   UpstreamPool& pool_;

@@ -57,8 +57,15 @@ class Gateway:
         return self.log.read()[-5000:]
 
     def stop(self):
+        """SIGTERM, then a clean exit: drained, and no leak or race a sanitizer reports."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("sluice-gateway did not drain within 30 s:\n" + self.logs())
+        assert code == 0, f"sluice-gateway exited with {code}:\n{self.logs()}"
 
 
 def auth(name):
@@ -332,6 +339,8 @@ class ScriptedUpstream:
                                 self.wfile.write(f"{len(chunk):x}\r\n{chunk}\r\n".encode())
                                 self.wfile.flush()
                                 time.sleep(0.05)
+                            self.wfile.write(b"0\r\n\r\n")
+                            self.wfile.flush()
                         except (BrokenPipeError, ConnectionResetError):
                             outer.stream_closed.set()
                     else:
