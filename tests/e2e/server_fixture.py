@@ -14,6 +14,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_process(proc, timeout):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` s; its exit status
+    (-9 when killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class SluiceServer:
     def __init__(self, binary, *args, env=None, port=None):
         self.port = port or free_port()
@@ -47,11 +60,4 @@ class SluiceServer:
         return self.log.read()[-5000:]
 
     def stop(self, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)

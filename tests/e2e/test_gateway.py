@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from server_fixture import SluiceServer, free_port
+from server_fixture import SluiceServer, free_port, stop_process
 
 KEYS = {"acme": "sk-acme-0123456789", "beta": "sk-beta-9876543210",
         "conc": "sk-conc-3", "rpm10": "sk-rpm-10", "newcomer": "sk-new-1"}
@@ -58,14 +58,9 @@ class Gateway:
 
     def stop(self):
         """SIGTERM, then a clean exit: drained, and no leak or race a sanitizer reports."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("sluice-gateway did not drain within 30 s:\n" + self.logs())
-        assert code == 0, f"sluice-gateway exited with {code}:\n{self.logs()}"
+        code = stop_process(self.proc, 30)
+        assert code == 0, (f"sluice-gateway exited with {code} (-9: killed, not drained "
+                           f"within 30 s):\n{self.logs()}")
 
 
 def auth(name):

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -112,22 +113,41 @@ Handler StreamingHandler(Exchange* ex) {
   };
 }
 
-TEST(HttpServerTest, AStreamInProgressFinishesAfterAcceptingStops) {
-  Exchange ex;
-  Server server(Options(), StreamingHandler(&ex));
-  ASSERT_TRUE(server.Start().ok());
-  Client client(server.port());
-  ASSERT_TRUE(client.connected());
-  client.Send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
-  ASSERT_TRUE(client.ReadUntil("\r\n\r\n")) << client.received();
-  std::shared_ptr<ResponseWriter> writer = ex.Wait();
+// A server streaming on /stream, and a client connected to it. The writer is released
+// before the server stops, on every way out of a test: a writer may not outlive its server.
+class HttpStreamTest : public ::testing::Test {
+ protected:
+  HttpStreamTest() : server_(Options(), StreamingHandler(&ex_)) {}
+  ~HttpStreamTest() override {
+    ex_.Release();
+    server_.Stop();
+  }
+
+  // Starts a stream; its writer once the client has the response's headers (null if not).
+  std::shared_ptr<ResponseWriter> OpenStream() {
+    if (!server_.Start().ok()) return nullptr;
+    client_.emplace(server_.port());
+    if (!client_->connected()) return nullptr;
+    client_->Send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    if (!client_->ReadUntil("\r\n\r\n")) return nullptr;
+    return ex_.Wait();
+  }
+
+  Exchange ex_;
+  Server server_;
+  std::optional<Client> client_;
+};
+
+TEST_F(HttpStreamTest, AStreamInProgressFinishesAfterAcceptingStops) {
+  std::shared_ptr<ResponseWriter> writer = OpenStream();
   ASSERT_NE(writer, nullptr);
+  Client& client = *client_;
   // A pipelined request ends the watch for departures, so the connection has no
   // operation of its own pending while the stream waits for its next chunk ...
   client.Send("GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
   std::this_thread::sleep_for(milliseconds(100));
   // ... and, the acceptor closed, nothing else is pending in the server either.
-  server.StopAccepting();
+  server_.StopAccepting();
   std::this_thread::sleep_for(milliseconds(200));
   writer->WriteChunk("data: last\n\n");
   writer->EndStream();
@@ -136,30 +156,18 @@ TEST(HttpServerTest, AStreamInProgressFinishesAfterAcceptingStops) {
   EXPECT_NE(client.received().find("data: last"), std::string::npos);
   // The pipelined request is answered after it, on the same connection.
   EXPECT_TRUE(client.ReadUntil("next:/after")) << client.received();
-  EXPECT_FALSE(ex.gone);
-  ex.Release();  // a writer may not outlive its server
-  server.Stop();
+  EXPECT_FALSE(ex_.gone);
 }
 
-TEST(HttpServerTest, AClientLeavingMidStreamIsReported) {
-  Exchange ex;
-  Server server(Options(), StreamingHandler(&ex));
-  ASSERT_TRUE(server.Start().ok());
-  Client client(server.port());
-  ASSERT_TRUE(client.connected());
-  client.Send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
-  ASSERT_TRUE(client.ReadUntil("\r\n\r\n"));
-  std::shared_ptr<ResponseWriter> writer = ex.Wait();
+TEST_F(HttpStreamTest, AClientLeavingMidStreamIsReported) {
+  std::shared_ptr<ResponseWriter> writer = OpenStream();
   ASSERT_NE(writer, nullptr);
   writer->WriteChunk("data: one\n\n");
-  ASSERT_TRUE(client.ReadUntil("data: one"));
-  client.Close();
-  EXPECT_TRUE(ex.WaitGone()) << "the departure was never reported";
+  ASSERT_TRUE(client_->ReadUntil("data: one"));
+  client_->Close();
+  EXPECT_TRUE(ex_.WaitGone()) << "the departure was never reported";
   writer->WriteChunk("data: to nobody\n\n");  // harmless once the client is gone
   writer->EndStream();
-  writer.reset();
-  ex.Release();
-  server.Stop();
 }
 
 TEST(HttpServerTest, WhatRunsOnADepartureIsDroppedUnrunOnceTheResponseEnded) {
