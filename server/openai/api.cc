@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/chat/chat_template.h"
+#include "server/common/json_limits.h"
 #include "server/openai/completion_job.h"
 #include "server/openai/responses.h"
 
@@ -27,6 +28,10 @@ std::string PathOf(const std::string& target) { return target.substr(0, target.f
 
 // Reads a JSON object body or answers 400.
 std::optional<json> ParseBody(const http::Request& req, http::ResponseWriter& w) {
+  if (absl::Status depth = CheckJsonDepth(req.body); !depth.ok()) {
+    SendError(w, ApiError{400, "invalid_request_error", std::string(depth.message()), ""});
+    return std::nullopt;
+  }
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object()) {
     SendError(w, ApiError{400, "invalid_request_error",

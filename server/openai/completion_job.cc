@@ -195,7 +195,7 @@ void CompletionJob::SendChunk(const Choice& c, const std::string& text, const ch
                 {"created", created_},
                 {"model", state_->served_model_name},
                 {"choices", json::array({choice})}};
-  if (req_.include_usage) chunk["usage"] = nullptr;
+  if (req_.include_usage) chunk["usage"] = req_.continuous_usage ? Usage() : json(nullptr);
   writer_->WriteChunk(SseEvent(chunk));
 }
 

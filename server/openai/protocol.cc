@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/json_limits.h"
 
 namespace sluice::openai {
 namespace {
@@ -191,6 +192,9 @@ nlohmann::json ApiError::ToJson() const {
 
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& text,
                                                                  bool chat) {
+  if (absl::Status depth = CheckJsonDepth(text); !depth.ok()) {
+    return Bad("", std::string(depth.message()));
+  }
   json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
     return Bad("", "request body is not valid JSON (or not valid UTF-8)");
@@ -248,6 +252,12 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     Reader srd(so);
     srd.Bool("include_usage", r.include_usage);
     if (srd.error()) return Bad("stream_options.include_usage", srd.error()->message);
+    srd.Bool("continuous_usage_stats", r.continuous_usage);
+    if (srd.error()) return Bad("stream_options.continuous_usage_stats", srd.error()->message);
+    if (r.continuous_usage && !r.include_usage) {
+      return Bad("stream_options.continuous_usage_stats",
+                 "'continuous_usage_stats' needs 'include_usage'");
+    }
   }
   if (body.contains("stop_token_ids") && !body["stop_token_ids"].is_null()) {
     if (!body["stop_token_ids"].is_array()) {

@@ -39,6 +39,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;
+  bool continuous_usage = false;  // usage in every chunk (vLLM's continuous_usage_stats)
   bool echo = false;
   int logprobs = -1;  // number of top logprobs per token; -1: none
   std::string cache_salt;
