@@ -53,7 +53,12 @@ int RunServe(ServeFlags f) {
   ServerState state;
   state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms);
   openai::Api api(&state);
-  http::Server server({f.host, f.port, f.io_threads, f.max_body_bytes},
+  http::ServerOptions api_options;
+  api_options.host = f.host;
+  api_options.port = f.port;
+  api_options.num_threads = f.io_threads;
+  api_options.max_body_bytes = f.max_body_bytes;
+  http::Server server(api_options,
                       [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
                         api.Handle(r, std::move(w));
                       });
@@ -65,8 +70,13 @@ int RunServe(ServeFlags f) {
   const std::string metrics_host = f.metrics_host.empty() ? f.host : f.metrics_host;
   std::unique_ptr<http::Server> metrics_server;
   if (f.metrics_port >= 0) {
+    http::ServerOptions metrics_options;
+    metrics_options.host = metrics_host;
+    metrics_options.port = f.metrics_port;
+    metrics_options.num_threads = 1;
+    metrics_options.max_body_bytes = 4096;
     metrics_server = std::make_unique<http::Server>(
-        http::ServerOptions{metrics_host, f.metrics_port, 1, 4096},
+        metrics_options,
         [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
           api.HandleAdmin(r, std::move(w));
         });

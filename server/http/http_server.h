@@ -3,9 +3,11 @@
 // or later from any thread; a client that disconnects is reported to the handler.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -47,11 +49,33 @@ class ResponseWriter {
 
 using Handler = std::function<void(const Request&, std::shared_ptr<ResponseWriter>)>;
 
+// An answer given on a request's headers alone, before its body is read.
+struct EarlyAnswer {
+  int status = 400;
+  std::string content_type = "application/json";
+  std::string body;
+  Headers headers;
+};
+// Looks at a request's method, target and headers (its body is still unread). An answer
+// is sent at once, the body is read and discarded without being kept, and the connection
+// is closed; nullopt reads the body and calls the Handler.
+using HeaderCheck = std::function<std::optional<EarlyAnswer>(const Request&)>;
+
 struct ServerOptions {
   std::string host = "0.0.0.0";
   int port = 8000;
   int num_threads = 2;
   size_t max_body_bytes = 1 << 20;
+  // Open connections at most (0: no cap). At the cap the server stops accepting, and
+  // new connections wait in the listen backlog until one closes.
+  size_t max_connections = 4096;
+  // A kept-alive connection may wait this long for its next request's first byte.
+  std::chrono::milliseconds idle_timeout{120'000};
+  // From a request's first byte to the end of its headers, and from there to the end of
+  // its body. A connection that misses either is closed.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{30'000};
+  HeaderCheck header_check;  // optional
 };
 
 class Server {
@@ -63,6 +87,8 @@ class Server {
   absl::Status Start();
   // The bound port (useful with port 0).
   int port() const;
+  // Connections open now.
+  size_t num_connections() const;
   // Stops accepting; responses in progress and open connections go on until Stop.
   void StopAccepting();
   // Stops every thread; connections close.
