@@ -7,10 +7,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "gateway/sse_filter.h"
-#include "gateway/upstream.h"
+#include "gateway/completion_body.h"
+#include "gateway/exchange.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
+#include "server/common/json_limits.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice::gateway {
@@ -24,40 +25,26 @@ using prometheus::BuildGauge;
 constexpr const char* kUnauthenticated = "unauthenticated";
 
 std::string ErrorBody(const std::string& message, const std::string& type,
-                      const std::string& code) {
+                      const nlohmann::json& code, const std::string& param = "") {
   return nlohmann::json{{"error",
                          {{"message", message},
                           {"type", type},
-                          {"param", nullptr},
-                          {"code", code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code)}}}}
+                          {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
+                          {"code", code}}}}
       .dump();
 }
 
-// Headers a client may not set for the upstream: hop-by-hop ones, its credentials, and
-// the internal ones the gateway itself speaks for.
-bool StrippedFromClient(const std::string& name) {
-  const std::string n = absl::AsciiStrToLower(name);
-  static const char* kHopByHop[] = {"host",    "connection",        "keep-alive", "proxy-authenticate",
-                                    "proxy-authorization", "te",     "trailer",    "transfer-encoding",
-                                    "upgrade", "content-length",    "authorization"};
-  for (const char* h : kHopByHop) {
-    if (n == h) return true;
-  }
-  return n.starts_with("x-sluice-") || n.starts_with("x-tenant") ||
-         n.starts_with("x-forwarded-") || n == "x-real-ip" || n == "forwarded";
-}
-
-// Upstream headers passed back to the client besides the body's content type.
-bool PassedToClient(const std::string& name) {
-  const std::string n = absl::AsciiStrToLower(name);
-  return n == "retry-after" || n == "x-request-id" || n == "openai-processing-ms";
+// A body the gateway refuses as the engine would: its words, its error object (code 400).
+http::EarlyAnswer Invalid(const std::string& message, const std::string& param = "") {
+  return http::EarlyAnswer{400, "application/json",
+                           ErrorBody(message, "invalid_request_error", 400, param), {}};
 }
 
 std::string Path(const std::string& target) { return target.substr(0, target.find('?')); }
 
-// The cache salt of a tenant: stable, opaque, and never one a client can choose.
-std::string CacheSalt(const std::string& tenant) {
-  return "gw-" + Hex(Sha256("sluice-gateway tenant " + tenant)).substr(0, 32);
+// What a tenant may reach: the API and the tokenizer, nothing of the admin surface.
+bool TenantPath(const std::string& path) {
+  return path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize";
 }
 
 }  // namespace
@@ -70,7 +57,7 @@ Gateway::Gateway(GatewayOptions options)
                    .Register(*registry);
   tokens_ = &BuildCounter()
                  .Name("sluice_gateway_tokens_total")
-                 .Help("Tokens charged to tenants from the answers' usage, by kind")
+                 .Help("Tokens charged to tenants, by kind (from the answers' usage)")
                  .Register(*registry);
   refusals_ = &BuildCounter()
                    .Name("sluice_gateway_refusals_total")
@@ -111,6 +98,9 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(GatewayOptions options)
   auto table = TenantTable::Load(g->options_.keys_path);
   if (!table.ok()) return table.status();
   g->tenants_ = *table;
+  auto salt = SaltKey::Load(g->options_.salt_secret_file);
+  if (!salt.ok()) return salt.status();
+  g->salt_ = std::move(*salt);
   g->work_ = std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(
       g->ioc_.get_executor());
   for (int i = 0; i < std::max(1, g->options_.upstream_threads); ++i) {
@@ -159,162 +149,158 @@ void Gateway::Count(const std::string& tenant, int status) {
   requests_->Add({{"tenant", tenant}, {"code", std::to_string(status)}}).Increment();
 }
 
-void Gateway::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
-  const std::string header = req.Header("Authorization");
-  const std::string key = BearerKey(header);
-  const std::optional<Tenant> tenant = tenants()->Find(key);
-  if (!tenant) {
-    refusals_->Add({{"tenant", kUnauthenticated}, {"reason", "auth"}}).Increment();
-    Count(kUnauthenticated, 401);
-    writer->Send(401, "application/json",
-                 ErrorBody(key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'."
-                                       : "Incorrect API key provided.",
-                           "invalid_request_error", "invalid_api_key"),
-                 {{"WWW-Authenticate", "Bearer"}});
-    return;
-  }
-  const std::string path = Path(req.target);
-  const bool quota = req.method == "POST" &&
-                     (path == "/v1/completions" || path == "/v1/chat/completions");
-  if (quota) {
-    const Admission a = quotas_.Acquire(*tenant);
-    if (a.refusal != Refusal::kNone) {
-      refusals_->Add({{"tenant", tenant->name}, {"reason", RefusalName(a.refusal)}}).Increment();
-      Count(tenant->name, 429);
-      http::Headers h = RateLimitHeaders(a.snapshot);
-      h.emplace_back("Retry-After",
-                     std::to_string(std::max<int64_t>(1, std::ceil(a.retry_after_s))));
-      const std::string what = a.refusal == Refusal::kConcurrency
-                                   ? absl::StrCat("Too many concurrent requests: the limit is ",
-                                                  tenant->max_concurrent, ".")
-                               : a.refusal == Refusal::kRequests
-                                   ? absl::StrCat("Rate limit reached for requests per minute: ",
-                                                  tenant->requests_per_minute, ".")
-                                   : absl::StrCat("Rate limit reached for tokens per minute: ",
-                                                  tenant->tokens_per_minute, ".");
-      writer->Send(429, "application/json",
-                   ErrorBody(what, RefusalName(a.refusal), "rate_limit_exceeded"), h);
-      return;
-    }
-  }
-  Proxy(req, std::move(writer), *tenant, quota);
+std::optional<http::EarlyAnswer> Gateway::Refuse(const std::string& tenant, const char* reason,
+                                                 int status, http::EarlyAnswer answer) {
+  refusals_->Add({{"tenant", tenant}, {"reason", reason}}).Increment();
+  Count(tenant, status);
+  answer.status = status;
+  return answer;
 }
 
-void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
-                    const Tenant& tenant, bool quota) {
-  // The exchange's state, shared by the upstream's callbacks.
-  struct Exchange {
-    std::shared_ptr<http::ResponseWriter> writer;
-    Tenant tenant;
-    bool quota = false;
-    bool sse = false;
-    int status = 0;
-    std::string content_type;
-    http::Headers headers;
-    std::string body;
-    std::unique_ptr<SseFilter> filter;
-    bool client_wants_usage = false;
-    bool released = false;
+std::optional<Tenant> Gateway::Authenticate(const http::Request& req,
+                                            std::optional<http::EarlyAnswer>* refusal) {
+  const std::string key = BearerKey(req.Header("Authorization"));
+  std::optional<Tenant> tenant = tenants()->Find(key);
+  if (!tenant) {
+    *refusal = Refuse(
+        kUnauthenticated, "auth", 401,
+        http::EarlyAnswer{401, "application/json",
+                          ErrorBody(key.empty()
+                                        ? "Missing API key: send 'Authorization: Bearer <key>'."
+                                        : "Incorrect API key provided.",
+                                    "invalid_request_error", "invalid_api_key"),
+                          {{"WWW-Authenticate", "Bearer"}}});
+  }
+  return tenant;
+}
+
+std::optional<Tenant> Gateway::Gate(const http::Request& req,
+                                    std::optional<http::EarlyAnswer>* refusal) {
+  std::optional<Tenant> tenant = Authenticate(req, refusal);
+  if (!tenant) return std::nullopt;
+  const std::string path = Path(req.target);
+  if (TenantPath(path)) return tenant;
+  *refusal = Refuse(tenant->name, "not_found", 404,
+                    http::EarlyAnswer{404, "application/json",
+                                      ErrorBody(absl::StrCat("no route for ", path,
+                                                             ": this port serves /v1/*, "
+                                                             "/tokenize and /detokenize"),
+                                                "invalid_request_error", nullptr),
+                                      {}});
+  return std::nullopt;
+}
+
+std::optional<http::EarlyAnswer> Gateway::CheckHeaders(const http::Request& req) {
+  std::optional<http::EarlyAnswer> refusal;
+  Gate(req, &refusal);
+  return refusal;
+}
+
+std::optional<Cost> Gateway::CompletionCost(const http::Request& req, const Tenant& tenant,
+                                            bool chat, std::string* body,
+                                            std::optional<http::EarlyAnswer>* refusal,
+                                            CompletionShape* shape) {
+  auto invalid = [&](const std::string& message, const std::string& param = "") {
+    *refusal = Refuse(tenant.name, "invalid", 400, Invalid(message, param));
+    return std::nullopt;
   };
+  if (absl::Status depth = CheckJsonDepth(req.body); !depth.ok()) {
+    return invalid(std::string(depth.message()));
+  }
+  const nlohmann::json parsed = nlohmann::json::parse(req.body, nullptr, false);
+  if (parsed.is_discarded()) return invalid("request body is not valid JSON (or not valid UTF-8)");
+  if (!parsed.is_object()) return invalid("request body must be a JSON object");
+  auto read = ReadCompletionShape(parsed, req.body, chat);
+  if (auto* e = std::get_if<FieldError>(&read)) return invalid(e->message, e->param);
+  *shape = std::get<CompletionShape>(read);
+  // Per sequence: what the client asked for, else the engine's default for completions
+  // (16), else ours, no more than the tenant's minute can hold.
+  int64_t per_sequence = std::max<int64_t>(0, shape->max_tokens.value_or(0));
+  if (!shape->max_tokens) {
+    per_sequence = chat ? options_.default_reserve_tokens : 16;
+    if (chat && tenant.tokens_per_minute > 0) {
+      per_sequence = std::min(per_sequence,
+                              std::max<int64_t>(0, (tenant.tokens_per_minute -
+                                                    shape->prompt_tokens) /
+                                                       std::max<int64_t>(1, shape->sequences())));
+    }
+  }
+  *body = RewriteCompletionBody(req.body, salt_->CacheSalt(tenant.name), shape->stream);
+  // Overflow-safe: both factors are at most 2^31.
+  const double tokens = static_cast<double>(shape->prompt_tokens) +
+                        static_cast<double>(per_sequence) * static_cast<double>(shape->sequences());
+  return Cost{static_cast<int64_t>(std::min(tokens, 9e18)), shape->sequences()};
+}
+
+http::EarlyAnswer Gateway::QuotaRefusal(const Tenant& tenant, const Admission& a,
+                                        const Cost& cost) {
+  http::Headers h = RateLimitHeaders(a.snapshot);
+  std::string what;
+  switch (a.refusal) {
+    case Refusal::kConcurrency:
+      what = absl::StrCat("Too many concurrent requests: the limit is ", tenant.max_concurrent,
+                          ".");
+      break;
+    case Refusal::kSequences:
+      what = a.never ? absl::StrCat("Request too large: ", cost.sequences,
+                                    " sequences (prompts × n), the limit is ",
+                                    tenant.max_concurrent_sequences, " at once.")
+                     : absl::StrCat("Too many concurrent sequences (prompts × n): the limit is ",
+                                    tenant.max_concurrent_sequences, ".");
+      break;
+    case Refusal::kRequests:
+      what = absl::StrCat("Rate limit reached for requests per minute: ",
+                          tenant.requests_per_minute, ".");
+      break;
+    default:
+      what = a.never ? absl::StrCat("Request too large for tokens per minute: it may use ",
+                                    cost.tokens, " tokens (prompt + max_tokens × n × prompts), "
+                                    "the limit is ", tenant.tokens_per_minute, ".")
+                     : absl::StrCat("Rate limit reached for tokens per minute: ",
+                                    tenant.tokens_per_minute, "; this request reserves ",
+                                    cost.tokens, ".");
+  }
+  if (a.never) {
+    // Retrying the same request cannot succeed; OpenAI's clients read this header.
+    h.emplace_back("x-should-retry", "false");
+  } else {
+    h.emplace_back("Retry-After", std::to_string(std::max<int64_t>(1, std::ceil(a.retry_after_s))));
+  }
+  return http::EarlyAnswer{429, "application/json",
+                           ErrorBody(what, RefusalName(a.refusal), "rate_limit_exceeded"), h};
+}
+
+void Gateway::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
+  auto send = [&writer](const http::EarlyAnswer& a) {
+    writer->Send(a.status, a.content_type, a.body, a.headers);
+  };
+  // The headers were checked before the body was read; the keys may have been reloaded
+  // since, so again.
+  std::optional<http::EarlyAnswer> refusal;
+  std::optional<Tenant> tenant = Gate(req, &refusal);
+  if (!tenant) return send(*refusal);
+  const std::string path = Path(req.target);
+  const bool chat = path == "/v1/chat/completions";
+  const bool completion = req.method == "POST" && (chat || path == "/v1/completions");
   auto ex = std::make_shared<Exchange>();
-  ex->writer = writer;
-  ex->tenant = tenant;
-  ex->quota = quota;
-
-  UpstreamRequest up;
-  up.method = req.method;
-  up.target = req.target;
-  up.body = req.body;
-  if (req.method == "POST" && !req.body.empty()) {
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (!body.is_object()) {
-      if (quota) quotas_.Release(tenant, 0);
-      refusals_->Add({{"tenant", tenant.name}, {"reason", "invalid"}}).Increment();
-      Count(tenant.name, 400);
-      writer->Send(400, "application/json",
-                   ErrorBody("The request body is not a JSON object.", "invalid_request_error",
-                             ""));
-      return;
-    }
-    // Tenants never share prefix-cache blocks: whatever salt a client sends is replaced.
-    body["cache_salt"] = CacheSalt(tenant.name);
-    if (body.value("stream", false) == true) {
-      nlohmann::json& opts = body["stream_options"];
-      if (!opts.is_object()) opts = nlohmann::json::object();
-      ex->client_wants_usage = opts.value("include_usage", false) == true;
-      opts["include_usage"] = true;  // the gateway charges tokens from it
-    }
-    up.body = body.dump();
+  ex->tenant = *tenant;
+  std::string body = req.body;
+  if (completion) {
+    CompletionShape shape;
+    std::optional<Cost> cost = CompletionCost(req, *tenant, chat, &body, &refusal, &shape);
+    if (!cost) return send(*refusal);
+    ex->cost = *cost;
+    ex->prompt_estimate = shape.prompt_tokens;
+    ex->client_include_usage = shape.client_include_usage;
+    ex->client_continuous_usage = shape.client_continuous_usage;
   }
-  for (const auto& [k, v] : req.headers) {
-    if (!StrippedFromClient(k)) up.headers.emplace_back(k, v);
+  const Admission a = quotas_.Acquire(*tenant, ex->cost);
+  if (a.refusal != Refusal::kNone) {
+    return send(*Refuse(tenant->name, RefusalName(a.refusal), 429,
+                        QuotaRefusal(*tenant, a, ex->cost)));
   }
-  up.headers.emplace_back("X-Sluice-Tenant", tenant.name);
-
-  ++in_flight_;
-  in_flight_gauge_->Add({{"tenant", tenant.name}}).Increment();
-  UpstreamCallbacks cb;
-  cb.on_headers = [this, ex](int status, const http::Headers& headers) {
-    ex->status = status;
-    for (const auto& [k, v] : headers) {
-      if (absl::EqualsIgnoreCase(k, "content-type")) ex->content_type = v;
-      if (PassedToClient(k)) ex->headers.emplace_back(k, v);
-    }
-    for (auto& h : RateLimitHeaders(quotas_.Snapshot(ex->tenant))) ex->headers.push_back(h);
-    ex->sse = absl::StartsWith(ex->content_type, "text/event-stream");
-    if (ex->sse) {
-      ex->filter = std::make_unique<SseFilter>(ex->client_wants_usage);
-      ex->writer->StartStream(status, ex->content_type, ex->headers);
-    }
-  };
-  cb.on_body = [ex](std::string_view data) {
-    if (ex->sse) {
-      std::string out = ex->filter->Feed(data);
-      if (!out.empty()) ex->writer->WriteChunk(std::move(out));
-    } else {
-      ex->body.append(data);
-    }
-  };
-  cb.on_done = [this, ex](const absl::Status& status) {
-    Usage usage;
-    if (ex->sse) {
-      std::string rest = ex->filter->Flush();
-      if (!rest.empty()) ex->writer->WriteChunk(std::move(rest));
-      usage = ex->filter->usage();
-      ex->writer->EndStream();
-    } else if (ex->status != 0 && (status.ok() || !ex->body.empty())) {
-      ReadUsage(ex->body, &usage);
-      ex->writer->Send(ex->status,
-                       ex->content_type.empty() ? "application/json" : ex->content_type,
-                       std::move(ex->body), ex->headers);
-    } else if (!absl::IsCancelled(status)) {
-      spdlog::warn("upstream failed for tenant {}: {}", ex->tenant.name,
-                   std::string(status.message()));
-      // No answer at all (the engine is restarting, loading or gone): a client may
-      // retry, on this pod or, once readiness drops, on another.
-      ex->status = 503;
-      ex->writer->Send(503, "application/json",
-                       ErrorBody(absl::StrCat("The upstream server is unavailable (",
-                                              std::string(status.message()),
-                                              "); retry shortly."),
-                                 "server_error", "upstream_unavailable"),
-                       {{"Retry-After", "1"}});
-    }
-    const int code = absl::IsCancelled(status) ? 499 : ex->status;
-    Count(ex->tenant.name, code);
-    if (usage.seen) {
-      tokens_->Add({{"tenant", ex->tenant.name}, {"kind", "prompt"}})
-          .Increment(static_cast<double>(usage.prompt_tokens));
-      tokens_->Add({{"tenant", ex->tenant.name}, {"kind", "completion"}})
-          .Increment(static_cast<double>(usage.completion_tokens));
-    }
-    if (ex->quota) quotas_.Release(ex->tenant, usage.total());
-    --in_flight_;
-    in_flight_gauge_->Add({{"tenant", ex->tenant.name}}).Decrement();
-  };
-  auto call = StartUpstream(*pool_, std::move(up), std::move(cb));
-  // A client that goes away closes its upstream request, which frees the server's work.
-  writer->OnClientGone([call] { call->Cancel(); });
+  ex->charged = ex->cost.tokens;
+  Proxy(req, std::move(writer), std::move(ex), std::move(body));
 }
 
 void Gateway::HandleAdmin(const http::Request& req,
@@ -330,10 +316,11 @@ void Gateway::HandleAdmin(const http::Request& req,
     return;
   }
   if (path == "/ready") {
-    // Ready when the upstream is: ask it.
+    // Ready when the upstream is: ask it, and take no answer in time for a no.
     auto status = std::make_shared<int>(0);
     UpstreamRequest up;
     up.target = "/ready";
+    up.timeout = options_.ready_timeout;
     UpstreamCallbacks cb;
     cb.on_headers = [status](int s, const http::Headers&) { *status = s; };
     cb.on_body = [](std::string_view) {};
@@ -355,7 +342,7 @@ void Gateway::HandleAdmin(const http::Request& req,
   }
   writer->Send(404, "application/json",
                ErrorBody("Not found: the admin port serves /health, /ready and /metrics.",
-                         "invalid_request_error", ""));
+                         "invalid_request_error", nullptr));
 }
 
 }  // namespace sluice::gateway

@@ -1,20 +1,25 @@
-// The gateway: authenticates each request by API key, applies its tenant's quotas, salts
-// the prefix cache per tenant and relays the request to the upstream server, streaming
-// SSE through event by event. Its admin handler serves /health, /ready and /metrics.
-// Thread safety: Handle and HandleAdmin run on the HTTP servers' threads, concurrently.
+// The gateway: authenticates each request by API key on its headers (before its body is
+// read), lets tenants reach the API only, applies their quotas, salts the prefix cache
+// per tenant and relays the request to the upstream server, streaming SSE through event
+// by event. Its admin handler serves /health, /ready and /metrics.
+// Thread safety: CheckHeaders, Handle and HandleAdmin run on the HTTP servers' threads,
+// concurrently.
 #pragma once
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "gateway/quota.h"
+#include "gateway/salt.h"
 #include "gateway/tenants.h"
 #include "gateway/upstream.h"
 #include "prometheus/counter.h"
@@ -30,14 +35,25 @@ struct GatewayOptions {
   int upstream_port = 8000;
   std::string keys_path;
   int upstream_threads = 2;
+  // The upstream's first byte, and each gap in its answer, past which the client gets 504
+  // (or, mid-stream, an error event).
+  std::chrono::milliseconds upstream_timeout{30'000};
+  std::chrono::milliseconds ready_timeout{2'000};  // for the upstream's /ready
+  // Completion tokens reserved per sequence for a chat request without max_tokens (the
+  // rest is charged as the answer streams). Completions default to the engine's 16.
+  int64_t default_reserve_tokens = 256;
+  std::string salt_secret_file;  // empty: a random secret for this process's lifetime
 };
 
 class Gateway {
  public:
-  // Resolves the upstream and loads the keys file; errors name what is wrong.
+  // Resolves the upstream, loads the keys file and the salt secret; errors name what is
+  // wrong.
   static absl::StatusOr<std::unique_ptr<Gateway>> Create(GatewayOptions options);
   ~Gateway();
 
+  // On the public port's headers: 401 without a valid key, 404 outside the API.
+  std::optional<http::EarlyAnswer> CheckHeaders(const http::Request& req);
   void Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
   void HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
 
@@ -47,14 +63,30 @@ class Gateway {
   int64_t in_flight() const { return in_flight_.load(); }
 
  private:
+  struct Exchange;
   explicit Gateway(GatewayOptions options);
   std::shared_ptr<const TenantTable> tenants() const;
+  // The tenant of `req`'s key, or the 401 to send.
+  std::optional<Tenant> Authenticate(const http::Request& req,
+                                     std::optional<http::EarlyAnswer>* refusal);
+  // The tenant, if it may go on: authenticated and on a path tenants may reach.
+  std::optional<Tenant> Gate(const http::Request& req, std::optional<http::EarlyAnswer>* refusal);
+  std::optional<http::EarlyAnswer> Refuse(const std::string& tenant, const char* reason,
+                                          int status, http::EarlyAnswer answer);
+  // The cost of a completion request, or the 400 to send.
+  std::optional<Cost> CompletionCost(const http::Request& req, const Tenant& tenant,
+                                     bool chat, std::string* body,
+                                     std::optional<http::EarlyAnswer>* refusal,
+                                     struct CompletionShape* shape);
+  http::EarlyAnswer QuotaRefusal(const Tenant& tenant, const Admission& a, const Cost& cost);
   void Proxy(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
-             const Tenant& tenant, bool quota);
+             std::shared_ptr<Exchange> ex, std::string body);
+  void Finish(Exchange& ex, const absl::Status& status);
   http::Headers RateLimitHeaders(const QuotaSnapshot& q) const;
   void Count(const std::string& tenant, int status);
 
   GatewayOptions options_;
+  std::optional<SaltKey> salt_;
   std::unique_ptr<UpstreamPool> pool_;
   mutable std::mutex tenants_mu_;
   std::shared_ptr<const TenantTable> tenants_;

@@ -53,6 +53,10 @@ int main(int argc, char** argv) {
               upstream = "http://127.0.0.1:8000", keys;
   int threads = 2;
   double keys_poll_s = 0;
+  size_t max_connections = 4096;
+  double header_timeout_s = 10, body_timeout_s = 30, upstream_timeout_s = 30;
+  int64_t default_reserve_tokens = 256;
+  std::string salt_secret_file;
   app.add_option("--listen", listen, "HOST:PORT of the public API");
   app.add_option("--admin-listen", admin_listen,
                  "HOST:PORT of /health, /ready and /metrics (unauthenticated)");
@@ -63,11 +67,35 @@ int main(int argc, char** argv) {
                  "Reread the keys file this often and reload it when its contents change (0: "
                  "on SIGHUP only)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-connections", max_connections,
+                 "Open connections at most on each port; past it, new ones wait to be accepted")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--header-timeout-s", header_timeout_s,
+                 "Time a client has from its request's first byte to the end of its headers")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--body-timeout-s", body_timeout_s,
+                 "Time a client has from the end of its headers to the end of its body")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--upstream-timeout-s", upstream_timeout_s,
+                 "Time the upstream has for the first byte of its answer, and for each next "
+                 "piece: past it the client gets 504, or an error event mid-stream. A "
+                 "non-streamed generation must finish within it")
+      ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--default-reserve-tokens", default_reserve_tokens,
+                 "Completion tokens reserved per sequence for a chat request without "
+                 "max_tokens; use past it is charged as the answer streams")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 31));
+  app.add_option("--salt-secret-file", salt_secret_file,
+                 "Secret for the per-tenant cache salts (HMAC-SHA256 of the tenant name); "
+                 "created, mode 0600, when absent. Unset: a random secret per process");
   CLI11_PARSE(app, argc, argv);
 
   sluice::gateway::GatewayOptions options;
   options.keys_path = keys;
   options.upstream_threads = threads;
+  options.upstream_timeout = std::chrono::milliseconds(static_cast<int64_t>(upstream_timeout_s * 1000));
+  options.default_reserve_tokens = default_reserve_tokens;
+  options.salt_secret_file = salt_secret_file;
   std::string up = upstream;
   if (up.starts_with("http://")) up = up.substr(7);
   if (!up.empty() && up.back() == '/') up.pop_back();
@@ -88,6 +116,11 @@ int main(int argc, char** argv) {
   public_opts.num_threads = threads;
   public_opts.max_body_bytes = 8 << 20;
   admin_opts.num_threads = 1;
+  for (auto* o : {&public_opts, &admin_opts}) {
+    o->max_connections = max_connections;
+    o->header_timeout = std::chrono::milliseconds(static_cast<int64_t>(header_timeout_s * 1000));
+    o->body_timeout = std::chrono::milliseconds(static_cast<int64_t>(body_timeout_s * 1000));
+  }
 
   // Signals are taken by sigwait below, on this thread only.
   sigset_t signals;
@@ -104,6 +137,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   sluice::gateway::Gateway* gw = gateway->get();
+  // Keys and paths are checked on the headers: nothing of an unauthenticated body is kept.
+  public_opts.header_check = [gw](const sluice::http::Request& r) { return gw->CheckHeaders(r); };
   sluice::http::Server api(
       public_opts, [gw](const sluice::http::Request& r, auto w) { gw->Handle(r, std::move(w)); });
   sluice::http::Server admin(admin_opts, [gw](const sluice::http::Request& r, auto w) {

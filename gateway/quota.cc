@@ -14,6 +14,8 @@ const char* RefusalName(Refusal r) {
       return "none";
     case Refusal::kConcurrency:
       return "concurrency";
+    case Refusal::kSequences:
+      return "sequences";
     case Refusal::kRequests:
       return "requests";
     case Refusal::kTokens:
@@ -63,32 +65,51 @@ QuotaSnapshot QuotaManager::SnapshotLocked(const Tenant& t, const State& s) cons
   return q;
 }
 
-Admission QuotaManager::Acquire(const Tenant& t) {
+Admission QuotaManager::Acquire(const Tenant& t, const Cost& cost) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = Refill(t, clock_());
   Admission a;
+  const double tokens = static_cast<double>(std::max<int64_t>(0, cost.tokens));
   if (t.max_concurrent > 0 && s.in_flight >= t.max_concurrent) {
     a.refusal = Refusal::kConcurrency;
     a.retry_after_s = 1.0;  // a slot frees when a request ends; no schedule to predict
+  } else if (t.max_concurrent_sequences > 0 &&
+             s.sequences + cost.sequences > t.max_concurrent_sequences) {
+    a.refusal = Refusal::kSequences;
+    a.never = cost.sequences > t.max_concurrent_sequences;
+    a.retry_after_s = 1.0;
   } else if (t.requests_per_minute > 0 && s.requests < 1.0) {
     a.refusal = Refusal::kRequests;
     a.retry_after_s = (1.0 - s.requests) * 60.0 / t.requests_per_minute;
-  } else if (t.tokens_per_minute > 0 && s.tokens <= 0.0) {
+  } else if (t.tokens_per_minute > 0 && (s.tokens < tokens || s.tokens <= 0.0)) {
     a.refusal = Refusal::kTokens;
-    a.retry_after_s = (1.0 - s.tokens) * 60.0 / t.tokens_per_minute;
+    a.never = tokens > static_cast<double>(t.tokens_per_minute);
+    a.retry_after_s = (std::max(tokens, 1.0) - s.tokens) * 60.0 / t.tokens_per_minute;
   } else {
     if (t.requests_per_minute > 0) s.requests -= 1.0;
+    if (t.tokens_per_minute > 0) s.tokens -= tokens;
     ++s.in_flight;
+    s.sequences += cost.sequences;
   }
   a.snapshot = SnapshotLocked(t, s);
   return a;
 }
 
-void QuotaManager::Release(const Tenant& t, int64_t tokens) {
+void QuotaManager::Charge(const Tenant& t, int64_t tokens) {
+  if (tokens <= 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  State& s = Refill(t, clock_());
+  if (t.tokens_per_minute > 0) s.tokens -= static_cast<double>(tokens);
+}
+
+void QuotaManager::Release(const Tenant& t, const Cost& cost, int64_t refund) {
   std::lock_guard<std::mutex> lock(mu_);
   State& s = Refill(t, clock_());
   s.in_flight = std::max<int64_t>(0, s.in_flight - 1);
-  if (t.tokens_per_minute > 0) s.tokens -= static_cast<double>(std::max<int64_t>(0, tokens));
+  s.sequences = std::max<int64_t>(0, s.sequences - cost.sequences);
+  if (t.tokens_per_minute > 0) {
+    s.tokens = std::min<double>(t.tokens_per_minute, s.tokens + static_cast<double>(refund));
+  }
 }
 
 QuotaSnapshot QuotaManager::Snapshot(const Tenant& t) {
@@ -100,6 +121,12 @@ int64_t QuotaManager::InFlight(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = states_.find(tenant);
   return it == states_.end() ? 0 : it->second.in_flight;
+}
+
+int64_t QuotaManager::SequencesInFlight(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = states_.find(tenant);
+  return it == states_.end() ? 0 : it->second.sequences;
 }
 
 std::string FormatDuration(double seconds) {

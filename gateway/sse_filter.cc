@@ -1,5 +1,6 @@
 #include "gateway/sse_filter.h"
 
+#include "gateway/json_members.h"
 #include "nlohmann/json.hpp"
 
 namespace sluice::gateway {
@@ -8,38 +9,56 @@ bool ReadUsage(std::string_view json, Usage* usage) {
   const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("usage") || !j["usage"].is_object()) return false;
   const nlohmann::json& u = j["usage"];
-  usage->prompt_tokens = u.value("prompt_tokens", int64_t{0});
-  usage->completion_tokens = u.value("completion_tokens", int64_t{0});
+  auto count = [&u](const char* k) {
+    return u.contains(k) && u[k].is_number_integer() ? u[k].get<int64_t>() : int64_t{0};
+  };
+  usage->prompt_tokens = count("prompt_tokens");
+  usage->completion_tokens = count("completion_tokens");
   usage->seen = true;
   return true;
 }
 
 std::string SseFilter::Event(std::string_view event) {
-  // Only data events that mention usage need a look; the rest pass untouched.
-  if (event.find("\"usage\"") == std::string_view::npos) return std::string(event);
-  std::string_view data;
-  size_t pos = 0;
-  while (pos < event.size()) {
+  // The event's data line (the upstream writes one per event).
+  size_t data_begin = std::string_view::npos, data_end = 0;
+  for (size_t pos = 0; pos < event.size();) {
     size_t end = event.find('\n', pos);
     if (end == std::string_view::npos) end = event.size();
-    std::string_view line = event.substr(pos, end - pos);
-    if (line.starts_with("data:")) {
-      data = line.substr(5);
-      if (data.starts_with(" ")) data.remove_prefix(1);
+    if (event.substr(pos, end - pos).starts_with("data:")) {
+      data_begin = pos;
+      data_end = end;
     }
     pos = end + 1;
   }
-  if (data.empty() || data == "[DONE]") return std::string(event);
-  Usage u;
-  if (!ReadUsage(data, &u)) return std::string(event);
-  usage_ = u;
-  if (client_wants_usage_) return std::string(event);
-  // The usage-only chunk (no choices) is the gateway's own request: drop it.
-  const nlohmann::json j = nlohmann::json::parse(data, nullptr, false);
-  if (j.is_object() && j.contains("choices") && j["choices"].is_array() && j["choices"].empty()) {
-    return "";
+  if (data_begin == std::string_view::npos) return std::string(event);
+  std::string_view data = event.substr(data_begin + 5, data_end - data_begin - 5);
+  if (data.starts_with(" ")) data.remove_prefix(1);
+  if (data == "[DONE]") {
+    done_ = true;
+    return std::string(event);
   }
-  return std::string(event);
+  // Only chunks that carry usage need a look; the rest pass untouched.
+  if (data.find("\"usage\"") == std::string_view::npos) return std::string(event);
+  Usage u;
+  const bool has_usage = ReadUsage(data, &u);
+  if (has_usage) usage_ = u;
+  if (continuous_usage_) return std::string(event);
+  const nlohmann::json j = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("usage")) return std::string(event);
+  const bool usage_only = j.contains("choices") && j["choices"].is_array() && j["choices"].empty();
+  std::string rewritten;
+  if (usage_only && has_usage) {
+    if (include_usage_) return std::string(event);
+    return "";  // the gateway's own request: the client did not ask for it
+  }
+  // A content chunk: usage null where the client asked for the final one only (as the
+  // upstream itself writes it then), and none where it asked for none.
+  rewritten = include_usage_ ? SetMember(data, "usage", "null") : RemoveMember(data, "usage");
+  std::string out(event.substr(0, data_begin));
+  out += "data: ";
+  out += rewritten;
+  out.append(event.substr(data_end));
+  return out;
 }
 
 std::string SseFilter::Feed(std::string_view data) {

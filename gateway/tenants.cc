@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -91,13 +92,21 @@ absl::StatusOr<std::shared_ptr<const TenantTable>> TenantTable::Parse(const std:
     for (const auto& [field, value] :
          {std::pair<const char*, int64_t*>{"requests_per_minute", &out.requests_per_minute},
           {"tokens_per_minute", &out.tokens_per_minute},
-          {"max_concurrent", &out.max_concurrent}}) {
+          {"max_concurrent", &out.max_concurrent},
+          {"max_concurrent_sequences", &out.max_concurrent_sequences}}) {
       if (!t.contains(field)) continue;
       if (!t[field].is_number_integer() || t[field].get<int64_t>() < 0) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": \"", field, "\" must be a non-negative integer"));
       }
       *value = t[field].get<int64_t>();
+    }
+    if (!t.contains("max_concurrent_sequences")) {
+      // A limit too large to multiply is as good as none.
+      out.max_concurrent_sequences =
+          out.max_concurrent > std::numeric_limits<int64_t>::max() / kSequencesPerRequest
+              ? 0
+              : out.max_concurrent * kSequencesPerRequest;
     }
     if (!names.insert(out.name).second) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": tenant \"", out.name,

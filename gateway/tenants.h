@@ -1,8 +1,10 @@
 // Tenants and their API keys, from the keys file:
 //   {"tenants": [{"name": "acme", "key_sha256": "<64 hex>", "requests_per_minute": 60,
-//                 "tokens_per_minute": 100000, "max_concurrent": 4}]}
+//                 "tokens_per_minute": 100000, "max_concurrent": 4,
+//                 "max_concurrent_sequences": 64}]}
 // Keys are held only as SHA-256 digests; a presented key is hashed and compared with
-// every tenant's digest in constant time. A limit that is absent or 0 is no limit.
+// every tenant's digest in constant time. A limit that is absent or 0 is no limit, but
+// for max_concurrent_sequences, which is max_concurrent × 16 when absent.
 #pragma once
 
 #include <array>
@@ -24,7 +26,12 @@ struct Tenant {
   int64_t requests_per_minute = 0;
   int64_t tokens_per_minute = 0;
   int64_t max_concurrent = 0;
+  int64_t max_concurrent_sequences = 0;  // prompts × n of the requests in flight
 };
+
+// A tenant's default sequence limit: one request may fan out 16 ways (the engine's most
+// for n) without taking more than its share of slots.
+inline constexpr int64_t kSequencesPerRequest = 16;
 
 class TenantTable {
  public:

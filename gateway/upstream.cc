@@ -19,7 +19,6 @@ using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
-constexpr auto kIdleTimeout = std::chrono::seconds(600);
 // The server closes a connection idle for 120 s; the pool trusts one for half that.
 constexpr auto kPoolTrust = std::chrono::seconds(60);
 
@@ -79,6 +78,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     request_.keep_alive(true);
     request_.body() = std::move(req.body);
     request_.prepare_payload();
+    timeout_ = req.timeout;
     net::dispatch(strand_, [self = shared_from_this()] { self->Attempt(/*reuse=*/true); });
   }
 
@@ -120,7 +120,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
   }
 
   void Write() {
-    stream_->expires_after(kIdleTimeout);
+    stream_->expires_after(timeout_);
     bhttp::async_write(*stream_, request_,
                        OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
                          if (self->done_) return;
@@ -148,6 +148,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
   }
 
   void ReadSome() {
+    stream_->expires_after(timeout_);
     parser_->get().body().data = chunk_;
     parser_->get().body().size = sizeof(chunk_);
     bhttp::async_read_some(*stream_, buffer_, *parser_,
@@ -171,6 +172,13 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     if (done_) return;
     // A pooled connection the server had closed fails before any answer: a new one may
     // be tried, since the request never reached the server's handler.
+    // Not so one that timed out: the server has the request and is silent.
+    if (ec == beast::error::timeout) {
+      return Finish(absl::DeadlineExceededError(absl::StrCat(
+                        what, ": no answer within ",
+                        std::chrono::duration<double>(timeout_).count(), " s")),
+                    false);
+    }
     if (reused_ && !received_) {
       Close();
       return Attempt(/*reuse=*/false);
@@ -209,6 +217,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
   char chunk_[16384];
+  std::chrono::milliseconds timeout_{30'000};
   bool done_ = false;
   bool reused_ = false;
   bool received_ = false;

@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <functional>
 #include <deque>
 #include <memory>
@@ -25,12 +26,17 @@ struct UpstreamRequest {
   std::string target = "/";
   std::string body;
   http::Headers headers;  // Host and Content-Length are set by the call
+  // How long the upstream may keep the call waiting: for the first byte of its answer,
+  // then for each next piece of the body. Past it the call ends DEADLINE_EXCEEDED.
+  std::chrono::milliseconds timeout{30'000};
 };
 
 struct UpstreamCallbacks {
   std::function<void(int status, const http::Headers& headers)> on_headers;
   std::function<void(std::string_view data)> on_body;
-  std::function<void(const absl::Status& status)> on_done;  // exactly once, last
+  // Exactly once, last. OK: the whole answer came. CANCELLED: Cancel. DEADLINE_EXCEEDED:
+  // the upstream went quiet past the timeout. UNAVAILABLE: the connection failed.
+  std::function<void(const absl::Status& status)> on_done;
 };
 
 // Idle keep-alive connections to the upstream. Thread safety: any thread.

@@ -1,9 +1,8 @@
 // The gateway's parts without processes: the keys file and key lookup, the quota buckets
-// on a scripted clock, OpenAI's duration format, and the SSE filter.
+// on a scripted clock and OpenAI's duration format.
 #include <string>
 
 #include "gateway/quota.h"
-#include "gateway/sse_filter.h"
 #include "gateway/tenants.h"
 #include "gtest/gtest.h"
 
@@ -80,66 +79,120 @@ TEST(QuotaTest, RequestsPerMinuteAdmitsExactlyTheAllowanceThenRefills) {
   QuotaManager q(clock.fn());
   Tenant t{"t", {}, 10, 0, 0};
   for (int i = 0; i < 10; ++i) {
-    const Admission a = q.Acquire(t);
+    const Admission a = q.Acquire(t, {});
     ASSERT_EQ(a.refusal, Refusal::kNone) << i;
     EXPECT_EQ(a.snapshot.remaining_requests, 9 - i);
-    q.Release(t, 0);
+    q.Release(t, {}, 0);
   }
-  Admission refused = q.Acquire(t);
+  Admission refused = q.Acquire(t, {});
   EXPECT_EQ(refused.refusal, Refusal::kRequests);
   EXPECT_NEAR(refused.retry_after_s, 6.0, 1e-9);  // one request refills in 60 / 10 s
   EXPECT_NEAR(refused.snapshot.reset_requests_s, 60.0, 1e-9);
   clock.now += 5.9;
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kRequests);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kRequests);
   clock.now += 0.2;
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
   clock.now += 3600;  // a long idle refills to the limit, no further
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kRequests);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kRequests);
 }
 
-TEST(QuotaTest, TokensAreChargedAfterTheAnswerAndADeficitRefuses) {
+TEST(QuotaTest, UseBeyondTheReservationIsChargedAndADeficitRefuses) {
   FakeClock clock;
   QuotaManager q(clock.fn());
   Tenant t{"t", {}, 0, 600, 0};  // 10 tokens a second
-  ASSERT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  ASSERT_EQ(q.Acquire(t).refusal, Refusal::kNone);  // admitted before any charge
-  q.Release(t, 500);
-  q.Release(t, 200);  // 600 - 700: 100 in deficit
-  const Admission a = q.Acquire(t);
+  ASSERT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  ASSERT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);  // nothing reserved
+  q.Charge(t, 500);  // reported while streaming
+  q.Release(t, {}, -200);  // settled at 200 more than was taken: 600 - 700
+
+  const Admission a = q.Acquire(t, {});
   EXPECT_EQ(a.refusal, Refusal::kTokens);
+  EXPECT_FALSE(a.never);
   EXPECT_NEAR(a.retry_after_s, 10.1, 1e-9);  // (100 + 1) tokens at 10/s
   EXPECT_EQ(a.snapshot.remaining_tokens, 0);
   clock.now += 10.2;
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+}
+
+TEST(QuotaTest, ReservationsBoundABurstToTheMinute) {
+  FakeClock clock;
+  QuotaManager q(clock.fn());
+  Tenant t{"t", {}, 0, 400, 0};
+  const Cost cost{205, 1};  // 5 prompt tokens + max_tokens 200
+  int admitted = 0;
+  for (int i = 0; i < 20; ++i) admitted += q.Acquire(t, cost).refusal == Refusal::kNone;
+  EXPECT_EQ(admitted, 1);  // 400 holds one reservation of 205, not two
+  Admission a = q.Acquire(t, cost);
+  EXPECT_EQ(a.refusal, Refusal::kTokens);
+  EXPECT_NEAR(a.retry_after_s, (205 - 195) * 60.0 / 400, 1e-9);  // until 205 are back
+  EXPECT_EQ(a.snapshot.remaining_tokens, 195);
+  // The answer used 25 of the 205: 180 come back at once.
+  q.Release(t, cost, 205 - 25);
+  EXPECT_EQ(q.Acquire(t, cost).refusal, Refusal::kNone);
+  // More than a minute's allowance never fits: refused for good, not for a while.
+  a = q.Acquire(t, Cost{401, 1});
+  EXPECT_EQ(a.refusal, Refusal::kTokens);
+  EXPECT_TRUE(a.never);
+}
+
+TEST(QuotaTest, SequencesCountPromptsTimesN) {
+  FakeClock clock;
+  QuotaManager q(clock.fn());
+  Tenant t{"t", {}, 0, 0, 4, 64};
+  Admission a = q.Acquire(t, Cost{0, 240});  // 15 prompts × n 16
+  EXPECT_EQ(a.refusal, Refusal::kSequences);
+  EXPECT_TRUE(a.never);
+  ASSERT_EQ(q.Acquire(t, Cost{0, 48}).refusal, Refusal::kNone);
+  a = q.Acquire(t, Cost{0, 32});  // 80 > 64 while the first is in flight
+  EXPECT_EQ(a.refusal, Refusal::kSequences);
+  EXPECT_FALSE(a.never);
+  EXPECT_EQ(q.SequencesInFlight("t"), 48);
+  q.Release(t, Cost{0, 48}, 0);
+  EXPECT_EQ(q.SequencesInFlight("t"), 0);
+  EXPECT_EQ(q.Acquire(t, Cost{0, 64}).refusal, Refusal::kNone);
+}
+
+TEST(TenantTableTest, SequenceLimitDefaultsToSixteenPerConcurrentRequest) {
+  auto t = TenantTable::Parse(
+      KeysJson(Entry("a", "ka", R"(, "max_concurrent": 4)") + "," +
+               Entry("b", "kb", R"(, "max_concurrent": 4, "max_concurrent_sequences": 10)") +
+               "," + Entry("c", "kc") + "," +
+               Entry("d", "kd", R"(, "max_concurrent": 9223372036854775807)")),
+      "keys.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Find("ka")->max_concurrent_sequences, 64);
+  EXPECT_EQ((*t)->Find("kb")->max_concurrent_sequences, 10);
+  EXPECT_EQ((*t)->Find("kc")->max_concurrent_sequences, 0);  // no limit
+  EXPECT_EQ((*t)->Find("kd")->max_concurrent_sequences, 0);  // too large to multiply
 }
 
 TEST(QuotaTest, ConcurrencyCountsRequestsInFlight) {
   FakeClock clock;
   QuotaManager q(clock.fn());
   Tenant t{"t", {}, 0, 0, 2};
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  const Admission a = q.Acquire(t);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  const Admission a = q.Acquire(t, {});
   EXPECT_EQ(a.refusal, Refusal::kConcurrency);
   EXPECT_GE(a.retry_after_s, 1.0);
   EXPECT_EQ(q.InFlight("t"), 2);
-  q.Release(t, 0);
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
+  q.Release(t, {}, 0);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
   // Unlimited tenants are never refused.
   Tenant free{"free", {}, 0, 0, 0};
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(q.Acquire(free).refusal, Refusal::kNone);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(q.Acquire(free, {}).refusal, Refusal::kNone);
 }
 
 TEST(QuotaTest, ALowerLimitAfterReloadClampsTheBucket) {
   FakeClock clock;
   QuotaManager q(clock.fn());
   Tenant t{"t", {}, 100, 0, 0};
-  ASSERT_EQ(q.Acquire(t).refusal, Refusal::kNone);
+  ASSERT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
   t.requests_per_minute = 2;  // 99 left, clamped to the new minute's 2
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kNone);
-  EXPECT_EQ(q.Acquire(t).refusal, Refusal::kRequests);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
+  EXPECT_EQ(q.Acquire(t, {}).refusal, Refusal::kRequests);
 }
 
 TEST(FormatDurationTest, WritesGoStyleDurations) {
@@ -148,38 +201,6 @@ TEST(FormatDurationTest, WritesGoStyleDurations) {
   EXPECT_EQ(FormatDuration(6), "6s");
   EXPECT_EQ(FormatDuration(5.2), "6s");
   EXPECT_EQ(FormatDuration(90), "1m30s");
-}
-
-TEST(SseFilterTest, DropsTheUsageChunkUnlessAskedAndReadsUsage) {
-  const std::string a = "data: {\"choices\":[{\"text\":\"x\"}],\"usage\":null}\n\n";
-  const std::string u =
-      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\n\n";
-  const std::string done = "data: [DONE]\n\n";
-  SseFilter hidden(false);
-  // Split at awkward places: events pass whole, once complete.
-  const std::string all = a + u + done;
-  std::string out;
-  for (size_t i = 0; i < all.size(); i += 7) out += hidden.Feed(all.substr(i, 7));
-  out += hidden.Flush();
-  EXPECT_EQ(out, a + done);
-  EXPECT_TRUE(hidden.usage().seen);
-  EXPECT_EQ(hidden.usage().total(), 12);
-  SseFilter shown(true);
-  EXPECT_EQ(shown.Feed(all) + shown.Flush(), all);
-  EXPECT_EQ(shown.usage().completion_tokens, 7);
-  // The first event is not held back waiting for more.
-  SseFilter prompt(false);
-  EXPECT_EQ(prompt.Feed(a), a);
-}
-
-TEST(SseFilterTest, ReadsUsageFromAWholeAnswer) {
-  Usage u;
-  EXPECT_TRUE(ReadUsage(R"({"usage": {"prompt_tokens": 3, "completion_tokens": 4}})", &u));
-  EXPECT_EQ(u.total(), 7);
-  Usage none;
-  EXPECT_FALSE(ReadUsage(R"({"usage": null})", &none));
-  EXPECT_FALSE(ReadUsage("not json", &none));
-  EXPECT_FALSE(none.seen);
 }
 
 }  // namespace
