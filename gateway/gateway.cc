@@ -23,6 +23,8 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 
 constexpr const char* kUnauthenticated = "unauthenticated";
+// Answers given before the request was whole enough to know its tenant.
+constexpr const char* kUnidentified = "unidentified";
 
 std::string ErrorBody(const std::string& message, const std::string& type,
                       const nlohmann::json& code, const std::string& param = "") {
@@ -147,6 +149,11 @@ http::Headers Gateway::RateLimitHeaders(const QuotaSnapshot& q) const {
 
 void Gateway::Count(const std::string& tenant, int status) {
   requests_->Add({{"tenant", tenant}, {"code", std::to_string(status)}}).Increment();
+}
+
+void Gateway::CountRefusedByServer(int status) {
+  refusals_->Add({{"tenant", kUnidentified}, {"reason", "http"}}).Increment();
+  Count(kUnidentified, status);
 }
 
 std::optional<http::EarlyAnswer> Gateway::Refuse(const std::string& tenant, const char* reason,

@@ -55,6 +55,8 @@ class Gateway {
   // On the public port's headers: 401 without a valid key, 404 outside the API.
   std::optional<http::EarlyAnswer> CheckHeaders(const http::Request& req);
   void Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
+  // Counts an answer the public port's HTTP server gave by itself (malformed, too large).
+  void CountRefusedByServer(int status);
   void HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
 
   // Rereads the keys file; on an error the previous tenants stay and the error says why.

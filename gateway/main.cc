@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   sluice::gateway::Gateway* gw = gateway->get();
   // Keys and paths are checked on the headers: nothing of an unauthenticated body is kept.
   public_opts.header_check = [gw](const sluice::http::Request& r) { return gw->CheckHeaders(r); };
+  public_opts.on_refused = [gw](int status) { gw->CountRefusedByServer(status); };
   sluice::http::Server api(
       public_opts, [gw](const sluice::http::Request& r, auto w) { gw->Handle(r, std::move(w)); });
   sluice::http::Server admin(admin_opts, [gw](const sluice::http::Request& r, auto w) {

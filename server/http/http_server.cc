@@ -169,6 +169,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   // Refuses a request whose bytes the parser rejected; false when `ec` is no such error.
   bool RefuseMalformed(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
+      Refused(413);
       Refuse(EarlyAnswer{413, "application/json",
                          ErrorJson(absl::StrCat("request body exceeds the limit of ",
                                                 server_->options.max_body_bytes, " bytes")),
@@ -180,6 +181,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
         ec == bhttp::error::bad_field || ec == bhttp::error::bad_value ||
         ec == bhttp::error::bad_chunk || ec == bhttp::error::bad_content_length ||
         ec == bhttp::error::bad_transfer_encoding) {
+      Refused(400);
       Refuse(EarlyAnswer{400, "application/json",
                          ErrorJson(absl::StrCat("malformed HTTP request: ", ec.message())),
                          {}});
@@ -204,6 +206,7 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
       const std::string value(te->value());
       const std::string coding = absl::AsciiStrToLower(absl::StripAsciiWhitespace(value));
       if (coding != "chunked") {
+        Refused(501);
         return Refuse(EarlyAnswer{
             501, "application/json",
             ErrorJson(absl::StrCat("Transfer-Encoding '", value,
@@ -256,6 +259,10 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
     drain_ = true;
     Send(answer.status, std::move(answer.content_type), std::move(answer.body),
          std::move(answer.headers));
+  }
+
+  void Refused(int status) {
+    if (server_->options.on_refused) server_->options.on_refused(status);
   }
 
   void Drain() {

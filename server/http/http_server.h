@@ -76,6 +76,9 @@ struct ServerOptions {
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
   HeaderCheck header_check;  // optional
+  // Told of every answer the server gives by itself (malformed HTTP 400, 413, 501), with
+  // its status, so that a front counting its answers counts these too. Optional.
+  std::function<void(int status)> on_refused;
 };
 
 class Server {
