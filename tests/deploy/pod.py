@@ -1,6 +1,7 @@
 """The rendered CPU pod run as local processes: the engine and the gateway sidecar with
 the exact arguments the Deployment gives them, ports moved to free local ones and the
-keys file to a temporary one. Used by test_pod.py and bench/deploy/max_goodput.py."""
+keys file and the cache-salt secret to temporary ones. Used by test_pod.py and
+bench/deploy/max_goodput.py."""
 import hashlib
 import json
 import os
@@ -35,8 +36,9 @@ def host_address():
     return None if addr.startswith("127.") else addr
 
 
-def remap(args, ports, keys_path=None):
-    """The container's arguments with every port moved to its free stand-in."""
+def remap(args, ports, keys_path=None, salt_path=None):
+    """The container's arguments with every port moved to its free stand-in, and the
+    Secret-mounted files to local ones."""
     out = []
     for a in args:
         for old, new in ports.items():
@@ -44,6 +46,8 @@ def remap(args, ports, keys_path=None):
             a = re.sub(rf"(127\.0\.0\.1|0\.0\.0\.0):{old}\b", rf"\g<1>:{new}", a)
         if keys_path and a.startswith("--keys="):
             a = f"--keys={keys_path}"
+        if salt_path and a.startswith("--salt-secret-file="):
+            a = f"--salt-secret-file={salt_path}"
         out.append(a)
     return out
 
@@ -64,8 +68,12 @@ class Pod:
         keys = tmp_path / "keys.json"
         keys.write_text(json.dumps({"tenants": [
             {"name": "pod-test", "key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}]}))
+        # What the Secret sluice-gateway-salt holds (docs/deployment.md: openssl rand -hex 32).
+        salt = tmp_path / "salt-secret"
+        salt.write_text(os.urandom(32).hex())
+        salt.chmod(0o400)
         self.engine_args = remap(self.engine_c["args"], self.ports)
-        self.gateway_args = remap(self.gateway_c["args"], self.ports, keys)
+        self.gateway_args = remap(self.gateway_c["args"], self.ports, keys, salt)
         env = {**os.environ, **{e["name"]: e["value"] for e in self.engine_c.get("env", [])}}
         self.engine_log = open(tmp_path / "engine.log", "w+")
         self.gateway_log = open(tmp_path / "gateway.log", "w+")

@@ -222,6 +222,43 @@ def test_gateway_is_a_native_sidecar_in_front_of_a_loopback_engine(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_salt_secret_comes_read_only_from_its_own_secret(overlay):
+    """The cache-salt secret is a file in a read-only volume from a Secret of its own: the
+    same secret in every replica and across restarts (the gateway would otherwise make one
+    up per pod), never written by the gateway (a read-only mount: a missing file stops it
+    at start), and apart from the keys (rotating keys must not move every salt)."""
+    _, d = deployment(overlay)
+    spec = d["spec"]["template"]["spec"]
+    gateway = container(spec, "gateway")
+    salt = flag(gateway["args"], "salt-secret-file")
+    assert salt, "the gateway needs --salt-secret-file (else salts change on every restart)"
+    mounts = [m for m in gateway["volumeMounts"] if salt.startswith(m["mountPath"] + "/")]
+    assert len(mounts) == 1, mounts
+    mount = mounts[0]
+    assert mount.get("readOnly") is True, mount
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert set(volume) == {"name", "secret"}, "the salt secret must come from a Secret"
+    secret = volume["secret"]
+    keys_mount = next(m for m in gateway["volumeMounts"]
+                      if flag(gateway["args"], "keys").startswith(m["mountPath"] + "/"))
+    keys_volume = next(v for v in spec["volumes"] if v["name"] == keys_mount["name"])
+    assert secret["secretName"] != keys_volume["secret"]["secretName"]
+    assert not secret.get("optional"), "a missing Secret must keep the pod from starting"
+    # The file the flag names is one the volume projects.
+    rel = salt[len(mount["mountPath"]) + 1:]
+    if "items" in secret:
+        assert rel in [i["path"] for i in secret["items"]], (rel, secret["items"])
+    # Readable by the owner (and, through the pod's fsGroup, the gateway's group) only.
+    assert secret.get("defaultMode", 0o644) & 0o037 == 0, oct(secret.get("defaultMode", 0o644))
+    for i in secret.get("items", []):
+        assert i.get("mode", secret.get("defaultMode", 0o644)) & 0o037 == 0, i
+    # No other container sees it.
+    for c in spec["containers"] + spec["initContainers"]:
+        if c is not gateway:
+            assert mount["name"] not in [m["name"] for m in c.get("volumeMounts", [])], c["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gateway_is_the_only_port_in_the_service(overlay):
     objects, d = deployment(overlay)
     spec = d["spec"]["template"]["spec"]
