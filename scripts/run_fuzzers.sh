@@ -11,7 +11,9 @@ RESULTS=${3:-}
 JOBS=$(nproc)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
+# Lean, as OSS-Fuzz builds: -O1 with line tables only.
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" \
   -DSLUICE_FUZZ=ON -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
 cmake --build "$BUILD" -j "$JOBS" --target fuzzers || exit 1
 targets=$(cd "$BUILD/fuzz" && ls fuzz_* | sed 's/^fuzz_//')

@@ -16,8 +16,12 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   ctest --test-dir "$BUILD" -L gpu -V 2>/dev/null | grep -E "^[0-9]+: SKIP" || true
 fi
 
+# Sanitizer builds are lean: -O1 and line tables only (enough for the reports' stacks).
+LEAN=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
+      "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1")
+
 echo "== unit tests under ASan + UBSan (build-asan)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_SANITIZE=ON \
+cmake -S . -B build-asan -G Ninja "${LEAN[@]}" -DSLUICE_SANITIZE=ON \
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
 cmake --build build-asan -j "$JOBS" || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
@@ -31,12 +35,12 @@ ctest --test-dir build-asan -L e2e -E "e2e_server_load|e2e_differential" -j "$JO
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "== ThreadSanitizer: the engine loop, the HTTP server and the gateway (build-tsan)"
-cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TSAN=ON \
+cmake -S . -B build-tsan -G Ninja "${LEAN[@]}" -DSLUICE_TSAN=ON \
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
-cmake --build build-tsan -j "$JOBS" --target engine_test gateway_test http_server_test sluice sluice-gateway || exit 1
+cmake --build build-tsan -j "$JOBS" --target engine_test gateway_test gateway_body_test http_server_test sluice sluice-gateway || exit 1
 # (No gRPC front there: Debian's gRPC is not built with TSan and would report false races.)
 SLUICE_TEST_NO_GRPC=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build-tsan -R "^(engine_test|gateway_test|http_server_test|e2e_gateway|e2e_faults)$" \
+  ctest --test-dir build-tsan -R "^(engine_test|gateway_test|gateway_body_test|http_server_test|e2e_gateway|e2e_faults|e2e_security)$" \
   -j "$JOBS" --output-on-failure --timeout 1800 || status=1
 
 echo "== fuzzing: each target ${FUZZ_SECONDS:-60} s from its seed corpus (build-fuzz)"
