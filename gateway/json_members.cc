@@ -76,7 +76,8 @@ std::string Join(std::string_view text, const std::vector<MemberSpan>& members,
 }  // namespace
 
 std::optional<std::vector<MemberSpan>> ObjectMembers(std::string_view t) {
-  size_t i = SkipSpace(t, 0);
+  // A UTF-8 byte order mark, which JSON parsers skip, is skipped here too.
+  size_t i = SkipSpace(t, t.starts_with("\xEF\xBB\xBF") ? 3 : 0);
   if (i >= t.size() || t[i] != '{') return std::nullopt;
   std::vector<MemberSpan> members;
   i = SkipSpace(t, i + 1);

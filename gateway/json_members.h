@@ -20,7 +20,8 @@ struct MemberSpan {
 };
 
 // The top-level members of `text`, in order, duplicates included; nullopt when `text` is
-// not an object. REQUIRES: `text` is valid JSON (the caller parsed it).
+// not an object. A leading byte order mark is skipped, as parsers skip it (the edits
+// below drop it). REQUIRES: `text` is valid JSON (the caller parsed it).
 std::optional<std::vector<MemberSpan>> ObjectMembers(std::string_view text);
 
 // The value of the member named `key` that a parser keeps (the last one), if any.
