@@ -132,9 +132,6 @@ def test_slowloris_headers_are_cut_off(engine, gateways, tmp_path):
         "a connection sending one header byte every 2 s was still open after 10 s "
         "(--header-timeout-s 3)")
     assert 2.5 <= closed_at <= 8, f"closed after {closed_at:.2f} s (expected 2.5..8 s)"
-    # Answers the HTTP layer gives by itself are counted like the gateway's own.
-    assert metric(gw.admin, "sluice_gateway_requests_total", tenant="unidentified",
-                  code="501") == 2
     assert httpx.post(gw.url + "/v1/completions", json=BODY, headers=auth("acme"),
                       timeout=30).status_code == 200
     gw.stop()
