@@ -184,6 +184,9 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 300 && gw->in_flight() > 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    // The last answers' final writes were queued just before they stopped counting as in
+    // flight: a moment for the I/O threads to send them.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
     break;
   }
   api.Stop();

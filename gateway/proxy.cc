@@ -1,6 +1,8 @@
 // Gateway::Proxy: relaying one admitted request to the upstream and its answer back, and
 // settling its quota from what the answer reports.
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -108,7 +110,11 @@ void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWrit
   cb.on_done = [this, ex](const absl::Status& status) { Finish(*ex, status); };
   auto call = StartUpstream(*pool_, std::move(up), std::move(cb));
   // A client that goes away closes its upstream request, which frees the server's work.
-  writer->OnClientGone([call] { call->Cancel(); });
+  // NOTE: weakly: the call's own operations keep it alive while it runs, and a connection
+  // that owned it could keep it past the gateway's I/O context at shutdown.
+  writer->OnClientGone([weak = std::weak_ptr<UpstreamCall>(call)] {
+    if (auto c = weak.lock()) c->Cancel();
+  });
 }
 
 void Gateway::Finish(Exchange& ex, const absl::Status& status) {
