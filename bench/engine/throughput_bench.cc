@@ -52,6 +52,7 @@ class TimedRunner : public Runner {
     for (RequestId id : output.finished_ids) context_.erase(id);
     for (RequestId id : output.preempted_ids) context_.erase(id);
     for (const NewRequestData& n : output.new_requests) context_[n.id] = n.num_computed_tokens;
+    if (output.scheduled.empty()) return inner_->Execute(output);  // retires only: no step
     StepRecord r;
     r.decode_only = !output.scheduled.empty();
     for (const ScheduledTokens& st : output.scheduled) {

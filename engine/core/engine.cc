@@ -249,7 +249,17 @@ void Engine::Loop() {
 
 void Engine::Step() {
   const SchedulerOutput out = scheduler_.Schedule();
-  if (out.empty()) return;
+  if (out.empty()) {
+    // Nothing to run, but requests may have ended since the last step (the last running
+    // one aborted, say): the runner still hears of them, or it keeps their state for ever.
+    if (!out.finished_ids.empty() || !out.preempted_ids.empty()) {
+      if (absl::StatusOr<StepResult> r = runner_->Execute(out); !r.ok()) {
+        spdlog::warn("the runner could not retire {} requests: {}", out.finished_ids.size(),
+                     r.status().ToString());
+      }
+    }
+    return;
+  }
   const auto start = Clock::now();
   step_started_ns_.store(start.time_since_epoch().count());
   absl::StatusOr<StepResult> result = runner_->Execute(out);
@@ -348,7 +358,8 @@ void Engine::PublishStats() {
   stats_.prefix_queried_tokens = scheduler_.kv().prefix_counters().queried_tokens;
   stats_.prefix_hit_tokens = scheduler_.kv().prefix_counters().hit_tokens;
   stats_.num_evictions = scheduler_.kv().num_evictions();
-  const bool idle = scheduler_.idle() && pending_.empty();
+  // Idle once the runner, too, has heard of every request that ended.
+  const bool idle = scheduler_.idle() && pending_.empty() && !scheduler_.has_unreported_finishes();
   if (idle && !idle_) idle_cv_.notify_all();
   idle_ = idle;
 }

@@ -21,6 +21,7 @@ void CpuRunner::ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs)
 
 absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   table_.Apply(output);
+  if (output.scheduled.empty()) return StepResult{};  // a step that only retires requests
   SLUICE_ASSIGN_OR_RETURN(ForwardBatch batch, table_.Build(output));
   SLUICE_RETURN_IF_ERROR(model_->Forward(batch, cache_, logits_));
   const int vocab = model_->config().vocab_size;

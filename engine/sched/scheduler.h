@@ -101,6 +101,8 @@ class Scheduler {
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
+  // Requests that ended since the last Schedule: the next output tells the runner.
+  bool has_unreported_finishes() const { return !finished_since_last_.empty(); }
   int64_t num_waiting_tokens() const { return waiting_tokens_; }
   bool idle() const { return waiting_.empty() && running_.empty(); }
   const KvCacheManager& kv() const { return kv_; }

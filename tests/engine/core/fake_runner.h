@@ -37,6 +37,7 @@ class FakeRunner : public Runner {
       fail_next_ = false;
       return absl::InternalError("injected step failure");
     }
+    std::lock_guard<std::mutex> lock(tokens_mu_);
     for (RequestId id : out.finished_ids) tokens_.erase(id);
     for (RequestId id : out.preempted_ids) tokens_.erase(id);
     for (const auto& n : out.new_requests) tokens_[n.id] = n.token_ids;
@@ -62,6 +63,12 @@ class FakeRunner : public Runner {
     cv_.notify_all();
   }
   void FailNextStep() { fail_next_ = true; }
+  // Requests whose state the runner holds: each is dropped once the scheduler says it
+  // finished (or was preempted).
+  size_t num_requests() {
+    std::lock_guard<std::mutex> lock(tokens_mu_);
+    return tokens_.size();
+  }
   // REQUIRES: called before the engine starts stepping.
   void SetStepDelay(std::chrono::milliseconds d) { step_delay_ = d; }
 
@@ -73,6 +80,7 @@ class FakeRunner : public Runner {
   int steps_ = 0;
   std::atomic<bool> fail_next_{false};
   std::chrono::milliseconds step_delay_{0};
+  std::mutex tokens_mu_;  // the engine thread steps, a test thread counts
   absl::flat_hash_map<RequestId, std::vector<int32_t>> tokens_;
 };
 
