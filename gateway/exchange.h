@@ -7,8 +7,13 @@
 
 #include "gateway/gateway.h"
 #include "gateway/sse_filter.h"
+#include "nlohmann/json.hpp"
 
 namespace sluice::gateway {
+
+// OpenAI's error object: {"error": {message, type, param (null when empty), code}}.
+std::string ErrorBody(const std::string& message, const std::string& type,
+                      const nlohmann::json& code, const std::string& param = "");
 
 struct Gateway::Exchange {
   std::shared_ptr<http::ResponseWriter> writer;

@@ -26,16 +26,6 @@ constexpr const char* kUnauthenticated = "unauthenticated";
 // Answers given before the request was whole enough to know its tenant.
 constexpr const char* kUnidentified = "unidentified";
 
-std::string ErrorBody(const std::string& message, const std::string& type,
-                      const nlohmann::json& code, const std::string& param = "") {
-  return nlohmann::json{{"error",
-                         {{"message", message},
-                          {"type", type},
-                          {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
-                          {"code", code}}}}
-      .dump();
-}
-
 // A body the gateway refuses as the engine would: its words, its error object (code 400).
 http::EarlyAnswer Invalid(const std::string& message, const std::string& param = "") {
   return http::EarlyAnswer{400, "application/json",
@@ -50,6 +40,16 @@ bool TenantPath(const std::string& path) {
 }
 
 }  // namespace
+
+std::string ErrorBody(const std::string& message, const std::string& type,
+                      const nlohmann::json& code, const std::string& param) {
+  return nlohmann::json{{"error",
+                         {{"message", message},
+                          {"type", type},
+                          {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
+                          {"code", code}}}}
+      .dump();
+}
 
 Gateway::Gateway(GatewayOptions options)
     : options_(std::move(options)), registry(std::make_shared<prometheus::Registry>()) {

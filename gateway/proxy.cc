@@ -54,12 +54,6 @@ bool PassedToClient(const std::string& name) {
   return n == "retry-after" || n == "x-request-id" || n == "openai-processing-ms";
 }
 
-std::string ErrorJson(const std::string& message, const std::string& type, const char* code) {
-  return nlohmann::json{
-      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}}
-      .dump();
-}
-
 }  // namespace
 
 void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
@@ -138,7 +132,7 @@ void Gateway::Finish(Exchange& ex, const absl::Status& status) {
       spdlog::warn("upstream stream for tenant {} cut short: {}", ex.tenant.name, why);
       ex.writer->WriteChunk(absl::StrCat(
           "event: error\ndata: ",
-          ErrorJson(absl::StrCat("The upstream server's answer was cut short (", why, ")."),
+          ErrorBody(absl::StrCat("The upstream server's answer was cut short (", why, ")."),
                     "upstream_error", timed_out ? "upstream_timeout" : "upstream_error"),
           "\n\n"));
     }
@@ -153,7 +147,7 @@ void Gateway::Finish(Exchange& ex, const absl::Status& status) {
     code = ex.status != 0 ? 502 : 504;
     spdlog::warn("upstream failed for tenant {}: {}", ex.tenant.name, why);
     ex.writer->Send(code, "application/json",
-                    ErrorJson(ex.status != 0
+                    ErrorBody(ex.status != 0
                                   ? absl::StrCat("The upstream server's answer was cut short (",
                                                  why, ").")
                                   : absl::StrCat("The upstream server did not answer (", why,
@@ -166,7 +160,7 @@ void Gateway::Finish(Exchange& ex, const absl::Status& status) {
     code = 503;
     spdlog::warn("upstream unavailable for tenant {}: {}", ex.tenant.name, why);
     ex.writer->Send(503, "application/json",
-                    ErrorJson(absl::StrCat("The upstream server is unavailable (", why,
+                    ErrorBody(absl::StrCat("The upstream server is unavailable (", why,
                                            "); retry shortly."),
                               "server_error", "upstream_unavailable"),
                     {{"Retry-After", "1"}});

@@ -20,30 +20,25 @@ namespace {
 
 constexpr size_t kMinSecretBytes = 16;
 
-absl::StatusOr<std::string> RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes)) != 1) {
+// 32 random bytes, in hex.
+absl::StatusOr<std::string> RandomSecret() {
+  Digest raw{};
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
     return absl::InternalError("no random bytes for the salt secret");
   }
-  std::string out;
-  static const char* kDigits = "0123456789abcdef";
-  for (unsigned char c : raw) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
+  return Hex(raw);
 }
 
 }  // namespace
 
 absl::StatusOr<SaltKey> SaltKey::Load(const std::string& path) {
   if (path.empty()) {
-    auto secret = RandomHex(32);
+    auto secret = RandomSecret();
     if (!secret.ok()) return secret.status();
     return SaltKey(*secret);
   }
   if (access(path.c_str(), F_OK) != 0) {
-    auto secret = RandomHex(32);
+    auto secret = RandomSecret();
     if (!secret.ok()) return secret.status();
     // O_EXCL: two gateways starting together never overwrite each other's secret.
     const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);

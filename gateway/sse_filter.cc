@@ -5,8 +5,10 @@
 
 namespace sluice::gateway {
 
-bool ReadUsage(std::string_view json, Usage* usage) {
-  const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+namespace {
+
+// The non-null `usage` of a parsed answer or chunk, if it has one.
+bool UsageOf(const nlohmann::json& j, Usage* usage) {
   if (!j.is_object() || !j.contains("usage") || !j["usage"].is_object()) return false;
   const nlohmann::json& u = j["usage"];
   auto count = [&u](const char* k) {
@@ -16,6 +18,12 @@ bool ReadUsage(std::string_view json, Usage* usage) {
   usage->completion_tokens = count("completion_tokens");
   usage->seen = true;
   return true;
+}
+
+}  // namespace
+
+bool ReadUsage(std::string_view json, Usage* usage) {
+  return UsageOf(nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false), usage);
 }
 
 std::string SseFilter::Event(std::string_view event) {
@@ -39,21 +47,20 @@ std::string SseFilter::Event(std::string_view event) {
   }
   // Only chunks that carry usage need a look; the rest pass untouched.
   if (data.find("\"usage\"") == std::string_view::npos) return std::string(event);
-  Usage u;
-  const bool has_usage = ReadUsage(data, &u);
-  if (has_usage) usage_ = u;
-  if (continuous_usage_) return std::string(event);
   const nlohmann::json j = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("usage")) return std::string(event);
+  Usage u;
+  const bool has_usage = UsageOf(j, &u);
+  if (has_usage) usage_ = u;
+  if (continuous_usage_ || !j.is_object() || !j.contains("usage")) return std::string(event);
   const bool usage_only = j.contains("choices") && j["choices"].is_array() && j["choices"].empty();
-  std::string rewritten;
   if (usage_only && has_usage) {
     if (include_usage_) return std::string(event);
     return "";  // the gateway's own request: the client did not ask for it
   }
   // A content chunk: usage null where the client asked for the final one only (as the
   // upstream itself writes it then), and none where it asked for none.
-  rewritten = include_usage_ ? SetMember(data, "usage", "null") : RemoveMember(data, "usage");
+  const std::string rewritten =
+      include_usage_ ? SetMember(data, "usage", "null") : RemoveMember(data, "usage");
   std::string out(event.substr(0, data_begin));
   out += "data: ";
   out += rewritten;
