@@ -11,7 +11,7 @@
 #include "gateway/exchange.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
-#include "server/common/json_limits.h"
+#include "net/json_limits.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice::gateway {

@@ -26,7 +26,7 @@
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
-#include "server/http/http_server.h"
+#include "net/http_server.h"
 
 namespace sluice::gateway {
 

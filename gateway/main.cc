@@ -12,7 +12,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "gateway/gateway.h"
-#include "server/common/heap_release.h"
+#include "net/heap_release.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 

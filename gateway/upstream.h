@@ -17,7 +17,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "server/http/http_server.h"
+#include "net/http_server.h"
 
 namespace sluice::gateway {
 

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libboost-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev prometheus wrk
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   python3 python3-venv python3-pip
 )
 

@@ -8,10 +8,6 @@
 
 namespace sluice {
 
-// The default model directory: the embedded tiny model, found beside the binary's
-// source tree or through $SLUICE_MODEL.
-std::string DefaultModelDir();
-
 // Adds `generate` to `app`; `*run` is set to its entry point when it is chosen.
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 

@@ -8,11 +8,12 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "engine/common/status_macros.h"
-#include "engine/tokenizer/incremental_detokenizer.h"
+#include "common/status_macros.h"
+#include "engine/flags.h"
 #include "nlohmann/json.hpp"
 #include "server/commands.h"
-#include "server/engine_factory.h"
+#include "server/core/serving_model.h"
+#include "server/tokenizer/incremental_detokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -110,7 +111,7 @@ int RunGenerate(GenerateFlags f) {
   f.engine.max_waiting_requests = std::max<int>(f.engine.max_waiting_requests, jobs->size());
   f.engine.max_waiting_tokens = std::numeric_limits<int32_t>::max();
   f.engine.quiet = f.json;
-  auto loaded = LoadEngine(f.engine);
+  auto loaded = LoadServingModel(f.engine);
   if (!loaded.ok()) {
     spdlog::error("cannot load model: {}", std::string(loaded.status().message()));
     return 2;

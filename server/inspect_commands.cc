@@ -6,7 +6,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "engine/api.h"
+#include "server/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "server/chat/chat_template.h"
 #include "server/commands.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/engine.h"
+#include "engine/api.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"

@@ -13,12 +13,13 @@
 #include <string>
 #include <thread>
 
+#include "engine/flags.h"
+#include "net/heap_release.h"
+#include "net/http_server.h"
 #include "server/chat/chat_template.h"
 #include "server/commands.h"
-#include "server/common/heap_release.h"
-#include "server/engine_factory.h"
+#include "server/core/serving_model.h"
 #include "server/grpc/grpc_server.h"
-#include "server/http/http_server.h"
 #include "server/openai/api.h"
 #include "server/openai/server_state.h"
 #include "spdlog/spdlog.h"
@@ -100,7 +101,7 @@ int RunServe(ServeFlags f) {
                  grpc_server.port());
   }
 
-  auto loaded = LoadEngine(f.engine);
+  auto loaded = LoadServingModel(f.engine);
   if (!loaded.ok()) {
     spdlog::error("cannot load model: {}", std::string(loaded.status().message()));
     server.Stop();
@@ -118,15 +119,18 @@ int RunServe(ServeFlags f) {
     }
   }
   state.served_model_name = f.served_model_name.empty()
-                                ? std::filesystem::path(loaded->model_dir).filename().string()
+                                ? std::filesystem::path(loaded->engine->model().model_dir)
+                                      .filename()
+                                      .string()
                                 : f.served_model_name;
   state.engine = loaded->engine.get();
   state.tokenizer = loaded->tokenizer.get();
   state.chat_template = chat_template.get();
-  state.max_model_len = loaded->engine->config().scheduler.max_model_len;
-  state.block_size = loaded->block_size;
-  state.architecture = loaded->config.model_type;
-  state.metrics->SetCacheConfig(loaded->block_size, loaded->engine->Stats().num_kv_blocks);
+  const ModelInfo& model = loaded->engine->model();
+  state.max_model_len = model.max_model_len;
+  state.block_size = model.block_size;
+  state.architecture = model.architecture;
+  state.metrics->SetCacheConfig(model.block_size, model.num_kv_blocks);
   state.loaded.store(true);
   grpc_server.SetServing(true);
   spdlog::info("serving '{}' on http://{}:{}", state.served_model_name, f.host, server.port());

@@ -38,14 +38,14 @@ void BM_SchedulerDecodeStep(benchmark::State& state) {
     SchedulerOutput out = s.Schedule();
     int samples = 0;
     for (const auto& st : out.scheduled) samples += st.samples;
-    s.Update(out, std::vector<int32_t>(samples, token));
+    benchmark::DoNotOptimize(s.Update(out, StepResult{std::vector<int32_t>(samples, token), {}}));
   }
   std::vector<int32_t> sampled(num_requests);
   for (auto _ : state) {
     SchedulerOutput out = s.Schedule();
     for (int32_t& t : sampled) t = 1 + (token++ % 4000);
     sampled.resize(out.scheduled.size());
-    benchmark::DoNotOptimize(s.Update(out, sampled));
+    benchmark::DoNotOptimize(s.Update(out, StepResult{sampled, {}}));
   }
   state.counters["running"] = s.num_running();
   state.counters["kv_usage"] = s.kv().Usage();

@@ -20,12 +20,12 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
-#include "engine/core/engine.h"
+#include "engine/api.h"
 #include "engine/runner/cuda_runner.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "server/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "server/commands.h"
-#include "server/engine_factory.h"
+#include "engine/core/loader.h"
+#include "engine/flags.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -73,6 +73,7 @@ class TimedRunner : public Runner {
   int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
   int block_size() const override { return inner_->block_size(); }
   int vocab_size() const override { return inner_->vocab_size(); }
+  int num_requests() const override { return inner_->num_requests(); }
 
   std::vector<StepRecord> steps() const {
     std::lock_guard<std::mutex> lock(mu_);

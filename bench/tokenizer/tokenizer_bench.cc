@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/tokenizer/tokenizer.h"
+#include "server/tokenizer/tokenizer.h"
 
 namespace {
 

@@ -13,10 +13,13 @@
 
 namespace sluice {
 
-// A sequence's blocks and the hashes of its full blocks (they live on the request).
+// A sequence's blocks and the chained hashes of its full blocks of tokens (they live on
+// the request). The hashes depend only on the tokens and the salt, so each is computed once
+// and kept when the blocks are released (a failed admission, a preemption).
 struct SeqBlocks {
   std::vector<int32_t> blocks;
-  std::vector<BlockHash> hashes;  // hashes[i] is block i's chained hash, for full blocks
+  std::vector<BlockHash> hashes;  // hashes[i]: chained hash of the tokens of block i
+  int num_registered = 0;         // leading blocks registered in the prefix cache
 };
 
 struct PrefixCacheCounters {
@@ -38,9 +41,16 @@ class KvCacheManager {
 
   // For a sequence holding no blocks: takes the longest cached run of its leading full
   // blocks, capped so that at least the last token is left to compute. Returns the
-  // number of tokens hit (a multiple of block_size).
+  // number of tokens hit (a multiple of block_size). Counts nothing: the caller counts
+  // the query once it keeps the blocks (CountPrefixQuery).
   int AcquireCachedPrefix(std::span<const int32_t> tokens, std::string_view cache_salt,
                           SeqBlocks& seq);
+
+  // Counts one prefix-cache lookup of `num_tokens` tokens that hit `hit_tokens`.
+  void CountPrefixQuery(int num_tokens, int hit_tokens) {
+    counters_.queried_tokens += num_tokens;
+    counters_.hit_tokens += hit_tokens;
+  }
 
   // Ensures `seq` has blocks for its first `num_tokens` tokens. Returns false and changes
   // nothing when the pool is short.
@@ -51,8 +61,8 @@ class KvCacheManager {
   void CacheFullBlocks(SeqBlocks& seq, std::span<const int32_t> tokens, int num_computed,
                        std::string_view cache_salt);
 
-  // Returns all of `seq`'s blocks to the pool, last block first (evicted first), and
-  // clears it.
+  // Returns all of `seq`'s blocks to the pool, last block first (evicted first); the
+  // hashes stay.
   void Release(SeqBlocks& seq);
 
   // Number of blocks a sequence of `num_tokens` tokens needs.
@@ -62,6 +72,10 @@ class KvCacheManager {
   BlockPool pool_;
   bool enable_prefix_caching_;
   PrefixCacheCounters counters_;
+
+  // Extends seq.hashes to the first `num_blocks` full blocks of `tokens`.
+  void HashBlocks(SeqBlocks& seq, std::span<const int32_t> tokens, int num_blocks,
+                  std::span<const char> salt) const;
 };
 
 }  // namespace sluice

@@ -1,12 +1,23 @@
-#include "engine/core/engine.h"
-
+// The engine: one thread that loops RunStep (Schedule -> Runner::Execute -> Update) and
+// pushes each request's outputs to its stream. Submit admits or refuses at once: nothing
+// queues without bound.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/api.h"
+#include "engine/core/step.h"
+#include "engine/runner/runner.h"
+#include "engine/sched/scheduler.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -28,6 +39,18 @@ double Smooth(double old_value, double sample) {
   return old_value <= 0.0 ? sample : (1.0 - kSmoothing) * old_value + kSmoothing * sample;
 }
 
+SchedulerConfig SchedulerConfigOf(const EngineConfig& c, const Runner& runner) {
+  SchedulerConfig sc;
+  sc.max_num_seqs = c.max_num_seqs;
+  sc.max_num_batched_tokens = c.max_num_batched_tokens;
+  sc.max_model_len = c.max_model_len;
+  sc.num_blocks = runner.num_kv_blocks();
+  sc.block_size = runner.block_size();
+  sc.enable_prefix_caching = c.enable_prefix_caching;
+  sc.eos_token_ids = c.eos_token_ids;
+  return sc;
+}
+
 }  // namespace
 
 std::optional<int64_t> RetryAfterMs(const absl::Status& status) {
@@ -37,87 +60,147 @@ std::optional<int64_t> RetryAfterMs(const absl::Status& status) {
   return ms;
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
-                                                       std::unique_ptr<Runner> runner) {
-  if (runner == nullptr) return absl::InvalidArgumentError("engine needs a runner");
-  config.scheduler.num_blocks = runner->num_kv_blocks();
-  config.scheduler.block_size = runner->block_size();
-  if (config.scheduler.max_num_seqs <= 0 || config.scheduler.max_num_batched_tokens <= 0 ||
-      config.max_waiting_requests <= 0 || config.max_waiting_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        "max_num_seqs, max_num_batched_tokens and the waiting limits must be positive");
+struct Engine::Impl {
+  Impl(EngineConfig c, std::unique_ptr<Runner> r, ModelInfo m)
+      : config(std::move(c)),
+        runner(std::move(r)),
+        model(std::move(m)),
+        scheduler(SchedulerConfigOf(config, *runner)) {
+    if (!config.clock) config.clock = [] { return Clock::now(); };
+    model.block_size = runner->block_size();
+    model.num_kv_blocks = runner->num_kv_blocks();
+    model.vocab_size = runner->vocab_size();
+    model.max_model_len = config.max_model_len;
+    stats.num_kv_blocks = model.num_kv_blocks;
   }
-  return std::unique_ptr<Engine>(new Engine(std::move(config), std::move(runner)));
+
+  Clock::time_point Now() const { return config.clock(); }
+  absl::Status Validate(const SubmitParams& params) const;
+  absl::Status CheckLoad(int prompt_tokens) const;
+  void Loop();
+  void Step();
+  void Deliver(RequestOutput output);
+  void PublishStats();
+  void PublishStatsLocked();  // REQUIRES: mu held
+
+  EngineConfig config;
+  const std::unique_ptr<Runner> runner;
+  ModelInfo model;
+  Scheduler scheduler;  // engine thread only
+
+  mutable std::mutex mu;  // guards the fields below it
+  std::condition_variable cv;
+  struct Pending {
+    std::unique_ptr<Request> request;
+    std::shared_ptr<RequestStream> stream;
+  };
+  std::vector<Pending> pending;
+  std::vector<RequestId> aborts;
+  bool stop = false;
+  bool idle = true;
+  RequestId next_id = 1;
+  std::mt19937_64 seed_rng{std::random_device{}()};
+  EngineStats stats;
+  std::string last_step_error;
+  std::condition_variable idle_cv;
+
+  std::atomic<bool> draining{false};
+  std::atomic<int> failed_steps{0};          // consecutive; reset by a good step
+  std::atomic<int64_t> step_started_ns{0};   // engine clock; 0 between steps
+  std::atomic<int64_t> unready_since_ns{0};  // engine clock; 0 while ready
+  absl::flat_hash_map<RequestId, std::shared_ptr<RequestStream>> streams;  // engine thread
+  std::thread thread;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
+                                                       std::unique_ptr<Runner> runner,
+                                                       ModelInfo model) {
+  if (runner == nullptr) return absl::InvalidArgumentError("engine needs a runner");
+  if (config.max_num_seqs <= 0 || config.max_num_batched_tokens <= 0 ||
+      config.max_waiting_requests <= 0 || config.max_waiting_tokens <= 0 ||
+      config.max_model_len <= 1) {
+    return absl::InvalidArgumentError(
+        "max_num_seqs, max_num_batched_tokens, max_model_len and the waiting limits must be "
+        "positive");
+  }
+  auto impl = std::make_unique<Impl>(std::move(config), std::move(runner), std::move(model));
+  Impl* raw = impl.get();
+  std::unique_ptr<Engine> engine(new Engine(std::move(impl)));
+  raw->thread = std::thread([raw] { raw->Loop(); });
+  return engine;
 }
 
-Engine::Engine(EngineConfig config, std::unique_ptr<Runner> runner)
-    : config_(std::move(config)), runner_(std::move(runner)), scheduler_(config_.scheduler) {
-  stats_.num_kv_blocks = config_.scheduler.num_blocks;
-  thread_ = std::thread([this] { Loop(); });
-}
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() { Shutdown(); }
 
-absl::Status Engine::Validate(const SubmitParams& p) const {
+const EngineConfig& Engine::config() const { return impl_->config; }
+const ModelInfo& Engine::model() const { return impl_->model; }
+bool Engine::draining() const { return impl_->draining.load(); }
+
+absl::Status Engine::Impl::Validate(const SubmitParams& p) const {
   const int n = static_cast<int>(p.prompt_ids.size());
-  const SchedulerConfig& sc = config_.scheduler;
-  if (n == 0) return absl::InvalidArgumentError("prompt is empty");
-  if (n >= sc.max_model_len) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt has ", n,
-                                                   " tokens; the context window is ",
-                                                   sc.max_model_len, " tokens"));
+  if (n == 0) return InvalidPrompt("is empty");
+  if (n >= config.max_model_len) {
+    return InvalidPrompt(absl::StrCat("has ", n, " tokens; the context window is ",
+                                      config.max_model_len, " tokens"));
   }
-  if (n + 1 > sc.num_blocks * sc.block_size) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt has ", n, " tokens; the KV cache holds ",
-                                                   sc.num_blocks * sc.block_size));
+  const int64_t capacity = int64_t{runner->num_kv_blocks()} * runner->block_size();
+  if (n + 1 > capacity) {
+    return InvalidPrompt(absl::StrCat("has ", n, " tokens; the KV cache holds ", capacity));
   }
+  const int vocab = runner->vocab_size();
   for (int i = 0; i < n; ++i) {
-    if (p.prompt_ids[i] < 0 || p.prompt_ids[i] >= runner_->vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token ", p.prompt_ids[i], " at index ",
-                                                     i, " is outside the vocabulary [0, ",
-                                                     runner_->vocab_size(), ")"));
+    if (p.prompt_ids[i] < 0 || p.prompt_ids[i] >= vocab) {
+      return InvalidPrompt(absl::StrCat("token ", p.prompt_ids[i], " at index ", i,
+                                        " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
-  if (p.sampling.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be >= 1");
-  if (p.sampling.temperature < 0 || !std::isfinite(p.sampling.temperature)) {
-    return absl::InvalidArgumentError("temperature must be a finite number >= 0");
-  }
-  if (!(p.sampling.top_p > 0.0f && p.sampling.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError("top_p must be in (0, 1]");
-  }
-  if (!(p.sampling.min_p >= 0.0f && p.sampling.min_p <= 1.0f)) {
-    return absl::InvalidArgumentError("min_p must be in [0, 1]");
-  }
-  if (p.sampling.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
-  return absl::OkStatus();
+  return ValidateSampling(p.sampling);
 }
 
-// REQUIRES: mu_ held.
-absl::Status Engine::CheckLoad(int prompt_tokens) const {
-  const int64_t waiting = stats_.num_waiting + static_cast<int64_t>(pending_.size());
-  const int64_t waiting_tokens = stats_.num_waiting_tokens + pending_tokens_;
-  const double prefill_rate = stats_.prefill_tokens_per_s;
-  const double finish_rate = stats_.finish_per_s;
-  if (waiting >= config_.max_waiting_requests) {
-    const int64_t retry = finish_rate > 0
-        ? static_cast<int64_t>(1000.0 * (waiting - config_.max_waiting_requests + 1) / finish_rate)
-        : kDefaultRetryMs;
-    return Overloaded(absl::StrCat("server overloaded: ", waiting, " requests waiting (limit ",
-                                   config_.max_waiting_requests, ")"), retry);
+// Admission counts what cannot start at the next step: requests pending and waiting,
+// less the running slots left free (never below 0); the same for their tokens. A request
+// that starts at the next step is refused for nothing but draining or a bad field.
+// REQUIRES: mu held.
+absl::Status Engine::Impl::CheckLoad(int prompt_tokens) const {
+  const int64_t free_slots = std::max(0, config.max_num_seqs - stats.num_running);
+  const int64_t ahead = stats.num_waiting + static_cast<int64_t>(pending.size());
+  if (ahead < free_slots) return absl::OkStatus();
+  const int64_t queued = ahead - free_slots;
+  int64_t queued_tokens = 0;
+  if (stats.num_waiting >= free_slots) {
+    queued_tokens = stats.num_queued_tokens;
+    for (const Pending& p : pending) queued_tokens += p.request->num_tokens();
+  } else {
+    for (size_t i = static_cast<size_t>(free_slots - stats.num_waiting); i < pending.size(); ++i) {
+      queued_tokens += pending[i].request->num_tokens();
+    }
   }
-  if (waiting_tokens + prompt_tokens > config_.max_waiting_tokens) {
-    const int64_t excess = waiting_tokens + prompt_tokens - config_.max_waiting_tokens;
+  const double prefill_rate = stats.prefill_tokens_per_s;
+  const double finish_rate = stats.finish_per_s;
+  if (queued >= config.max_waiting_requests) {
+    const int64_t retry =
+        finish_rate > 0
+            ? static_cast<int64_t>(1000.0 * (queued - config.max_waiting_requests + 1) / finish_rate)
+            : kDefaultRetryMs;
+    return Overloaded(absl::StrCat("server overloaded: ", queued, " requests waiting (limit ",
+                                   config.max_waiting_requests, ")"),
+                      retry);
+  }
+  if (queued_tokens + prompt_tokens > config.max_waiting_tokens) {
+    const int64_t excess = queued_tokens + prompt_tokens - config.max_waiting_tokens;
     const int64_t retry =
         prefill_rate > 0 ? static_cast<int64_t>(1000.0 * excess / prefill_rate) : kDefaultRetryMs;
-    return Overloaded(absl::StrCat("server overloaded: ", waiting_tokens,
-                                   " prompt tokens waiting (limit ", config_.max_waiting_tokens,
-                                   ")"), retry);
+    return Overloaded(absl::StrCat("server overloaded: ", queued_tokens,
+                                   " prompt tokens waiting (limit ", config.max_waiting_tokens, ")"),
+                      retry);
   }
-  // NOTE: with nothing waiting a request is scheduled at the next step, so the
-  // prediction applies only behind a queue.
-  if (config_.slo_ttft_ms > 0 && prefill_rate > 0 && waiting_tokens > 0) {
-    const double predicted_ms = 1000.0 * (waiting_tokens + prompt_tokens) / prefill_rate;
-    const double limit_ms = config_.ttft_slack * config_.slo_ttft_ms;
+  // NOTE: the prediction applies behind a queue only: with nobody queued ahead, the
+  // request waits for a running slot, not for prefill work the rate can predict.
+  if (config.slo_ttft_ms > 0 && prefill_rate > 0 && queued > 0) {
+    const double predicted_ms = 1000.0 * (queued_tokens + prompt_tokens) / prefill_rate;
+    const double limit_ms = config.ttft_slack * config.slo_ttft_ms;
     if (predicted_ms > limit_ms) {
       return Overloaded(absl::StrCat("server overloaded: predicted time to first token ",
                                      static_cast<int64_t>(predicted_ms), " ms exceeds ",
@@ -129,239 +212,226 @@ absl::Status Engine::CheckLoad(int prompt_tokens) const {
 }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(SubmitParams params) {
+  Impl& m = *impl_;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.num_arrived;
+    std::lock_guard<std::mutex> lock(m.mu);
+    ++m.stats.num_arrived;
   }
-  if (draining_.load()) return absl::UnavailableError("server is draining");
-  if (absl::Status s = Validate(params); !s.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.num_invalid;
+  if (m.draining.load()) return absl::UnavailableError("server is draining");
+  if (absl::Status s = m.Validate(params); !s.ok()) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    ++m.stats.num_invalid;
     return s;
   }
   const int n = static_cast<int>(params.prompt_ids.size());
   std::shared_ptr<RequestStream> stream;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_) return absl::UnavailableError("engine is shut down");
-    if (absl::Status s = CheckLoad(n); !s.ok()) {
-      ++stats_.num_refused;
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.stop) return absl::UnavailableError("engine is shut down");
+    if (absl::Status s = m.CheckLoad(n); !s.ok()) {
+      ++m.stats.num_refused;
       return s;
     }
     auto r = std::make_unique<Request>();
-    r->id = next_id_++;
+    r->id = m.next_id++;
     r->arrival_seq = r->id;
-    r->arrival_time = Clock::now();
+    r->arrival_time = m.Now();
     r->token_ids = std::move(params.prompt_ids);
     r->num_prompt_tokens = n;
     r->sampling = std::move(params.sampling);
-    r->seed = r->sampling.seed.value_or(seed_rng_());
+    r->sampling.top_k = std::max(r->sampling.top_k, 0);  // -1 and 0 both mean off
+    r->seed = r->sampling.seed.value_or(m.seed_rng());
     r->cache_salt = std::move(params.cache_salt);
     r->priority = params.priority;
     stream = std::make_shared<RequestStream>(r->id);
-    pending_.push_back({std::move(r), stream});
-    pending_tokens_ += n;
-    ++stats_.num_admitted;
-    stats_.prompt_tokens += n;
-    idle_ = false;
+    m.pending.push_back({std::move(r), stream});
+    ++m.stats.num_admitted;
+    m.stats.prompt_tokens += n;
+    m.idle = false;
   }
-  cv_.notify_all();
+  m.cv.notify_all();
   return stream;
 }
 
 void Engine::Abort(RequestId id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    aborts_.push_back(id);
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->aborts.push_back(id);
   }
-  cv_.notify_all();
+  impl_->cv.notify_all();
 }
 
 void Engine::StartDrain() {
-  draining_.store(true);
+  impl_->draining.store(true);
   spdlog::info("engine draining: admitting no new requests");
 }
 
 bool Engine::WaitIdle(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_cv_.wait_for(lock, timeout, [&] { return idle_; });
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  return impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->idle; });
 }
 
 void Engine::Shutdown() {
+  Impl& m = *impl_;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ && !thread_.joinable()) return;
-    stop_ = true;
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.stop && !m.thread.joinable()) return;
+    m.stop = true;
   }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  m.cv.notify_all();
+  if (m.thread.joinable()) m.thread.join();
 }
 
 EngineStats Engine::Stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
 }
 
-void Engine::Deliver(const RequestDelta& d, const std::string& error) {
-  auto it = streams_.find(d.id);
-  if (it == streams_.end()) return;
-  RequestOutput out;
-  out.new_token_ids = d.new_token_ids;
-  out.logprobs = d.logprobs;
-  out.finish_reason = d.finish_reason;
-  out.num_prompt_tokens = d.num_prompt_tokens;
-  out.num_cached_prompt_tokens = d.num_cached_prompt_tokens;
-  out.num_output_tokens = d.num_output_tokens;
-  out.queue_time_s = d.queue_time_s;
-  out.error = error;
-  out.time = Clock::now();
-  it->second->Push(std::move(out));
-  if (d.finish_reason != FinishReason::kNone) streams_.erase(it);
+void Engine::Impl::Deliver(RequestOutput output) {
+  auto it = streams.find(output.id);
+  if (it == streams.end()) return;
+  output.time = Now();
+  const bool last = output.finished();
+  it->second->Push(std::move(output));
+  if (last) streams.erase(it);
 }
 
-void Engine::Loop() {
+void Engine::Impl::Loop() {
   while (true) {
     std::vector<Pending> incoming;
-    std::vector<RequestId> aborts;
+    std::vector<RequestId> to_abort;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !pending_.empty() || !aborts_.empty() || !idle_; });
-      if (stop_) break;
-      incoming.swap(pending_);
-      aborts.swap(aborts_);
-      pending_tokens_ = 0;
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return stop || !pending.empty() || !aborts.empty() || !idle; });
+      if (stop) break;
+      incoming.swap(pending);
+      to_abort.swap(aborts);
+      // Under the lock, so that admission never sees a request neither pending nor waiting.
+      for (Pending& p : incoming) {
+        streams[p.request->id] = p.stream;
+        scheduler.Add(std::move(p.request));
+      }
+      if (!incoming.empty()) PublishStatsLocked();
     }
-    for (Pending& p : incoming) {
-      streams_[p.request->id] = p.stream;
-      scheduler_.Add(std::move(p.request));
+    int64_t aborted = 0;
+    for (RequestId id : to_abort) {
+      if (std::optional<RequestOutput> o = scheduler.Abort(id)) {
+        ++aborted;
+        Deliver(*std::move(o));
+      }
     }
-    for (RequestId id : aborts) {
-      if (std::optional<RequestDelta> d = scheduler_.Abort(id)) Deliver(*d);
+    if (aborted > 0) {
+      std::lock_guard<std::mutex> lock(mu);
+      stats.num_aborted += aborted;
     }
     Step();
     PublishStats();
   }
-  for (const RequestDelta& d : scheduler_.FinishAll(FinishReason::kAbort)) {
-    Deliver(d, "engine shut down");
+  for (RequestOutput& o : scheduler.FinishAll(FinishReason::kAbort)) {
+    o.error = "engine shut down";
+    Deliver(std::move(o));
   }
   PublishStats();
 }
 
-void Engine::Step() {
-  const SchedulerOutput out = scheduler_.Schedule();
-  if (out.empty()) {
-    // Nothing to run, but requests may have ended since the last step (the last running
-    // one aborted, say): the runner still hears of them, or it keeps their state for ever.
-    if (!out.finished_ids.empty() || !out.preempted_ids.empty()) {
-      if (absl::StatusOr<StepResult> r = runner_->Execute(out); !r.ok()) {
-        spdlog::warn("the runner could not retire {} requests: {}", out.finished_ids.size(),
-                     r.status().ToString());
-      }
-    }
-    return;
-  }
-  const auto start = Clock::now();
-  step_started_ns_.store(start.time_since_epoch().count());
-  absl::StatusOr<StepResult> result = runner_->Execute(out);
-  step_started_ns_.store(0);
-  if (!result.ok()) {
-    const int failed = failed_steps_.fetch_add(1) + 1;
-    if (failed == config_.unready_after_failed_steps) {
-      unready_since_ns_.store(Clock::now().time_since_epoch().count());
+void Engine::Impl::Step() {
+  const Clock::time_point start = Now();
+  step_started_ns.store(start.time_since_epoch().count());
+  StepOutcome step = RunStep(scheduler, *runner);
+  step_started_ns.store(0);
+  if (!step.ran) return;
+  if (!step.status.ok()) {
+    const int failed = failed_steps.fetch_add(1) + 1;
+    if (failed == config.unready_after_failed_steps) {
+      unready_since_ns.store(Now().time_since_epoch().count());
     }
     spdlog::error("engine step failed ({} in a row): {}; failing its {} requests", failed,
-                  result.status().ToString(), out.scheduled.size());
+                  step.status.ToString(), step.outputs.size());
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.num_failed_steps;
-      last_step_error_ = std::string(result.status().message());
+      std::lock_guard<std::mutex> lock(mu);
+      ++stats.num_failed_steps;
+      stats.num_errors += static_cast<int64_t>(step.outputs.size());
+      last_step_error = std::string(step.status.message());
     }
-    for (const ScheduledTokens& st : out.scheduled) {
-      if (std::optional<RequestDelta> d = scheduler_.Finish(st.id, FinishReason::kError)) {
-        Deliver(*d, std::string(result.status().message()));
-      }
-    }
+    for (RequestOutput& o : step.outputs) Deliver(std::move(o));
     return;
   }
-  failed_steps_.store(0);
-  unready_since_ns_.store(0);
-  std::vector<RequestDelta> deltas = scheduler_.Update(out, result->sampled);
-  // Update returns one delta per sampled token, in batch order: the logprobs line up.
-  for (size_t i = 0; i < deltas.size() && i < result->logprobs.size(); ++i) {
-    deltas[i].logprobs.push_back(std::move(result->logprobs[i]));
-  }
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  // Prefill throughput counts only prompt work: a decode row (one token that samples)
-  // would make a decode-heavy step look like a slow prefill.
-  int64_t prefill_tokens = 0;
-  for (const ScheduledTokens& st : out.scheduled) {
-    if (!(st.num_tokens == 1 && st.samples)) prefill_tokens += st.num_tokens;
-  }
+  failed_steps.store(0);
+  unready_since_ns.store(0);
+  const double seconds = std::chrono::duration<double>(Now() - start).count();
   int64_t finished = 0, generated = 0;
-  for (const RequestDelta& d : deltas) {
-    generated += static_cast<int64_t>(d.new_token_ids.size());
-    finished += d.finish_reason != FinishReason::kNone;
+  for (const RequestOutput& o : step.outputs) {
+    generated += static_cast<int64_t>(o.new_token_ids.size());
+    finished += o.finished();
   }
   // The step's figures are in the stats before any client sees its tokens, so that a
   // reader who got a token also sees the step that produced it counted.
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.num_steps;
-    stats_.generation_tokens += generated;
-    stats_.num_finished += finished;
-    stats_.num_preemptions += static_cast<int64_t>(out.preempted_ids.size());
+    std::lock_guard<std::mutex> lock(mu);
+    ++stats.num_steps;
+    stats.generation_tokens += generated;
+    stats.num_finished += finished;
+    stats.num_preemptions += step.num_preempted;
     if (seconds > 0) {
-      if (prefill_tokens >= kMinPrefillSample) {
-        stats_.prefill_tokens_per_s =
-            Smooth(stats_.prefill_tokens_per_s, prefill_tokens / seconds);
+      if (step.prefill_tokens >= kMinPrefillSample) {
+        stats.prefill_tokens_per_s = Smooth(stats.prefill_tokens_per_s, step.prefill_tokens / seconds);
       }
-      stats_.finish_per_s = Smooth(stats_.finish_per_s, finished / seconds);
+      stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
   }
-  for (const RequestDelta& d : deltas) Deliver(d);
+  for (RequestOutput& o : step.outputs) Deliver(std::move(o));
 }
 
 EngineHealth Engine::Health() const {
+  const Impl& m = *impl_;
   EngineHealth h;
-  const int64_t now = Clock::now().time_since_epoch().count();
+  const int64_t now = m.Now().time_since_epoch().count();
   auto seconds_since = [now](int64_t then) {
     return std::chrono::duration<double>(Clock::duration(now - then)).count();
   };
-  if (const int64_t started = step_started_ns_.load(); started != 0) {
-    if (const double s = seconds_since(started); s > config_.step_timeout_s) {
+  if (const int64_t started = m.step_started_ns.load(); started != 0) {
+    if (const double s = seconds_since(started); s > m.config.step_timeout_s) {
       h.ready = h.live = false;
       h.reason = absl::StrFormat("an engine step has been running for %.0f s (limit %.0f s)", s,
-                                 config_.step_timeout_s);
+                                 m.config.step_timeout_s);
       return h;
     }
   }
-  const int failed = failed_steps_.load();
-  const int64_t unready_since = unready_since_ns_.load();
-  if (failed >= config_.unready_after_failed_steps && unready_since != 0) {
+  const int failed = m.failed_steps.load();
+  const int64_t unready_since = m.unready_since_ns.load();
+  if (failed >= m.config.unready_after_failed_steps && unready_since != 0) {
     h.ready = false;
     const double s = seconds_since(unready_since);
-    h.live = s <= config_.unready_grace_s;
-    std::lock_guard<std::mutex> lock(mu_);
+    h.live = s <= m.config.unready_grace_s;
+    std::lock_guard<std::mutex> lock(m.mu);
     h.reason = absl::StrFormat("the last %d engine steps failed (%s); unready for %.0f s%s",
-                               failed, last_step_error_, s,
+                               failed, m.last_step_error, s,
                                h.live ? "" : ", past the grace period");
   }
   return h;
 }
 
-void Engine::PublishStats() {
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.num_waiting = scheduler_.num_waiting();
-  stats_.num_running = scheduler_.num_running();
-  stats_.num_waiting_tokens = scheduler_.num_waiting_tokens();
-  stats_.kv_usage = scheduler_.kv().Usage();
-  stats_.prefix_queried_tokens = scheduler_.kv().prefix_counters().queried_tokens;
-  stats_.prefix_hit_tokens = scheduler_.kv().prefix_counters().hit_tokens;
-  stats_.num_evictions = scheduler_.kv().num_evictions();
+void Engine::Impl::PublishStats() {
+  std::lock_guard<std::mutex> lock(mu);
+  PublishStatsLocked();
+}
+
+void Engine::Impl::PublishStatsLocked() {
+  stats.num_waiting = scheduler.num_waiting();
+  stats.num_running = scheduler.num_running();
+  stats.num_waiting_tokens = scheduler.num_waiting_tokens();
+  const int free_slots = std::max(0, config.max_num_seqs - stats.num_running);
+  stats.num_queued = std::max(0, stats.num_waiting - free_slots);
+  stats.num_queued_tokens = scheduler.WaitingTokensAfter(free_slots);
+  stats.num_runner_requests = runner->num_requests();
+  stats.kv_usage = scheduler.kv().Usage();
+  stats.prefix_queried_tokens = scheduler.kv().prefix_counters().queried_tokens;
+  stats.prefix_hit_tokens = scheduler.kv().prefix_counters().hit_tokens;
+  stats.num_evictions = scheduler.kv().num_evictions();
   // Idle once the runner, too, has heard of every request that ended.
-  const bool idle = scheduler_.idle() && pending_.empty() && !scheduler_.has_unreported_finishes();
-  if (idle && !idle_) idle_cv_.notify_all();
-  idle_ = idle;
+  const bool now_idle = scheduler.idle() && pending.empty() && !scheduler.has_unreported_finishes();
+  if (now_idle && !idle) idle_cv.notify_all();
+  idle = now_idle;
 }
 
 }  // namespace sluice

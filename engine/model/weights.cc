@@ -5,7 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 #include "sluice/kernels/random.h"
 
 namespace sluice {

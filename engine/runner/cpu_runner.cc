@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 
 namespace sluice {
 

@@ -23,6 +23,7 @@ class CpuRunner : public Runner {
   int num_kv_blocks() const override { return cache_.shape().num_blocks; }
   int block_size() const override { return cache_.shape().block_size; }
   int vocab_size() const override { return model_->config().vocab_size; }
+  int num_requests() const override { return static_cast<int>(table_.size()); }
   const CpuModel& model() const { return *model_; }
 
  private:

@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 #include "engine/runner/host_sampling.h"
 #include "engine/runner/request_table.h"
 #include "sluice/kernels/cuda/activation.h"
@@ -142,6 +142,7 @@ class CudaRunner : public Runner {
   int num_kv_blocks() const override { return shape_.num_blocks; }
   int block_size() const override { return shape_.block_size; }
   int vocab_size() const override { return config_.vocab_size; }
+  int num_requests() const override { return static_cast<int>(table_.size()); }
 
  private:
   absl::Status AllocateWeights();

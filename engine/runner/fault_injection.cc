@@ -47,6 +47,11 @@ absl::StatusOr<StepResult> FaultInjectingRunner::Execute(const SchedulerOutput& 
                       (faults_.failing_steps == 0 ||
                        step <= static_cast<int64_t>(faults_.ok_steps) + faults_.failing_steps);
   if (!faulty) return inner_->Execute(output);
+  // As a device that fails mid-step would: the step's state changes are applied first,
+  // so that requests ending with the failure are still retired.
+  if (absl::StatusOr<StepResult> r = inner_->Execute(RetirementOf(output)); !r.ok()) {
+    return r.status();
+  }
   if (faults_.hang) {
     // As a wedged device would: the step never returns. Only the engine's watchdog (the
     // liveness probe failing) and a restart end it.

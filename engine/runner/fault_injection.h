@@ -31,6 +31,7 @@ class FaultInjectingRunner : public Runner {
   int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
   int block_size() const override { return inner_->block_size(); }
   int vocab_size() const override { return inner_->vocab_size(); }
+  int num_requests() const override { return inner_->num_requests(); }
 
  private:
   std::unique_ptr<Runner> inner_;

@@ -8,6 +8,13 @@
 
 namespace sluice {
 
+SchedulerOutput RetirementOf(const SchedulerOutput& output) {
+  SchedulerOutput r;
+  r.finished_ids = output.finished_ids;
+  r.preempted_ids = output.preempted_ids;
+  return r;
+}
+
 void RequestTable::Apply(const SchedulerOutput& output) {
   for (RequestId id : output.finished_ids) seqs_.erase(id);
   for (RequestId id : output.preempted_ids) seqs_.erase(id);

@@ -51,7 +51,8 @@ class RequestTable {
   // Appends the sampled token to `s`.
   static void Append(Seq& s, int32_t id);
 
-  Seq& at(RequestId id) { return seqs_.at(id); }
+  // Requests held.
+  size_t size() const { return seqs_.size(); }
 
  private:
   int block_size_;

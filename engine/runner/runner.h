@@ -1,21 +1,19 @@
 // The runner turns a SchedulerOutput into a device batch, runs the model and samples.
 // It never sees a hash; block ids are its only vocabulary with the scheduler.
+//
+// The contract, which tests/engine/core/step_contract_test.cc checks over random
+// workloads: every SchedulerOutput reaches Execute, also one with nothing scheduled that
+// only retires requests. Execute applies the output's state changes (requests that
+// finished or were preempted leave, new ones arrive, running ones gain blocks) before
+// anything that can fail or return early, so a failed step loses no retirement.
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/sched/scheduler.h"
 
 namespace sluice {
-
-// One step's result: one sampled id per scheduled entry whose `samples` is set, in batch
-// order, and beside each its logprobs (empty `top` and 0 when not requested).
-struct StepResult {
-  std::vector<int32_t> sampled;
-  std::vector<TokenLogprobs> logprobs;
-};
 
 class Runner {
  public:
@@ -28,6 +26,13 @@ class Runner {
   virtual int num_kv_blocks() const = 0;
   virtual int block_size() const = 0;
   virtual int vocab_size() const = 0;
+  // Requests whose state the runner holds: each leaves once the scheduler says it
+  // finished or was preempted.
+  virtual int num_requests() const = 0;
 };
+
+// The part of `output` that only retires requests (finished and preempted ids), for a
+// runner that must apply it before failing.
+SchedulerOutput RetirementOf(const SchedulerOutput& output);
 
 }  // namespace sluice

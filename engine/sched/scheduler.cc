@@ -2,23 +2,10 @@
 
 #include <algorithm>
 
-namespace sluice {
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone:
-      return "none";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-    case FinishReason::kError:
-      return "error";
-  }
-  return "?";
-}
+namespace sluice {
 
 namespace {
 
@@ -90,7 +77,6 @@ void Record(Request* r, int n, absl::flat_hash_map<RequestId, size_t>& known,
   }
   known[r->id] = r->kv.blocks.size();
   out.scheduled.push_back({r->id, n, r->num_computed_tokens + n == r->num_tokens()});
-  out.total_tokens += n;
 }
 
 }  // namespace
@@ -125,6 +111,9 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
       r->num_computed_tokens = 0;
       return;
     }
+    // Counted once the request keeps its blocks: a failed admission is retried and would
+    // count the same lookup again.
+    kv_.CountPrefixQuery(r->num_tokens(), r->num_computed_tokens);
     RemoveWaiting(r);
     r->state = RequestState::kRunning;
     running_.push_back(r);
@@ -157,68 +146,94 @@ FinishReason Scheduler::CheckStop(const Request& r) const {
   return FinishReason::kNone;
 }
 
-void Scheduler::Release(Request* r, FinishReason reason) {
+void Scheduler::Release(Request* r) {
   kv_.Release(r->kv);
   if (r->state == RequestState::kWaiting) {
     RemoveWaiting(r);
   } else if (r->state == RequestState::kRunning) {
     running_.erase(std::find(running_.begin(), running_.end(), r));
   }
-  r->state = RequestState::kFinished;
-  r->finish_reason = reason;
   known_blocks_.erase(r->id);
   finished_since_last_.push_back(r->id);
   requests_.erase(r->id);
 }
 
-std::vector<RequestDelta> Scheduler::Update(const SchedulerOutput& output,
-                                            std::span<const int32_t> sampled) {
-  std::vector<RequestDelta> deltas;
+namespace {
+
+RequestOutput OutputOf(const Request& r, FinishReason reason) {
+  RequestOutput o;
+  o.id = r.id;
+  o.finish_reason = reason;
+  o.num_prompt_tokens = r.num_prompt_tokens;
+  o.num_cached_prompt_tokens = std::max(r.num_cached_prompt_tokens, 0);
+  o.num_output_tokens = r.num_output_tokens();
+  o.queue_time_s = QueueSeconds(r);
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutput& output,
+                                                             StepResult result) {
+  size_t sampling = 0;
+  for (const ScheduledTokens& s : output.scheduled) sampling += s.samples;
+  if (result.sampled.size() != sampling ||
+      (!result.logprobs.empty() && result.logprobs.size() != sampling)) {
+    return absl::InternalError(absl::StrCat("the runner returned ", result.sampled.size(),
+                                            " tokens and ", result.logprobs.size(),
+                                            " logprobs for a step that samples ", sampling));
+  }
+  std::vector<RequestOutput> outputs;
   size_t next = 0;
   for (const ScheduledTokens& s : output.scheduled) {
     auto it = requests_.find(s.id);
-    if (it == requests_.end()) continue;
+    if (it == requests_.end()) {
+      next += s.samples;
+      continue;
+    }
     Request* r = it->second.get();
     r->num_computed_tokens += s.num_tokens;
     if (!s.samples) {
       kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
       continue;
     }
-    const int32_t token = sampled[next++];
-    r->token_ids.push_back(token);
+    const size_t i = next++;
+    r->token_ids.push_back(result.sampled[i]);
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
-    RequestDelta d{r->id, {token}, {}, CheckStop(*r), r->num_prompt_tokens,
-                   std::max(r->num_cached_prompt_tokens, 0), r->num_output_tokens(),
-                   QueueSeconds(*r)};
-    if (d.finish_reason != FinishReason::kNone) Release(r, d.finish_reason);
-    deltas.push_back(std::move(d));
+    RequestOutput o = OutputOf(*r, CheckStop(*r));
+    o.new_token_ids.push_back(result.sampled[i]);
+    if (r->sampling.logprobs >= 0 && i < result.logprobs.size()) {
+      o.logprobs.push_back(std::move(result.logprobs[i]));
+    }
+    if (o.finished()) Release(r);
+    outputs.push_back(std::move(o));
   }
-  return deltas;
+  return outputs;
 }
 
-std::optional<RequestDelta> Scheduler::Finish(RequestId id, FinishReason reason) {
+std::optional<RequestOutput> Scheduler::Finish(RequestId id, FinishReason reason) {
   auto it = requests_.find(id);
   if (it == requests_.end()) return std::nullopt;
-  Request* r = it->second.get();
-  RequestDelta d{id,
-                 {},
-                 {},
-                 reason,
-                 r->num_prompt_tokens,
-                 std::max(r->num_cached_prompt_tokens, 0),
-                 r->num_output_tokens(),
-                 QueueSeconds(*r)};
-  Release(r, reason);
-  return d;
+  RequestOutput o = OutputOf(*it->second, reason);
+  Release(it->second.get());
+  return o;
 }
 
-std::vector<RequestDelta> Scheduler::FinishAll(FinishReason reason) {
+std::vector<RequestOutput> Scheduler::FinishAll(FinishReason reason) {
   std::vector<RequestId> ids;
   for (const auto& [id, r] : requests_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
-  std::vector<RequestDelta> deltas;
-  for (RequestId id : ids) deltas.push_back(*Finish(id, reason));
-  return deltas;
+  std::vector<RequestOutput> outputs;
+  for (RequestId id : ids) outputs.push_back(*Finish(id, reason));
+  return outputs;
+}
+
+int64_t Scheduler::WaitingTokensAfter(int skip) const {
+  int64_t tokens = 0;
+  for (size_t i = static_cast<size_t>(std::max(skip, 0)); i < waiting_.size(); ++i) {
+    tokens += waiting_[i]->num_tokens();
+  }
+  return tokens;
 }
 
 }  // namespace sluice

@@ -13,11 +13,13 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "engine/cache/kv_cache_manager.h"
 #include "engine/sched/request.h"
 
 namespace sluice {
 
+// The scheduler's share of EngineConfig, with the cache's shape from the runner.
 struct SchedulerConfig {
   int max_num_seqs = 256;
   int max_num_batched_tokens = 2048;
@@ -56,22 +58,19 @@ struct SchedulerOutput {
   std::vector<NewRequestData> new_requests;
   std::vector<CachedRequestData> cached_requests;
   std::vector<ScheduledTokens> scheduled;   // in batch order
-  std::vector<RequestId> finished_ids;      // the runner may drop these
-  std::vector<RequestId> preempted_ids;
-  int total_tokens = 0;
+  std::vector<RequestId> finished_ids;      // ended since the last output: the runner drops them
+  std::vector<RequestId> preempted_ids;     // the runner drops them; they come back as new
+  // Nothing to run. Such an output still goes to the runner when it retires requests.
   bool empty() const { return scheduled.empty(); }
+  bool retires() const { return !finished_ids.empty() || !preempted_ids.empty(); }
 };
 
-// What a step produced for one request.
-struct RequestDelta {
-  RequestId id;
-  std::vector<int32_t> new_token_ids;
-  std::vector<TokenLogprobs> logprobs;  // one per new token when requested
-  FinishReason finish_reason = FinishReason::kNone;
-  int num_prompt_tokens = 0;
-  int num_cached_prompt_tokens = 0;
-  int num_output_tokens = 0;
-  double queue_time_s = 0.0;  // arrival to first scheduling
+// The runner's answer to one SchedulerOutput: one sampled id per scheduled entry whose
+// `samples` is set, in batch order, and beside each its logprobs (empty `top` and 0 when
+// not requested). Whatever else a step learns of a request travels here too.
+struct StepResult {
+  std::vector<int32_t> sampled;
+  std::vector<TokenLogprobs> logprobs;
 };
 
 class Scheduler {
@@ -82,28 +81,33 @@ class Scheduler {
   // REQUIRES: request->num_tokens() < config.max_model_len, ids unique.
   void Add(std::unique_ptr<Request> request);
 
-  // Removes a waiting or running request, freeing its blocks. Returns its delta (abort),
-  // or nothing when the id is unknown or already finished.
-  std::optional<RequestDelta> Abort(RequestId id) { return Finish(id, FinishReason::kAbort); }
+  // Removes a waiting or running request, freeing its blocks. Returns its last output
+  // (abort), or nothing when the id is unknown or already finished.
+  std::optional<RequestOutput> Abort(RequestId id) { return Finish(id, FinishReason::kAbort); }
 
   SchedulerOutput Schedule();
 
-  // Applies sampled tokens (one per scheduled entry whose `samples` is set, in order),
-  // runs stop checks, frees finished requests and registers full blocks.
-  std::vector<RequestDelta> Update(const SchedulerOutput& output,
-                                   std::span<const int32_t> sampled);
+  // Consumes the runner's whole result for `output`: appends the sampled tokens with their
+  // logprobs, runs stop checks, frees finished requests and registers full blocks. One
+  // output per sampled token, in batch order. Fails (changing nothing) when the result
+  // does not match the output: a runner bug must not shift tokens between requests.
+  absl::StatusOr<std::vector<RequestOutput>> Update(const SchedulerOutput& output,
+                                                    StepResult result);
 
   // Ends one request with `reason` (an error or an abort); nothing when unknown.
-  std::optional<RequestDelta> Finish(RequestId id, FinishReason reason);
+  std::optional<RequestOutput> Finish(RequestId id, FinishReason reason);
 
   // Ends every running and waiting request with `reason` (at shutdown).
-  std::vector<RequestDelta> FinishAll(FinishReason reason);
+  std::vector<RequestOutput> FinishAll(FinishReason reason);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
   // Requests that ended since the last Schedule: the next output tells the runner.
   bool has_unreported_finishes() const { return !finished_since_last_.empty(); }
   int64_t num_waiting_tokens() const { return waiting_tokens_; }
+  // Tokens of the waiting requests after the first `skip` in scheduling order (those
+  // that cannot start at the next step when `skip` running slots are free).
+  int64_t WaitingTokensAfter(int skip) const;
   bool idle() const { return waiting_.empty() && running_.empty(); }
   const KvCacheManager& kv() const { return kv_; }
   const SchedulerConfig& config() const { return config_; }
@@ -116,7 +120,7 @@ class Scheduler {
   void ScheduleWaiting(int& budget, SchedulerOutput& out);
   void Preempt(Request* victim, SchedulerOutput& out);
   FinishReason CheckStop(const Request& r) const;
-  void Release(Request* r, FinishReason reason);
+  void Release(Request* r);
 
   SchedulerConfig config_;
   KvCacheManager kv_;

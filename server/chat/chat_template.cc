@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 #include "server/chat/ast.h"
 #include "server/chat/evaluator.h"
 #include "server/chat/parser.h"

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <utility>
 
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 #include "server/chat/parser_impl.h"
 
 namespace sluice::chat {

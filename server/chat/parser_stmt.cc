@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_join.h"
-#include "engine/common/status_macros.h"
+#include "common/status_macros.h"
 #include "server/chat/name_check.h"
 #include "server/chat/parser.h"
 #include "server/chat/parser_impl.h"

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "engine/tokenizer/utf8.h"
+#include "common/utf8.h"
 #include "utf8proc.h"
 
 namespace sluice::chat {

@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/core/engine.h"
-#include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/api.h"
+#include "server/core/generation.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "sluice/v1/generation.grpc.pb.h"
@@ -41,24 +41,21 @@ grpc::Status Overloaded(const std::string& message, int64_t retry_ms) {
   return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message, details.SerializeAsString());
 }
 
-// The engine's refusal as a gRPC status, counted in the metrics.
-grpc::Status FromEngine(ServerState* state, const absl::Status& s) {
-  const std::string message(s.message());
-  switch (s.code()) {
-    case absl::StatusCode::kResourceExhausted:
-      state->metrics->Rejected("overloaded", kProtocol);
-      return Overloaded(message, RetryAfterMs(s).value_or(1000));
-    case absl::StatusCode::kUnavailable:
-      state->metrics->Rejected("draining", kProtocol);
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, message);
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-      state->metrics->Rejected("invalid", kProtocol);
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("input: ", message));
-    default:
-      state->metrics->Rejected("invalid", kProtocol);
-      return grpc::Status(grpc::StatusCode::INTERNAL, message);
+// A refusal (counted by the request core) as a gRPC status; a bad field is named as
+// the request spells it (sampling.temperature, input).
+grpc::Status FromRefusal(const Refusal& r) {
+  switch (r.kind) {
+    case Refusal::Kind::kOverloaded:
+      return Overloaded(r.message, r.retry_after_ms);
+    case Refusal::Kind::kUnavailable:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, r.message);
+    case Refusal::Kind::kInvalid:
+      return Invalid(r.field.empty() || r.field == "prompt" ? "input" : "sampling." + r.field,
+                     r.message);
+    case Refusal::Kind::kInternal:
+      break;
   }
+  return grpc::Status(grpc::StatusCode::INTERNAL, r.message);
 }
 
 // Ready for requests, or the status that says why not.
@@ -69,36 +66,48 @@ grpc::Status CheckReady(ServerState* state) {
   return grpc::Status::OK;
 }
 
-// The request's sampling parameters, checked with the HTTP API's ranges.
-grpc::Status ToSampling(const v1::SamplingParams& in, SamplingParams* out) {
-  out->temperature = in.has_temperature() ? in.temperature() : 1.0f;
-  if (!(out->temperature >= 0.0f && out->temperature <= 2.0f)) {
-    return Invalid("sampling.temperature", "must be in [0, 2]");
-  }
-  out->top_k = in.has_top_k() ? in.top_k() : 0;
-  if (out->top_k < 0) return Invalid("sampling.top_k", "must be >= 0");
-  out->top_p = in.has_top_p() ? in.top_p() : 1.0f;
-  if (!(out->top_p > 0.0f && out->top_p <= 1.0f)) return Invalid("sampling.top_p", "must be in (0, 1]");
-  out->min_p = in.has_min_p() ? in.min_p() : 0.0f;
-  if (!(out->min_p >= 0.0f && out->min_p <= 1.0f)) return Invalid("sampling.min_p", "must be in [0, 1]");
+// The request's sampling parameters with the HTTP API's defaults; ranges are the
+// engine's (ValidateSampling, through Generation::Start), as for HTTP.
+grpc::Status ToSampling(const v1::SamplingParams& in, SamplingParams* out,
+                        Generation::Options* options) {
+  if (in.has_temperature()) out->temperature = in.temperature();
+  if (in.has_top_k()) out->top_k = in.top_k();
+  if (in.has_top_p()) out->top_p = in.top_p();
+  if (in.has_min_p()) out->min_p = in.min_p();
   if (in.has_seed()) out->seed = in.seed();
-  out->max_tokens = in.has_max_tokens() ? in.max_tokens() : 16;
-  if (out->max_tokens < 1) return Invalid("sampling.max_tokens", "must be >= 1");
+  if (in.has_max_tokens()) out->max_tokens = in.max_tokens();
   out->ignore_eos = in.ignore_eos();
   out->stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
-  out->presence_penalty = in.has_presence_penalty() ? in.presence_penalty() : 0.0f;
-  out->frequency_penalty = in.has_frequency_penalty() ? in.frequency_penalty() : 0.0f;
-  out->repetition_penalty = in.has_repetition_penalty() ? in.repetition_penalty() : 1.0f;
-  if (std::abs(out->presence_penalty) > 2.0f) {
-    return Invalid("sampling.presence_penalty", "must be in [-2, 2]");
+  if (in.has_presence_penalty()) out->presence_penalty = in.presence_penalty();
+  if (in.has_frequency_penalty()) out->frequency_penalty = in.frequency_penalty();
+  if (in.has_repetition_penalty()) out->repetition_penalty = in.repetition_penalty();
+  if (in.has_logprobs()) {
+    // Present means asked for: -1 (HTTP's "none") is not a count here.
+    if (in.logprobs() < 0 || in.logprobs() > kMaxLogprobs) {
+      return Invalid("sampling.logprobs",
+                     absl::StrCat("must be between 0 and ", kMaxLogprobs, ", got ", in.logprobs()));
+    }
+    out->logprobs = in.logprobs();
+    options->logprobs = true;
   }
-  if (std::abs(out->frequency_penalty) > 2.0f) {
-    return Invalid("sampling.frequency_penalty", "must be in [-2, 2]");
-  }
-  if (!(out->repetition_penalty > 0.0f && out->repetition_penalty <= 10.0f)) {
-    return Invalid("sampling.repetition_penalty", "must be in (0, 10]");
-  }
+  options->stop.assign(in.stop().begin(), in.stop().end());
   return grpc::Status::OK;
+}
+
+void AddLogprobs(const Tokenizer& tok, const std::vector<int32_t>& ids,
+                 const std::vector<TokenLogprobs>& logprobs, v1::GenerateResponse* response) {
+  for (size_t i = 0; i < ids.size() && i < logprobs.size(); ++i) {
+    v1::TokenLogprob* lp = response->add_logprobs();
+    lp->set_token_id(ids[i]);
+    lp->set_logprob(logprobs[i].logprob);
+    lp->set_token(TokenText(tok, ids[i]));
+    for (const auto& [id, value] : logprobs[i].top) {
+      v1::TopLogprob* top = lp->add_top();
+      top->set_token_id(id);
+      top->set_logprob(value);
+      top->set_token(TokenText(tok, id));
+    }
+  }
 }
 
 v1::FinishReason ToProto(FinishReason r) {
@@ -121,8 +130,9 @@ std::string NewRequestId() {
   return absl::StrFormat("gen-%016x", rng());
 }
 
-// One Generate call. The engine thread's notifier and gRPC's callbacks meet under mu_;
-// one write is in flight at a time. Owned by gRPC until OnDone.
+// One Generate call: a Generation from the request core, encoded as GenerateResponses.
+// The engine thread's notifier and gRPC's callbacks meet under mu; one write is in
+// flight at a time. Owned by gRPC until OnDone.
 class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateReactor(ServerState* state, const v1::GenerateRequest* req)
@@ -142,8 +152,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   // blocks freed on the engine's next step) and the call finished.
   void OnCancel() override {
     std::lock_guard<std::recursive_mutex> lock(shared_->mu);
-    cancelled_ = true;
-    if (stream_ && !finished_) state_->engine->Abort(stream_->id());
+    if (gen_) gen_->Cancel();
     FinishOnce(grpc::Status::CANCELLED);
   }
 
@@ -151,9 +160,10 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     {
       std::lock_guard<std::recursive_mutex> lock(shared_->mu);
       shared_->reactor = nullptr;  // the notifier no longer reaches this object
-      if (!finished_ && stream_) state_->engine->Abort(stream_->id());
-      if (!counted_) {
-        state_->metrics->Finished(cancelled_ ? "cancelled" : "error", timing_, kProtocol);
+      if (gen_) {
+        if (!gen_->done()) gen_->Cancel();
+        gen_->Record();
+        gen_.reset();
       }
     }
     state_->active_requests.fetch_sub(1);
@@ -172,7 +182,6 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     state_->active_requests.fetch_add(1);
     shared_ = std::make_shared<Shared>();
     shared_->reactor = this;
-    counted_ = true;  // refusals below are counted as such, not as finished requests
     std::lock_guard<std::recursive_mutex> lock(shared_->mu);
     if (grpc::Status s = CheckReady(state_); !s.ok()) return FinishOnce(s);
     state_->metrics->Arrived();
@@ -192,19 +201,19 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
       state_->metrics->Rejected("invalid", kProtocol);
       return FinishOnce(Invalid("input", "give text or token_ids, not empty"));
     }
-    if (grpc::Status s = ToSampling(req_.sampling(), &p.sampling); !s.ok()) {
+    Generation::Options options;
+    options.protocol = kProtocol;
+    if (grpc::Status s = ToSampling(req_.sampling(), &p.sampling, &options); !s.ok()) {
       state_->metrics->Rejected("invalid", kProtocol);
       return FinishOnce(s);
     }
     p.cache_salt = req_.cache_salt();
     p.priority = req_.priority();
-    auto stream = state_->engine->Submit(std::move(p));
-    if (!stream.ok()) return FinishOnce(FromEngine(state_, stream.status()));
-    counted_ = false;
-    detok_ = std::make_unique<IncrementalDetokenizer>(*state_->tokenizer, true);
-    stream_ = *stream;
+    auto started = Generation::Start(*state_, std::move(p), std::move(options), arrival_);
+    if (auto* refusal = std::get_if<Refusal>(&started)) return FinishOnce(FromRefusal(*refusal));
+    gen_ = std::move(std::get<std::unique_ptr<Generation>>(started));
     std::weak_ptr<Shared> weak = shared_;
-    stream_->SetNotifier([weak] {
+    gen_->stream().SetNotifier([weak] {
       auto shared = weak.lock();
       if (!shared) return;
       std::lock_guard<std::recursive_mutex> lock(shared->mu);
@@ -227,41 +236,21 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 
   // REQUIRES: shared_->mu held.
   void Pump() {
-    if (writing_ || finished_ || cancelled_ || !stream_) return;
-    for (RequestOutput& out : stream_->Drain()) {
-      if (out.new_token_ids.size() > 0 && timing_.ttft_s == 0.0) {
-        timing_.ttft_s = std::chrono::duration<double>(out.time - arrival_).count();
-      } else if (!out.new_token_ids.empty()) {
-        timing_.itl_s.push_back(std::chrono::duration<double>(out.time - last_token_).count());
-      }
-      if (!out.new_token_ids.empty()) last_token_ = out.time;
-      for (int32_t id : out.new_token_ids) pending_.add_token_ids(id);
-      pending_.mutable_text()->append(detok_->Add(out.new_token_ids));
-      usage_.set_prompt_tokens(out.num_prompt_tokens);
-      usage_.set_cached_tokens(out.num_cached_prompt_tokens);
-      usage_.set_completion_tokens(out.num_output_tokens);
-      timing_.queue_s = out.queue_time_s;
-      if (out.finished()) {
-        final_ = true;
-        finish_reason_ = out.finish_reason;
-        error_ = out.error;
-        pending_.mutable_text()->append(detok_->Finish());
-        timing_.e2e_s = std::chrono::duration<double>(out.time - arrival_).count();
-        timing_.output_tokens = out.num_output_tokens;
-        break;
-      }
+    if (writing_ || finish_called_ || !gen_) return;
+    if (!final_) {
+      GenerationDelta d = gen_->Poll();
+      for (int32_t id : d.token_ids) pending_.add_token_ids(id);
+      pending_.mutable_text()->append(d.text);
+      AddLogprobs(*state_->tokenizer, d.token_ids, d.logprobs, &pending_);
+      final_ = d.finished;
     }
-    if (final_ && finish_reason_ == FinishReason::kError) {
-      finished_ = true;
-      counted_ = true;
-      state_->metrics->Finished("error", timing_, kProtocol);
-      return FinishOnce(grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + error_));
+    if (final_ && gen_->finish_reason() == FinishReason::kError) {
+      gen_->Record();
+      return FinishOnce(
+          grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + gen_->error()));
     }
     if (final_ && final_written_) {
-      finished_ = true;
-      counted_ = true;
-      state_->metrics->Finished(finish_reason_ == FinishReason::kAbort ? "cancelled" : "success",
-                                timing_, kProtocol);
+      gen_->Record();
       return FinishOnce(grpc::Status::OK);
     }
     const bool have_news = pending_.token_ids_size() > 0 || !pending_.text().empty();
@@ -270,8 +259,11 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     pending_.Clear();
     current_.set_request_id(request_id_);
     if (final_) {
-      current_.set_finish_reason(ToProto(finish_reason_));
-      *current_.mutable_usage() = usage_;
+      current_.set_finish_reason(ToProto(gen_->finish_reason()));
+      v1::Usage* usage = current_.mutable_usage();
+      usage->set_prompt_tokens(gen_->num_prompt_tokens());
+      usage->set_cached_tokens(gen_->num_cached_tokens());
+      usage->set_completion_tokens(static_cast<int32_t>(gen_->token_ids().size()));
       final_written_ = true;
     }
     writing_ = true;
@@ -280,18 +272,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 
   ServerState* state_;
   const v1::GenerateRequest req_;
-  Clock::time_point arrival_, last_token_;
+  const Clock::time_point arrival_;
   std::shared_ptr<Shared> shared_;
-  std::shared_ptr<RequestStream> stream_;
-  std::unique_ptr<IncrementalDetokenizer> detok_;
+  std::unique_ptr<Generation> gen_;
   std::string request_id_;
   v1::GenerateResponse pending_, current_;
-  v1::Usage usage_;
-  RequestTiming timing_;
-  FinishReason finish_reason_ = FinishReason::kNone;
-  std::string error_;
-  bool writing_ = false, final_ = false, final_written_ = false, finished_ = false;
-  bool cancelled_ = false, counted_ = false, finish_called_ = false;
+  bool writing_ = false, final_ = false, final_written_ = false, finish_called_ = false;
   std::optional<grpc::Status> deferred_finish_;
 };
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/chat/chat_template.h"
-#include "server/common/json_limits.h"
+#include "net/json_limits.h"
 #include "server/openai/completion_job.h"
 #include "server/openai/responses.h"
 
@@ -173,7 +173,7 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
     PreparedPrompt p;
     if (auto* given = std::get_if<std::vector<int32_t>>(&in)) {
       p.ids = std::move(*given);
-      p.text = state_->tokenizer->Decode(p.ids, false);
+      if (req.echo) p.text = state_->tokenizer->Decode(p.ids, false);  // only echo shows it
     } else {
       p.text = std::move(std::get<std::string>(in));
       // A rendered chat template already holds its special tokens.

@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "server/http/http_server.h"
+#include "net/http_server.h"
 #include "server/openai/server_state.h"
 
 namespace sluice::openai {

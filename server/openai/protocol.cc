@@ -4,7 +4,8 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/json_limits.h"
+#include "net/json_limits.h"
+#include "server/core/generation.h"
 
 namespace sluice::openai {
 namespace {
@@ -13,8 +14,7 @@ namespace {
 using json = nlohmann::ordered_json;
 
 constexpr int kMaxN = 16;
-constexpr int kMaxStops = 16;
-constexpr int kMaxTopLogprobs = 20;
+constexpr int kMaxTopLogprobs = kMaxLogprobs;
 
 ApiError Bad(const std::string& param, const std::string& message) {
   return ApiError{400, "invalid_request_error", message, param};
@@ -165,19 +165,15 @@ std::optional<ApiError> ParseStop(const json& body, CompletionRequest& r) {
   const json& s = body["stop"];
   if (s.is_string()) {
     r.stop.push_back(s.get<std::string>());
-  } else if (s.is_array() && s.size() <= kMaxStops) {
+  } else if (s.is_array()) {
     for (const json& e : s) {
       if (!e.is_string()) return Bad("stop", "'stop' must be a string or a list of strings");
       r.stop.push_back(e.get<std::string>());
     }
   } else {
-    return Bad("stop", absl::StrCat("'stop' must be a string or a list of at most ", kMaxStops,
-                                    " strings"));
+    return Bad("stop", "'stop' must be a string or a list of strings");
   }
-  for (const std::string& stop : r.stop) {
-    if (stop.empty()) return Bad("stop", "'stop' strings must not be empty");
-  }
-  return std::nullopt;
+  return std::nullopt;  // counts and lengths: ValidateStops
 }
 
 }  // namespace
@@ -216,21 +212,21 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   rd.Integer("max_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
   if (chat) rd.Integer("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
   s.max_tokens = static_cast<int>(max_tokens);
+  // Types are checked here, ranges by the engine's ValidateSampling (every front's rules).
+  constexpr double kAny = std::numeric_limits<double>::max();
   s.temperature = 1.0f;
-  rd.Number("temperature", 0.0, 2.0, s.temperature);
-  rd.Number("top_p", 1e-9, 1.0, s.top_p);
-  int top_k = 0;
-  rd.Int("top_k", -1, 1 << 20, top_k);
-  s.top_k = std::max(top_k, 0);
-  rd.Number("min_p", 0.0, 1.0, s.min_p);
+  rd.Number("temperature", -kAny, kAny, s.temperature);
+  rd.Number("top_p", -kAny, kAny, s.top_p);
+  rd.Int("top_k", std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), s.top_k);
+  rd.Number("min_p", -kAny, kAny, s.min_p);
   int64_t seed = -1;
   rd.Integer("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), seed);
   if (rd.Has("seed")) s.seed = static_cast<uint64_t>(seed);
   rd.Int("n", 1, kMaxN, r.n);
   rd.Bool("ignore_eos", s.ignore_eos);
-  rd.Number("presence_penalty", -2.0, 2.0, s.presence_penalty);
-  rd.Number("frequency_penalty", -2.0, 2.0, s.frequency_penalty);
-  rd.Number("repetition_penalty", 1e-3, 10.0, s.repetition_penalty);
+  rd.Number("presence_penalty", -kAny, kAny, s.presence_penalty);
+  rd.Number("frequency_penalty", -kAny, kAny, s.frequency_penalty);
+  rd.Number("repetition_penalty", -kAny, kAny, s.repetition_penalty);
   rd.Bool("stream", r.stream);
   rd.Bool("echo", r.echo);
   rd.String("cache_salt", r.cache_salt);
@@ -268,6 +264,17 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     }
   }
   if (r.echo && r.stream) return Bad("echo", "'echo' is not supported with 'stream'");
+  s.logprobs = r.logprobs;
+  absl::Status valid = ValidateSampling(s);
+  if (valid.ok()) valid = ValidateStops(r.stop);
+  if (!valid.ok()) {
+    std::string field = InvalidField(valid).value_or("");
+    if (chat && field == "logprobs") field = "top_logprobs";
+    if (chat && field == "max_tokens" && body.contains("max_completion_tokens")) {
+      field = "max_completion_tokens";
+    }
+    return Bad(field, std::string(valid.message()));
+  }
   return r;
 }
 

@@ -8,7 +8,7 @@
 #include <variant>
 #include <vector>
 
-#include "engine/sched/request.h"
+#include "engine/api.h"
 #include "nlohmann/json.hpp"
 
 namespace sluice::openai {

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/core/engine.h"
+#include "engine/api.h"
 
 namespace sluice::openai {
 
@@ -34,28 +34,24 @@ void SendError(http::ResponseWriter& w, const ApiError& error, http::Headers hea
   SendJson(w, error.status, error.ToJson(), std::move(headers));
 }
 
-void SendEngineRefusal(ServerState& state, http::ResponseWriter& w, const absl::Status& status) {
-  const std::string message(status.message());
-  switch (status.code()) {
-    case absl::StatusCode::kResourceExhausted: {
-      const int64_t ms = RetryAfterMs(status).value_or(1000);
-      state.metrics->Rejected("overloaded");
-      SendError(w, ApiError{429, "rate_limit_exceeded", message, ""},
+void SendRefusal(http::ResponseWriter& w, const Refusal& refusal) {
+  switch (refusal.kind) {
+    case Refusal::Kind::kOverloaded: {
+      const int64_t ms = refusal.retry_after_ms;
+      SendError(w, ApiError{429, "rate_limit_exceeded", refusal.message, ""},
                 {{"Retry-After", std::to_string(std::max<int64_t>(1, (ms + 999) / 1000))},
                  {"retry-after-ms", std::to_string(ms)}});
       return;
     }
-    case absl::StatusCode::kUnavailable:
-      state.metrics->Rejected("draining");
-      SendError(w, ApiError{503, "service_unavailable", message, ""}, {{"Retry-After", "5"}});
+    case Refusal::Kind::kUnavailable:
+      SendError(w, ApiError{503, "service_unavailable", refusal.message, ""},
+                {{"Retry-After", "5"}});
       return;
-    case absl::StatusCode::kInvalidArgument:
-      state.metrics->Rejected("invalid");
-      SendError(w, ApiError{400, "invalid_request_error", message, "prompt"});
+    case Refusal::Kind::kInvalid:
+      SendError(w, ApiError{400, "invalid_request_error", refusal.message, refusal.field});
       return;
-    default:
-      state.metrics->Rejected("invalid");
-      SendError(w, ApiError{500, "server_error", message, ""});
+    case Refusal::Kind::kInternal:
+      SendError(w, ApiError{500, "server_error", refusal.message, ""});
   }
 }
 
@@ -72,7 +68,7 @@ json TokenBytes(const std::string& s) {
 json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
                   const std::vector<TokenLogprobs>& logprobs, size_t from) {
   const size_t end = std::min(ids.size(), logprobs.size());
-  auto text_of = [&](int32_t id) { return tok.Decode(std::vector<int32_t>{id}, false); };
+  auto text_of = [&](int32_t id) { return TokenText(tok, id); };
   if (chat) {
     json content = json::array();
     for (size_t i = from; i < end; ++i) {

@@ -6,11 +6,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/sched/request.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "engine/api.h"
+#include "server/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "server/http/http_server.h"
+#include "net/http_server.h"
 #include "server/openai/protocol.h"
+#include "server/core/generation.h"
 #include "server/openai/server_state.h"
 
 namespace sluice::openai {
@@ -27,9 +28,9 @@ void SendJson(http::ResponseWriter& w, int status, const nlohmann::json& body,
               http::Headers headers = {});
 void SendError(http::ResponseWriter& w, const ApiError& error, http::Headers headers = {});
 
-// Maps an engine refusal to its answer: InvalidArgument 400, ResourceExhausted 429 with
-// Retry-After and retry-after-ms, Unavailable 503; and counts it.
-void SendEngineRefusal(ServerState& state, http::ResponseWriter& w, const absl::Status& status);
+// A refusal's answer: invalid 400 naming the field, overloaded 429 with Retry-After and
+// retry-after-ms, unavailable 503.
+void SendRefusal(http::ResponseWriter& w, const Refusal& refusal);
 
 // OpenAI logprobs for tokens [from, end): the chat form ({"content": [...]}) or the
 // completions form ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}).

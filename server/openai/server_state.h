@@ -7,8 +7,8 @@
 #include <optional>
 #include <string>
 
-#include "engine/core/engine.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "engine/api.h"
+#include "server/tokenizer/tokenizer.h"
 #include "server/metrics.h"
 
 namespace sluice {

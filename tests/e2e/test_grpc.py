@@ -1,9 +1,10 @@
 """The gRPC API of `sluice serve` with Python grpcio clients: greedy parity with the golden
-outputs, streaming, tokenizer calls, errors naming the field, health and reflection,
-cancellation and deadlines freeing blocks, RESOURCE_EXHAUSTED with RetryInfo under
-overload, and drain on SIGTERM."""
+outputs, streaming, stop strings and logprobs equal to the HTTP API's on the same requests,
+tokenizer calls, errors naming the field, health and reflection, cancellation and deadlines
+freeing blocks, RESOURCE_EXHAUSTED with RetryInfo under overload, and drain on SIGTERM."""
 import concurrent.futures
 import importlib
+import itertools
 import os
 import pathlib
 import signal
@@ -14,6 +15,7 @@ import time
 
 import grpc
 import httpx
+import openai
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -130,6 +132,261 @@ def test_bad_input_is_invalid_argument_naming_the_field(server, pb):
     assert "token_ids[1]" in e.value.details()
     # The server is still there.
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+# --- Stop strings and logprobs: the same answer as the HTTP API's -------------------------
+
+MODEL = "sluice-tiny-code"
+PARITY_PROMPTS = [
+    "def fibonacci(n):\n",
+    "import numpy as np\n\n\ndef normalize(x):\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+    "for i in range(10):\n    if i % 2 == 0:\n",
+]
+# Greedy, and sampled with a seed: both reproducible, so both APIs must agree token for token.
+PARITY_SAMPLING = {"greedy": {"temperature": 0.0}, "seeded": {"temperature": 0.8, "seed": 7}}
+TOP = 5
+LOGPROB_TOLERANCE = 1e-5
+FINISH_NAMES = {"stop": "FINISH_REASON_STOP", "length": "FINISH_REASON_LENGTH"}
+NEVER = "\u00a7never\u00a7"  # a second stop string that does not occur
+_salts = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def new_salt():
+    """A fresh cache salt: both sides of a comparison prefill the whole prompt, so no
+    logprob differs for having been computed over cached blocks."""
+    return f"parity-{next(_salts)}"
+
+
+def http_completion(client, prompt, sampling, stop=None, logprobs=TOP, max_tokens=32):
+    kw = dict(sampling)
+    if stop is not None:
+        kw["stop"] = stop
+    if logprobs is not None:
+        kw["logprobs"] = logprobs
+    return client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens,
+                                     extra_body={"ignore_eos": True, "cache_salt": new_salt()},
+                                     **kw)
+
+
+def grpc_generate(stub, pb, prompt, sampling, stop=None, logprobs=TOP, max_tokens=32,
+                  stream=False):
+    params = pb[0].SamplingParams(max_tokens=max_tokens, ignore_eos=True, stop=stop or [],
+                                  **sampling)
+    if logprobs is not None:
+        params.logprobs = logprobs
+    return list(stub.Generate(pb[0].GenerateRequest(
+        text=prompt, sampling=params, stream=stream, cache_salt=new_salt()), timeout=60))
+
+
+def joined(responses):
+    """Text, token ids and logprobs of a call's responses, concatenated."""
+    return ("".join(r.text for r in responses), [t for r in responses for t in r.token_ids],
+            [lp for r in responses for lp in r.logprobs])
+
+
+def assert_same_answer(pb, http, responses, top, greedy=False):
+    """The gRPC call's `responses` (one, or a stream) answer what the HTTP completion did."""
+    choice, final = http.choices[0], responses[-1]
+    text, ids, lps = joined(responses)
+    assert text == choice.text
+    assert final.finish_reason == pb[0].FinishReason.Value(FINISH_NAMES[choice.finish_reason])
+    assert all(r.finish_reason == 0 for r in responses[:-1])
+    assert final.usage.completion_tokens == http.usage.completion_tokens == len(ids)
+    assert final.usage.prompt_tokens == http.usage.prompt_tokens
+    http_lp = choice.logprobs
+    assert http_lp is not None
+    assert len(http_lp.tokens) == len(http_lp.token_logprobs) == len(http_lp.top_logprobs)
+    assert len(lps) == len(ids) == len(http_lp.tokens), "a logprob per token, on both APIs"
+    for i, lp in enumerate(lps):
+        at = f"token {i} of {text!r}"
+        assert lp.token_id == ids[i], at
+        assert lp.token == http_lp.tokens[i], at
+        assert lp.logprob <= 0.0, at
+        assert abs(lp.logprob - http_lp.token_logprobs[i]) <= LOGPROB_TOLERANCE, at
+        assert len(lp.top) == top, at
+        top_lps = [t.logprob for t in lp.top]
+        assert top_lps == sorted(top_lps, reverse=True), at  # most likely first
+        if greedy and top:
+            assert abs(lp.top[0].logprob - lp.logprob) <= LOGPROB_TOLERANCE, at
+        # HTTP keys its alternatives by text: of alternatives with equal texts (partial
+        # UTF-8 all shows as U+FFFD) it answers one.
+        alternatives = {}
+        for t in lp.top:
+            alternatives.setdefault(t.token, []).append(t.logprob)
+        assert alternatives.keys() == http_lp.top_logprobs[i].keys(), at
+        for token, values in alternatives.items():
+            assert any(abs(v - http_lp.top_logprobs[i][token]) <= LOGPROB_TOLERANCE
+                       for v in values), (at, token, values, http_lp.top_logprobs[i][token])
+
+
+def stop_inside(text, length=4):
+    """A `length`-character piece of `text` whose first occurrence is well inside it
+    (after the first third, else as late before it as there is one: repetitive text has
+    new pieces only early on), and where it starts."""
+    for starts in (range(len(text) // 3, len(text) - length),
+                   range(len(text) // 3 - 1, 5, -1)):
+        for start in starts:
+            piece = text[start:start + length]
+            if piece.strip() and text.find(piece) == start:
+                return piece, start
+    pytest.fail(f"no stop string to pick in {text!r}")
+
+
+@pytest.mark.parametrize("mode", sorted(PARITY_SAMPLING))
+def test_stop_strings_and_logprobs_equal_http(server, pb, client, mode):
+    stub, _ = stub_for(server, pb)
+    sampling = PARITY_SAMPLING[mode]
+    for prompt in PARITY_PROMPTS:
+        # Unconstrained: max_tokens ends both, with the same tokens and logprobs.
+        full = http_completion(client, prompt, sampling)
+        assert full.choices[0].finish_reason == "length"
+        assert full.usage.completion_tokens == 32
+        responses = grpc_generate(stub, pb, prompt, sampling)
+        assert len(responses) == 1
+        assert_same_answer(pb, full, responses, TOP, greedy=mode == "greedy")
+        # A stop string that occurs mid-output ends both before it, finish reason stop.
+        text = full.choices[0].text
+        stop, cut = stop_inside(text)
+        http = http_completion(client, prompt, sampling, stop=[NEVER, stop])
+        assert http.choices[0].finish_reason == "stop", (prompt, stop)
+        assert http.choices[0].text == text[:cut], (prompt, stop)
+        responses = grpc_generate(stub, pb, prompt, sampling, stop=[NEVER, stop])
+        assert len(responses) == 1
+        assert responses[0].text == text[:cut], (prompt, stop)
+        assert responses[0].finish_reason == pb[0].FINISH_REASON_STOP
+        assert responses[0].usage.completion_tokens < 32
+        assert_same_answer(pb, http, responses, TOP, greedy=mode == "greedy")
+
+
+@pytest.mark.parametrize("mode", sorted(PARITY_SAMPLING))
+def test_streamed_stop_strings_and_logprobs_equal_the_single_answer(server, pb, client, mode):
+    stub, _ = stub_for(server, pb)
+    sampling = PARITY_SAMPLING[mode]
+    for prompt in PARITY_PROMPTS[:2]:
+        text = http_completion(client, prompt, sampling, logprobs=None).choices[0].text
+        stop, cut = stop_inside(text)
+        for stops in (None, [stop]):
+            single = grpc_generate(stub, pb, prompt, sampling, stop=stops)
+            streamed = grpc_generate(stub, pb, prompt, sampling, stop=stops, stream=True)
+            assert len(single) == 1 and len(streamed) > 1
+            s_text, s_ids, s_lps = joined(single)
+            t_text, t_ids, t_lps = joined(streamed)
+            assert t_text == s_text == (text if stops is None else text[:cut])
+            assert t_ids == s_ids
+            assert len(t_lps) == len(s_lps) == len(s_ids)
+            for r in streamed:
+                assert len(r.logprobs) == len(r.token_ids)  # beside the response's tokens
+            for a, b in zip(t_lps, s_lps):
+                assert (a.token_id, a.token) == (b.token_id, b.token)
+                assert abs(a.logprob - b.logprob) <= LOGPROB_TOLERANCE
+                assert [(t.token_id, t.token) for t in a.top] == \
+                       [(t.token_id, t.token) for t in b.top]
+                assert all(abs(x.logprob - y.logprob) <= LOGPROB_TOLERANCE
+                           for x, y in zip(a.top, b.top))
+            assert streamed[-1].finish_reason == single[0].finish_reason == (
+                pb[0].FINISH_REASON_LENGTH if stops is None else pb[0].FINISH_REASON_STOP)
+            assert streamed[-1].usage.completion_tokens == single[0].usage.completion_tokens
+            assert len({r.request_id for r in streamed}) == 1
+            # And the stream answers what HTTP does.
+            http = http_completion(client, prompt, sampling, stop=stops)
+            assert_same_answer(pb, http, streamed, TOP, greedy=mode == "greedy")
+
+
+def test_logprobs_unset_zero_and_twenty(server, pb, client):
+    stub, _ = stub_for(server, pb)
+    prompt, sampling = PARITY_PROMPTS[0], PARITY_SAMPLING["greedy"]
+    # Unset: no logprobs at all, the same tokens.
+    plain = grpc_generate(stub, pb, prompt, sampling, logprobs=None, stream=True)
+    assert all(len(r.logprobs) == 0 for r in plain)
+    with_lps = grpc_generate(stub, pb, prompt, sampling, logprobs=TOP)
+    assert joined(plain)[1] == joined(with_lps)[1]
+    # 0: each token's own logprob, no alternatives; 20, the most, as HTTP answers.
+    for k in (0, 20):
+        http = http_completion(client, prompt, sampling, logprobs=k)
+        responses = grpc_generate(stub, pb, prompt, sampling, logprobs=k)
+        assert_same_answer(pb, http, responses, k, greedy=True)
+
+
+def test_bad_logprobs_and_stop_are_invalid_argument_naming_the_field(server, pb):
+    stub, _ = stub_for(server, pb)
+
+    def request(**kw):
+        return pb[0].GenerateRequest(text="def f(x):", sampling=pb[0].SamplingParams(
+            max_tokens=4, **kw))
+    cases = [
+        (request(logprobs=21), "sampling.logprobs"),
+        (request(logprobs=-1), "sampling.logprobs"),
+        (request(stop=[""]), "sampling.stop"),
+        (request(stop=["a", ""]), "sampling.stop"),
+        (request(stop=[f"stop{i}" for i in range(17)]), "sampling.stop"),
+    ]
+    for req, expect in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(req, timeout=30))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert expect in e.value.details(), e.value.details()
+    # The limits themselves are fine.
+    for req in (request(logprobs=20), request(logprobs=0),
+                request(stop=[f"stop{i}" for i in range(16)])):
+        assert list(stub.Generate(req, timeout=30))[-1].finish_reason != 0
+
+
+def test_overlong_stop_string_is_invalid_argument(server, pb):
+    """generation.proto: each stop string is 1 to 1024 bytes."""
+    stub, _ = stub_for(server, pb)
+    sampling = pb[0].SamplingParams(max_tokens=4, stop=["x" * 1025])
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Generate(pb[0].GenerateRequest(text="def f(x):", sampling=sampling),
+                           timeout=30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "sampling.stop" in e.value.details(), e.value.details()
+    # 1024 bytes (here 512 two-byte characters) is allowed.
+    sampling = pb[0].SamplingParams(max_tokens=4, stop=["\u00e9" * 512])
+    assert list(stub.Generate(pb[0].GenerateRequest(text="def f(x):", sampling=sampling),
+                              timeout=30))[-1].finish_reason != 0
+
+
+# One validator (the engine's) for both fronts: the same values are refused, naming the
+# same field, and the same accepted.
+SAMPLING_RULES = [
+    ({"temperature": 2.5}, "temperature", False),
+    ({"top_p": 0.0}, "top_p", False),
+    ({"top_k": -2}, "top_k", False),
+    ({"top_k": -1}, None, True),  # off, as vLLM spells it
+    ({"min_p": 1.5}, "min_p", False),
+    ({"presence_penalty": -2.5}, "presence_penalty", False),
+    ({"repetition_penalty": 0.0}, "repetition_penalty", False),
+    ({"repetition_penalty": 0.0005}, None, True),
+    ({"repetition_penalty": 10.5}, "repetition_penalty", False),
+    ({"stop": ["x" * 1025]}, "stop", False),
+]
+
+
+@pytest.mark.parametrize("fields,field,ok", SAMPLING_RULES)
+def test_both_fronts_apply_the_same_sampling_rules(server, pb, fields, field, ok):
+    stub, _ = stub_for(server, pb)
+    http = httpx.post(f"{server.url}/v1/completions", timeout=30, json={
+        "model": "sluice-tiny-code", "prompt": "def f(x):", "max_tokens": 2, **fields})
+    try:
+        list(stub.Generate(pb[0].GenerateRequest(
+            text="def f(x):", sampling=pb[0].SamplingParams(max_tokens=2, **fields)), timeout=30))
+        grpc_error = None
+    except grpc.RpcError as e:
+        grpc_error = e
+    if ok:
+        assert http.status_code == 200, http.text
+        assert grpc_error is None, grpc_error.details()
+        return
+    assert http.status_code == 400, http.text
+    assert http.json()["error"]["param"] == field, http.text
+    assert grpc_error is not None and grpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"sampling.{field}" in grpc_error.details(), grpc_error.details()
 
 
 def test_health_and_reflection(server, pb):

@@ -10,7 +10,7 @@
 #include "gateway/json_members.h"
 #include "gateway/sse_filter.h"
 #include "nlohmann/json.hpp"
-#include "server/common/json_limits.h"
+#include "net/json_limits.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/tokenizer/tokenizer.h"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include "gateway/salt.h"
 #include "gateway/sse_filter.h"
 #include "gtest/gtest.h"
-#include "server/common/json_limits.h"
+#include "net/json_limits.h"
 
 namespace sluice::gateway {
 namespace {

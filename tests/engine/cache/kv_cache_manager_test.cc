@@ -88,13 +88,18 @@ TEST(KvCacheManagerTest, SecondSequenceHitsFullBlocksOfTheFirst) {
   EXPECT_EQ(a.hashes.size(), 2u);  // block 2 holds 2 tokens: not full
   m.Release(a);
   EXPECT_EQ(m.pool().FreeListForTest(), (std::vector<int32_t>{3, 4, 5, 6, 7, 8, 9, 2, 1, 0}));
+  EXPECT_EQ(a.hashes.size(), 2u);  // kept: a released sequence is not hashed again
+  EXPECT_EQ(a.num_registered, 0);
 
   SeqBlocks b;
   EXPECT_EQ(m.AcquireCachedPrefix(prompt, "", b), 8);
   EXPECT_EQ(b.blocks, (std::vector<int32_t>{0, 1}));
   ASSERT_TRUE(m.Reserve(b, 11));
   EXPECT_EQ(b.blocks, (std::vector<int32_t>{0, 1, 3}));
-  EXPECT_EQ(m.prefix_counters().queried_tokens, 20);
+  // Lookups are counted by the caller once it keeps the blocks, not per attempt.
+  EXPECT_EQ(m.prefix_counters().queried_tokens, 0);
+  m.CountPrefixQuery(10, 8);
+  EXPECT_EQ(m.prefix_counters().queried_tokens, 10);
   EXPECT_EQ(m.prefix_counters().hit_tokens, 8);
 }
 

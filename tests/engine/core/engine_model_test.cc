@@ -4,7 +4,7 @@
 #include <map>
 #include <random>
 
-#include "engine/core/engine.h"
+#include "engine/api.h"
 #include "engine/model/generate.h"
 #include "engine/runner/cpu_runner.h"
 #include "gtest/gtest.h"
@@ -27,10 +27,10 @@ std::shared_ptr<CpuModel> TinyModel() {
 std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
   std::shared_ptr<CpuModel> model = TinyModel();
   EngineConfig c;
-  c.scheduler.max_num_seqs = max_seqs;
-  c.scheduler.max_num_batched_tokens = budget;
-  c.scheduler.max_model_len = model->config().max_position_embeddings;
-  c.scheduler.eos_token_ids = model->config().eos_token_ids;
+  c.max_num_seqs = max_seqs;
+  c.max_num_batched_tokens = budget;
+  c.max_model_len = model->config().max_position_embeddings;
+  c.eos_token_ids = model->config().eos_token_ids;
   c.max_waiting_requests = 1000;
   auto runner = std::make_unique<CpuRunner>(model, num_blocks, block_size);
   runner->ReserveStepBuffers(budget, max_seqs);  // as the server does

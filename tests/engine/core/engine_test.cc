@@ -1,9 +1,11 @@
 // The engine loop against a fake runner: admission refusals with retry delays, aborts
-// from other threads, drain, step failures.
+// from other threads, drain, step failures. Tests wait on the runner's steps and drive a
+// manual clock; none sleeps to synchronise.
 #include <chrono>
 #include <thread>
 
-#include "engine/core/engine.h"
+#include "engine/api.h"
+#include "engine/runner/runner.h"
 #include "engine/runner/fault_injection.h"
 #include "gtest/gtest.h"
 #include "tests/engine/core/fake_runner.h"
@@ -14,18 +16,37 @@ namespace {
 using namespace std::chrono_literals;
 using testing::FakeRunner;
 
+// The engine's time, moved by the test.
+class ManualClock {
+ public:
+  Clock::time_point Now() const { return start_ + std::chrono::nanoseconds(offset_ns_.load()); }
+  void Advance(std::chrono::milliseconds d) {
+    offset_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  }
+
+ private:
+  const Clock::time_point start_ = Clock::now();
+  std::atomic<int64_t> offset_ns_{0};
+};
+
 struct Harness {
   FakeRunner* runner;
+  std::shared_ptr<ManualClock> clock;
   std::unique_ptr<Engine> engine;
 };
 
-Harness Make(EngineConfig config, int num_blocks = 64, int block_size = 4) {
+// With `manual_clock` the engine's time moves only when the test says; a test that
+// measures rates needs the real one.
+Harness Make(EngineConfig config, int num_blocks = 64, int block_size = 4,
+             bool manual_clock = true) {
   auto runner = std::make_unique<FakeRunner>(num_blocks, block_size);
   FakeRunner* raw = runner.get();
-  if (config.scheduler.max_model_len == 2048) config.scheduler.max_model_len = 128;
+  if (config.max_model_len == 2048) config.max_model_len = 128;
+  auto clock = std::make_shared<ManualClock>();
+  if (manual_clock) config.clock = [clock] { return clock->Now(); };
   auto engine = Engine::Create(config, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
-  return {raw, std::move(*engine)};
+  return {raw, clock, std::move(*engine)};
 }
 
 SubmitParams Params(int prompt_len, int max_tokens) {
@@ -65,12 +86,13 @@ TEST(EngineTest, GeneratesAndFinishesWithLength) {
 
 TEST(EngineTest, RefusesWhenWaitingRequestsExceedLimitWithRetryDelay) {
   EngineConfig c;
+  c.max_num_seqs = 1;
   c.max_waiting_requests = 2;
   Harness h = Make(c);
   h.runner->SetOpen(false);  // hold the engine in its first step
   auto first = h.engine->Submit(Params(4, 2));
   ASSERT_TRUE(first.ok());
-  std::this_thread::sleep_for(50ms);  // let the engine take it into its (held) step
+  ASSERT_TRUE(h.runner->WaitForStep(1));  // running, in its (held) step
   ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
   ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
   auto refused = h.engine->Submit(Params(4, 2));
@@ -87,11 +109,12 @@ TEST(EngineTest, RefusesWhenWaitingRequestsExceedLimitWithRetryDelay) {
 
 TEST(EngineTest, RefusesWhenWaitingTokensExceedLimit) {
   EngineConfig c;
+  c.max_num_seqs = 1;
   c.max_waiting_tokens = 20;
   Harness h = Make(c);
   h.runner->SetOpen(false);
   ASSERT_TRUE(h.engine->Submit(Params(4, 2)).ok());
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(h.runner->WaitForStep(1));
   ASSERT_TRUE(h.engine->Submit(Params(15, 2)).ok());
   auto refused = h.engine->Submit(Params(6, 2));
   ASSERT_FALSE(refused.ok());
@@ -99,17 +122,54 @@ TEST(EngineTest, RefusesWhenWaitingTokensExceedLimit) {
   h.runner->SetOpen(true);
 }
 
+// Admission counts as waiting only what cannot start at the next step: a burst that fits
+// the free running slots and the waiting limit is admitted whole, the rest refused.
+TEST(EngineTest, AdmissionSubtractsFreeRunningSlots) {
+  EngineConfig c;
+  c.max_num_seqs = 16;
+  c.max_waiting_requests = 8;
+  Harness h = Make(c, /*num_blocks=*/1024);
+  for (int round = 0; round < 5; ++round) {
+    h.runner->SetOpen(false);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (int i = 0; i < 10; ++i) {
+      auto s = h.engine->Submit(Params(4, 3));
+      ASSERT_TRUE(s.ok()) << "round " << round << ", request " << i << ": " << s.status();
+      streams.push_back(*s);
+    }
+    h.runner->SetOpen(true);
+    for (auto& s : streams) EXPECT_EQ(Collect(*s).back().finish_reason, FinishReason::kLength);
+    ASSERT_TRUE(h.engine->WaitIdle(5s));
+  }
+  h.runner->SetOpen(false);
+  std::vector<std::shared_ptr<RequestStream>> admitted;
+  int refused = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto s = h.engine->Submit(Params(4, 3));
+    if (s.ok()) {
+      admitted.push_back(*s);
+    } else {
+      EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted) << s.status();
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 30 - 16 - 8);
+  h.runner->SetOpen(true);
+  for (auto& s : admitted) EXPECT_EQ(Collect(*s).back().finish_reason, FinishReason::kLength);
+}
+
 TEST(EngineTest, PredictedTtftRefusesOnlyBehindAQueue) {
   EngineConfig c;
+  c.max_num_seqs = 1;
   c.slo_ttft_ms = 1.0;  // any queue at all predicts more than 2 x 1 ms
-  Harness h = Make(c);
+  Harness h = Make(c, 64, 4, /*manual_clock=*/false);  // the prefill rate is measured
   h.runner->SetStepDelay(5ms);
   auto first = h.engine->Submit(Params(40, 50));  // idle: admitted whatever the SLO
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE((*first)->Pop(5s).has_value());     // its prefill step measured the rate
   ASSERT_GT(h.engine->Stats().prefill_tokens_per_s, 0.0);
   h.runner->SetOpen(false);
-  std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(h.runner->WaitForStep(h.runner->steps_entered() + 1));  // held, still running
   ASSERT_TRUE(h.engine->Submit(Params(40, 2)).ok());  // nothing waiting yet: admitted
   auto refused = h.engine->Submit(Params(40, 2));     // behind a queue: refused
   ASSERT_FALSE(refused.ok());
@@ -150,9 +210,10 @@ TEST(EngineTest, AbortFromAnotherThreadFreesBlocks) {
   const EngineStats s = h.engine->Stats();
   EXPECT_EQ(s.kv_usage, 0.0);
   EXPECT_EQ(s.num_running, 0);
-  // It was the last one running: no step followed, yet the runner must forget it.
-  for (int i = 0; i < 100 && h.runner->num_requests() > 0; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(h.runner->num_requests(), 0u) << "the runner still holds the aborted request";
+  // It was the last one running: no step with work followed, yet the runner must forget it.
+  EXPECT_EQ(s.num_runner_requests, 0) << "the runner still holds the aborted request";
+  EXPECT_EQ(h.runner->num_requests(), 0);
+  EXPECT_EQ(s.num_aborted, 1);
 }
 
 TEST(EngineTest, TheRunnerForgetsEveryRequestThatEnded) {
@@ -165,8 +226,8 @@ TEST(EngineTest, TheRunnerForgetsEveryRequestThatEnded) {
   }
   for (auto& s : streams) Collect(*s);
   EXPECT_TRUE(h.engine->WaitIdle(5s));
-  for (int i = 0; i < 100 && h.runner->num_requests() > 0; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(h.runner->num_requests(), 0u);
+  EXPECT_EQ(h.engine->Stats().num_runner_requests, 0);
+  EXPECT_EQ(h.runner->num_requests(), 0);
 }
 
 TEST(EngineTest, DrainFinishesInFlightAndRefusesNew) {
@@ -223,7 +284,7 @@ TEST(EngineTest, HealthFollowsFailedStepsAndTheGracePeriod) {
   EXPECT_NE(health.reason.find("the last 3 engine steps failed (injected step failure)"),
             std::string::npos)
       << health.reason;
-  std::this_thread::sleep_for(300ms);
+  h.clock->Advance(300ms);
   health = h.engine->Health();
   EXPECT_FALSE(health.ready);
   EXPECT_FALSE(health.live);
@@ -238,7 +299,9 @@ TEST(EngineTest, AStepPastTheTimeoutFailsReadinessAndLiveness) {
   h.runner->SetOpen(false);  // the next step blocks, as a wedged device would
   auto s = h.engine->Submit(Params(4, 2));
   ASSERT_TRUE(s.ok());
-  std::this_thread::sleep_for(150ms);
+  ASSERT_TRUE(h.runner->WaitForStep(1));
+  EXPECT_TRUE(h.engine->Health().live);
+  h.clock->Advance(150ms);
   EngineHealth health = h.engine->Health();
   EXPECT_FALSE(health.ready);
   EXPECT_FALSE(health.live);
@@ -277,11 +340,8 @@ TEST(EngineTest, ShutdownAbortsWhatIsLeft) {
   h.runner->SetOpen(false);
   auto stream = h.engine->Submit(Params(4, 3));
   ASSERT_TRUE(stream.ok());
-  std::this_thread::sleep_for(20ms);
-  std::thread opener([&] {
-    std::this_thread::sleep_for(50ms);
-    h.runner->SetOpen(true);
-  });
+  ASSERT_TRUE(h.runner->WaitForStep(1));
+  std::thread opener([&] { h.runner->SetOpen(true); });
   h.engine->Shutdown();
   opener.join();
   auto outs = Collect(**stream);

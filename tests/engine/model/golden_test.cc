@@ -7,7 +7,7 @@
 
 #include "engine/model/cpu_model.h"
 #include "engine/model/generate.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "tests/common/fixtures.h"
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/engine.h"
+#include "engine/api.h"
 #include "engine/model/cpu_model.h"
 #include "engine/runner/cpu_runner.h"
 #include "engine/runner/cuda_runner.h"
@@ -28,10 +28,10 @@ using testing::TinyModelDir;
 std::unique_ptr<Engine> MakeEngine(std::unique_ptr<Runner> runner, const ModelConfig& c,
                                    int max_seqs) {
   EngineConfig ec;
-  ec.scheduler.max_num_seqs = max_seqs;
-  ec.scheduler.max_num_batched_tokens = 512;
-  ec.scheduler.max_model_len = c.max_position_embeddings;
-  ec.scheduler.eos_token_ids = c.eos_token_ids;
+  ec.max_num_seqs = max_seqs;
+  ec.max_num_batched_tokens = 512;
+  ec.max_model_len = c.max_position_embeddings;
+  ec.eos_token_ids = c.eos_token_ids;
   ec.max_waiting_requests = 1000;
   auto engine = Engine::Create(ec, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();

@@ -126,7 +126,9 @@ TEST(RandomWorkloadTest, TenThousandWorkloadsLoseNothing) {
       for (const ScheduledTokens& st : out.scheduled) {
         if (st.samples) sampled.push_back(NextToken(s.Find(st.id)->token_ids));
       }
-      for (const RequestDelta& d : s.Update(out, sampled)) {
+      auto outputs = s.Update(out, StepResult{sampled, {}});
+      ASSERT_TRUE(outputs.ok()) << outputs.status();
+      for (const RequestOutput& d : *outputs) {
         auto& got = live.at(d.id);
         got.insert(got.end(), d.new_token_ids.begin(), d.new_token_ids.end());
         if (d.finish_reason == FinishReason::kNone) continue;

@@ -44,7 +44,9 @@ void RunStep(Scheduler& s, const Step& want, int step_index) {
   EXPECT_EQ(out.preempted_ids, want.preempted);
   const std::vector<int32_t> sampled(samples, 7);
   std::vector<RequestId> finished;
-  for (const RequestDelta& d : s.Update(out, sampled)) {
+  auto outputs = s.Update(out, StepResult{sampled, {}});
+  ASSERT_TRUE(outputs.ok()) << outputs.status();
+  for (const RequestOutput& d : *outputs) {
     if (d.finish_reason != FinishReason::kNone) finished.push_back(d.id);
   }
   EXPECT_EQ(finished, want.finished);
@@ -177,6 +179,36 @@ TEST(SchedulerTest, SharedPrefixIsComputedOnce) {
   s.Add(std::move(b));
   RunStep(s, {{{2, 2}}, {}, {2}}, 1);  // 8 tokens (2 blocks) from the cache
   EXPECT_EQ(s.kv().prefix_counters().hit_tokens, 8);
+}
+
+// A request that cannot get its blocks stays waiting and is tried again each step; its
+// prefix lookup counts once, when it is admitted.
+TEST(SchedulerTest, AFailedAdmissionCountsItsPrefixLookupOnce) {
+  Scheduler s(SmallConfig(4, 64, 4));  // 4 blocks of 4 tokens
+  s.Add(MakeRequest(1, 12, 3));        // holds 3 blocks, 4 once it decodes past 12
+  RunStep(s, {{{1, 12}}, {}, {}}, 0);
+  s.Add(MakeRequest(2, 8, 1, 500));    // needs 2 blocks: waits while 1 runs
+  RunStep(s, {{{1, 1}}, {}, {}}, 1);
+  RunStep(s, {{{1, 1}}, {}, {1}}, 2);
+  EXPECT_EQ(s.num_waiting(), 1);
+  RunStep(s, {{{2, 8}}, {}, {2}}, 3);
+  EXPECT_EQ(s.kv().prefix_counters().queried_tokens, 12 + 8);
+}
+
+// The runner's result must match what was scheduled; a mismatch changes nothing, so no
+// token lands on another request.
+TEST(SchedulerTest, UpdateRefusesAResultThatDoesNotMatchTheStep) {
+  Scheduler s(SmallConfig(16, 64, 4));
+  s.Add(MakeRequest(1, 4, 3));
+  s.Add(MakeRequest(2, 4, 3));
+  const SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.scheduled.size(), 2u);
+  auto short_result = s.Update(out, StepResult{{7}, {}});
+  EXPECT_FALSE(short_result.ok());
+  EXPECT_EQ(s.Find(1)->num_tokens(), 4);
+  EXPECT_EQ(s.Find(1)->num_computed_tokens, 0);
+  auto bad_logprobs = s.Update(out, StepResult{{7, 7}, {TokenLogprobs{}}});
+  EXPECT_FALSE(bad_logprobs.ok());
 }
 
 }  // namespace

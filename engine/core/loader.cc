@@ -1,0 +1,197 @@
+#include "engine/core/loader.h"
+#include "engine/flags.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "engine/model/cpu_model.h"
+#include "engine/runner/cpu_runner.h"
+#include "engine/runner/cuda_runner.h"
+#include "engine/runner/fault_injection.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice {
+
+std::string DefaultModelDir() {
+  if (const char* env = std::getenv("SLUICE_MODEL"); env != nullptr && *env != '\0') return env;
+  // The source tree's copy when built here; an installed binary (`cmake --install`, the
+  // container images) finds its copy in ../share/sluice/models beside bin/.
+  std::error_code ec;
+  if (std::filesystem::exists(SLUICE_DEFAULT_MODEL_DIR, ec)) return SLUICE_DEFAULT_MODEL_DIR;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed =
+        exe.parent_path().parent_path() / "share/sluice/models/sluice-tiny-code";
+    if (std::filesystem::exists(installed, ec)) return installed.string();
+  }
+  return SLUICE_DEFAULT_MODEL_DIR;
+}
+
+void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
+  cmd->add_option("--model", o->model, "Model directory (default: the embedded tiny model)");
+  cmd->add_option("--device", o->device, "Backend: cpu, or cuda (bf16 on one GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_flag("--random-weights", o->random_weights,
+                "Run the config.json's shape with random weights, reading no checkpoint");
+  cmd->add_option("--random-seed", o->random_seed, "Seed of --random-weights");
+  cmd->add_option("--gpu-memory-utilization", o->gpu_memory_utilization,
+                  "Fraction of the GPU's memory for weights, activations and KV cache")
+      ->check(CLI::Range(0.05, 1.0));
+  cmd->add_flag("--enforce-eager", o->enforce_eager, "--device cuda: no CUDA graphs");
+  cmd->add_flag("--gemm-tuning", o->tune_gemms,
+                "--device cuda: time cuBLASLt's candidate algorithms at load instead of taking "
+                "its first pick");
+  cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
+                  "KV cache blocks (default: from --kv-cache-gib)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--kv-cache-gib", o->kv_cache_gib, "KV cache memory on the CPU backend")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--block-size", o->block_size, "Tokens per KV block")->check(CLI::Range(1, 256));
+  cmd->add_option("--max-num-seqs", o->max_num_seqs, "Requests running at once")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Token budget per step")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-waiting-requests", o->max_waiting_requests,
+                  "Waiting requests before new ones are refused")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-waiting-tokens", o->max_waiting_tokens,
+                  "Waiting prompt tokens before new requests are refused")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--slo-ttft-ms", o->slo_ttft_ms,
+                  "TTFT SLO; requests predicted to miss it by the slack are refused (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("!--no-prefix-caching", o->enable_prefix_caching, "Disable prefix caching");
+  cmd->add_option("--step-timeout-s", o->step_timeout_s,
+                  "An engine step running longer than this fails liveness (a wedged device)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--unready-grace-s", o->unready_grace_s,
+                  "How long the engine may stay unready from failing steps before liveness "
+                  "fails too")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--inject-step-faults", o->inject_step_faults,
+                  "Testing only: make engine steps fail or hang (after=N,fail=K,hang)");
+}
+
+absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
+                                                      const std::string& model_dir,
+                                                      const ModelConfig& config);
+
+absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
+                                                     const std::string& model_dir,
+                                                     ModelConfig* config) {
+  SLUICE_ASSIGN_OR_RETURN(*config, LoadModelConfig(model_dir));
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateBackend(o, model_dir, *config));
+  if (!o.inject_step_faults.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(StepFaults faults, ParseStepFaults(o.inject_step_faults));
+    runner = std::make_unique<FaultInjectingRunner>(std::move(runner), faults);
+  }
+  return runner;
+}
+
+absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
+                                                      const std::string& model_dir,
+                                                      const ModelConfig& model_config) {
+  const ModelConfig* config = &model_config;
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto progress = [&](int done, int total) {
+    if (!o.quiet) spdlog::info("loading weights: layer {}/{}", done, total);
+  };
+  if (o.device == "cuda") {
+    CudaRunnerOptions co;
+    co.model_dir = model_dir;
+    co.random_weights = o.random_weights;
+    co.seed = o.random_seed;
+    co.gpu_memory_utilization = o.gpu_memory_utilization;
+    co.num_kv_blocks = o.num_kv_blocks;
+    co.block_size = o.block_size;
+    co.max_num_seqs = o.max_num_seqs;
+    co.max_num_batched_tokens = o.max_num_batched_tokens;
+    co.enforce_eager = o.enforce_eager;
+    co.tune_gemms = o.tune_gemms;
+    co.progress = progress;
+    CudaRunnerInfo info;
+    SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateCudaRunner(co, &info));
+    if (!o.quiet) {
+      spdlog::info("{} on {}{}: weights {:.2f} GiB, KV cache {} blocks of {} tokens ({:.2f} GiB), "
+                   "GEMMs tuned in {:.1f} s, {} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
+                   config->Summary(), info.device_name, o.random_weights ? " (random weights)" : "",
+                   info.weight_gib, info.num_kv_blocks, o.block_size, info.kv_cache_gib,
+                   info.gemm_tune_s, info.num_graphs, info.graph_capture_s, seconds());
+    }
+    return runner;
+  }
+  // The CPU backend holds the weights in fp32: refuse what cannot fit before allocating.
+  double weight_bytes = 0;
+  ForEachWeight(*config, [&](int, WeightSlot slot) {
+    weight_bytes += 4.0 * static_cast<double>(SlotElements(*config, slot));
+  });
+  const double host_bytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (host_bytes > 0 && weight_bytes > 0.9 * host_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: the CPU backend needs %.1f GiB for this model's weights in fp32, and this machine "
+        "has %.1f GiB of memory; use --device cuda",
+        model_dir, weight_bytes / (1 << 30), host_bytes / (1 << 30)));
+  }
+  std::unique_ptr<CpuModel> model;
+  if (o.random_weights) {
+    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
+  } else {
+    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
+  }
+  int num_blocks = o.num_kv_blocks;
+  if (num_blocks == 0) {
+    const double bytes_per_block = 2.0 * config->num_layers * o.block_size *
+                                   config->num_kv_heads * config->head_dim * sizeof(float);
+    num_blocks = std::max(1, static_cast<int>(o.kv_cache_gib * (1ull << 30) / bytes_per_block));
+  }
+  if (!o.quiet) {
+    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config->Summary(),
+                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks,
+                 o.block_size);
+  }
+  auto runner = std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size);
+  runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs);
+  return std::unique_ptr<Runner>(std::move(runner));
+}
+
+EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) {
+  EngineConfig ec;
+  ec.max_num_seqs = o.max_num_seqs;
+  ec.max_num_batched_tokens = o.max_num_batched_tokens;
+  ec.max_model_len = config.max_position_embeddings;
+  ec.enable_prefix_caching = o.enable_prefix_caching;
+  ec.eos_token_ids = config.eos_token_ids;
+  for (int32_t id : o.extra_eos_token_ids) {
+    if (std::find(ec.eos_token_ids.begin(), ec.eos_token_ids.end(), id) == ec.eos_token_ids.end()) {
+      ec.eos_token_ids.push_back(id);
+    }
+  }
+  ec.max_waiting_requests = o.max_waiting_requests;
+  ec.max_waiting_tokens = o.max_waiting_tokens;
+  ec.slo_ttft_ms = o.slo_ttft_ms;
+  ec.step_timeout_s = o.step_timeout_s;
+  ec.unready_grace_s = o.unready_grace_s;
+  return ec;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
+  ModelInfo info;
+  info.model_dir = o.model.empty() ? DefaultModelDir() : o.model;
+  ModelConfig config;
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, info.model_dir, &config));
+  info.architecture = config.model_type;
+  info.summary = config.Summary();
+  return Engine::Create(EngineConfigFor(o, config), std::move(runner), std::move(info));
+}
+
+}  // namespace sluice
