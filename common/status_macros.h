@@ -5,9 +5,9 @@
 #include "absl/status/statusor.h"
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define SLUICE_RETURN_IF_ERROR(expr)      \
-  do {                                    \
-    ::absl::Status _sluice_s = (expr);    \
+#define SLUICE_RETURN_IF_ERROR(expr)       \
+  do {                                     \
+    ::absl::Status _sluice_s = (expr);     \
     if (!_sluice_s.ok()) return _sluice_s; \
   } while (0)
 

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 
 namespace sluice {
 namespace {
@@ -48,9 +48,11 @@ absl::Status ValidateSampling(const SamplingParams& s) {
   if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
     return Invalid("top_p", absl::StrCat("must be in (0, 1], got ", s.top_p));
   }
-  if (s.top_k < -1) return Invalid("top_k", absl::StrCat("must be -1 (off), 0 (off) or positive, got ", s.top_k));
+  if (s.top_k < -1)
+    return Invalid("top_k", absl::StrCat("must be -1 (off), 0 (off) or positive, got ", s.top_k));
   if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) return Range("min_p", s.min_p, 0, 1);
-  if (s.max_tokens < 1) return Invalid("max_tokens", absl::StrCat("must be at least 1, got ", s.max_tokens));
+  if (s.max_tokens < 1)
+    return Invalid("max_tokens", absl::StrCat("must be at least 1, got ", s.max_tokens));
   if (!(std::abs(s.presence_penalty) <= 2.0f)) {
     return Range("presence_penalty", s.presence_penalty, -2, 2);
   }
@@ -58,7 +60,8 @@ absl::Status ValidateSampling(const SamplingParams& s) {
     return Range("frequency_penalty", s.frequency_penalty, -2, 2);
   }
   if (!(s.repetition_penalty > 0.0f && s.repetition_penalty <= 10.0f)) {
-    return Invalid("repetition_penalty", absl::StrCat("must be in (0, 10], got ", s.repetition_penalty));
+    return Invalid("repetition_penalty",
+                   absl::StrCat("must be in (0, 10], got ", s.repetition_penalty));
   }
   if (s.logprobs < -1 || s.logprobs > kMaxLogprobs) {
     return Range("logprobs", s.logprobs, 0, kMaxLogprobs);

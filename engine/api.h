@@ -76,7 +76,7 @@ const char* FinishReasonName(FinishReason r);
 struct RequestOutput {
   RequestId id = 0;
   std::vector<int32_t> new_token_ids;
-  std::vector<TokenLogprobs> logprobs;  // one per new token when requested
+  std::vector<TokenLogprobs> logprobs;               // one per new token when requested
   FinishReason finish_reason = FinishReason::kNone;  // set on the last output only
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
@@ -154,7 +154,7 @@ struct EngineOptions {
   double gpu_memory_utilization = 0.9;  // cuda
   bool enforce_eager = false;           // cuda: no CUDA graphs
   bool tune_gemms = false;              // cuda: time GEMM algorithms at load
-  int num_kv_blocks = 0;  // 0: sized from kv_cache_gib (cpu) or free memory (cuda)
+  int num_kv_blocks = 0;                // 0: sized from kv_cache_gib (cpu) or free memory (cuda)
   double kv_cache_gib = 1.0;
   int block_size = 16;
   int max_num_seqs = 64;
@@ -164,10 +164,10 @@ struct EngineOptions {
   double slo_ttft_ms = 0.0;
   bool enable_prefix_caching = true;
   std::vector<int32_t> extra_eos_token_ids;  // beside config.json's (the tokenizer's)
-  bool quiet = false;              // no progress logs
-  double step_timeout_s = 300.0;   // a step running longer fails liveness
-  double unready_grace_s = 30.0;   // unready from failing steps this long fails liveness
-  std::string inject_step_faults;  // testing: FaultInjectingRunner spec; empty: none
+  bool quiet = false;                        // no progress logs
+  double step_timeout_s = 300.0;             // a step running longer fails liveness
+  double unready_grace_s = 30.0;             // unready from failing steps this long fails liveness
+  std::string inject_step_faults;            // testing: FaultInjectingRunner spec; empty: none
 };
 
 // The model directory used when none is given: $SLUICE_MODEL, the source tree's copy, or

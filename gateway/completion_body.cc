@@ -37,8 +37,7 @@ std::optional<FieldError> Integer(const json& o, const char* k, std::optional<in
   return FieldError{k, absl::StrCat("'", k, "' must be an integer")};
 }
 
-std::optional<FieldError> Bool(const json& o, const char* k, const std::string& param,
-                               bool& out) {
+std::optional<FieldError> Bool(const json& o, const char* k, const std::string& param, bool& out) {
   if (!Present(o, k)) return std::nullopt;
   if (!o[k].is_boolean()) return FieldError{param, absl::StrCat("'", k, "' must be a boolean")};
   out = o[k].get<bool>();
@@ -73,8 +72,7 @@ std::optional<FieldError> ReadPrompts(const json& body, CompletionShape& s) {
   return std::nullopt;
 }
 
-std::optional<FieldError> ReadMessages(const json& body, std::string_view raw,
-                                       CompletionShape& s) {
+std::optional<FieldError> ReadMessages(const json& body, std::string_view raw, CompletionShape& s) {
   if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
     return FieldError{"messages", "'messages' must be a non-empty list"};
   }
@@ -107,8 +105,8 @@ std::variant<CompletionShape, FieldError> ReadCompletionShape(const json& body,
   if (Present(body, "stream_options")) {
     const json& so = body["stream_options"];
     if (!so.is_object()) return FieldError{"stream_options", "'stream_options' must be an object"};
-    if (auto e = Bool(so, "include_usage", "stream_options.include_usage",
-                      s.client_include_usage)) {
+    if (auto e =
+            Bool(so, "include_usage", "stream_options.include_usage", s.client_include_usage)) {
       return *e;
     }
     if (auto e = Bool(so, "continuous_usage_stats", "stream_options.continuous_usage_stats",

@@ -20,12 +20,12 @@ inline constexpr int64_t kBytesPerToken = 4;
 
 struct CompletionShape {
   bool stream = false;
-  bool client_include_usage = false;    // stream_options.include_usage
-  bool client_continuous_usage = false; // stream_options.continuous_usage_stats
+  bool client_include_usage = false;     // stream_options.include_usage
+  bool client_continuous_usage = false;  // stream_options.continuous_usage_stats
   int64_t num_prompts = 1;
   int64_t n = 1;
-  int64_t prompt_tokens = 0;           // estimated, over all prompts
-  std::optional<int64_t> max_tokens;   // per sequence, as asked; nullopt: not given
+  int64_t prompt_tokens = 0;          // estimated, over all prompts
+  std::optional<int64_t> max_tokens;  // per sequence, as asked; nullopt: not given
   int64_t sequences() const { return num_prompts * n; }
 };
 

@@ -18,9 +18,9 @@ std::string ErrorBody(const std::string& message, const std::string& type,
 struct Gateway::Exchange {
   std::shared_ptr<http::ResponseWriter> writer;
   Tenant tenant;
-  Cost cost;                   // what Acquire took
-  int64_t charged = 0;         // tokens taken from the bucket so far (reservation included)
-  int64_t prompt_estimate = 0; // charged when the answer reports no usage
+  Cost cost;                    // what Acquire took
+  int64_t charged = 0;          // tokens taken from the bucket so far (reservation included)
+  int64_t prompt_estimate = 0;  // charged when the answer reports no usage
   bool client_include_usage = false;
   bool client_continuous_usage = false;
   bool sse = false;

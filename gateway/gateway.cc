@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "gateway/completion_body.h"
 #include "gateway/exchange.h"
+#include "net/json_limits.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
-#include "net/json_limits.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice::gateway {
@@ -28,8 +28,8 @@ constexpr const char* kUnidentified = "unidentified";
 
 // A body the gateway refuses as the engine would: its words, its error object (code 400).
 http::EarlyAnswer Invalid(const std::string& message, const std::string& param = "") {
-  return http::EarlyAnswer{400, "application/json",
-                           ErrorBody(message, "invalid_request_error", 400, param), {}};
+  return http::EarlyAnswer{
+      400, "application/json", ErrorBody(message, "invalid_request_error", 400, param), {}};
 }
 
 std::string Path(const std::string& target) { return target.substr(0, target.find('?')); }
@@ -43,11 +43,12 @@ bool TenantPath(const std::string& path) {
 
 std::string ErrorBody(const std::string& message, const std::string& type,
                       const nlohmann::json& code, const std::string& param) {
-  return nlohmann::json{{"error",
-                         {{"message", message},
-                          {"type", type},
-                          {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
-                          {"code", code}}}}
+  return nlohmann::json{
+      {"error",
+       {{"message", message},
+        {"type", type},
+        {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
+        {"code", code}}}}
       .dump();
 }
 
@@ -88,11 +89,11 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(GatewayOptions options)
   std::unique_ptr<Gateway> g(new Gateway(std::move(options)));
   boost::system::error_code ec;
   tcp::resolver resolver(g->ioc_);
-  auto results = resolver.resolve(g->options_.upstream_host,
-                                  std::to_string(g->options_.upstream_port), ec);
+  auto results =
+      resolver.resolve(g->options_.upstream_host, std::to_string(g->options_.upstream_port), ec);
   if (ec || results.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--upstream: cannot resolve ",
-                                                   g->options_.upstream_host, ": ", ec.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--upstream: cannot resolve ", g->options_.upstream_host, ": ", ec.message()));
   }
   g->pool_ = std::make_unique<UpstreamPool>(
       g->ioc_, results.begin()->endpoint(),
@@ -169,14 +170,15 @@ std::optional<Tenant> Gateway::Authenticate(const http::Request& req,
   const std::string key = BearerKey(req.Header("Authorization"));
   std::optional<Tenant> tenant = tenants()->Find(key);
   if (!tenant) {
-    *refusal = Refuse(
-        kUnauthenticated, "auth", 401,
-        http::EarlyAnswer{401, "application/json",
-                          ErrorBody(key.empty()
-                                        ? "Missing API key: send 'Authorization: Bearer <key>'."
-                                        : "Incorrect API key provided.",
-                                    "invalid_request_error", "invalid_api_key"),
-                          {{"WWW-Authenticate", "Bearer"}}});
+    *refusal =
+        Refuse(kUnauthenticated, "auth", 401,
+               http::EarlyAnswer{
+                   401,
+                   "application/json",
+                   ErrorBody(key.empty() ? "Missing API key: send 'Authorization: Bearer <key>'."
+                                         : "Incorrect API key provided.",
+                             "invalid_request_error", "invalid_api_key"),
+                   {{"WWW-Authenticate", "Bearer"}}});
   }
   return tenant;
 }
@@ -188,7 +190,8 @@ std::optional<Tenant> Gateway::Gate(const http::Request& req,
   const std::string path = Path(req.target);
   if (TenantPath(path)) return tenant;
   *refusal = Refuse(tenant->name, "not_found", 404,
-                    http::EarlyAnswer{404, "application/json",
+                    http::EarlyAnswer{404,
+                                      "application/json",
                                       ErrorBody(absl::StrCat("no route for ", path,
                                                              ": this port serves /v1/*, "
                                                              "/tokenize and /detokenize"),
@@ -226,10 +229,9 @@ std::optional<Cost> Gateway::CompletionCost(const http::Request& req, const Tena
   if (!shape->max_tokens) {
     per_sequence = chat ? options_.default_reserve_tokens : 16;
     if (chat && tenant.tokens_per_minute > 0) {
-      per_sequence = std::min(per_sequence,
-                              std::max<int64_t>(0, (tenant.tokens_per_minute -
-                                                    shape->prompt_tokens) /
-                                                       std::max<int64_t>(1, shape->sequences())));
+      per_sequence = std::min(
+          per_sequence, std::max<int64_t>(0, (tenant.tokens_per_minute - shape->prompt_tokens) /
+                                                 std::max<int64_t>(1, shape->sequences())));
     }
   }
   *body = RewriteCompletionBody(req.body, salt_->CacheSalt(tenant.name), shape->stream);
@@ -245,8 +247,8 @@ http::EarlyAnswer Gateway::QuotaRefusal(const Tenant& tenant, const Admission& a
   std::string what;
   switch (a.refusal) {
     case Refusal::kConcurrency:
-      what = absl::StrCat("Too many concurrent requests: the limit is ", tenant.max_concurrent,
-                          ".");
+      what =
+          absl::StrCat("Too many concurrent requests: the limit is ", tenant.max_concurrent, ".");
       break;
     case Refusal::kSequences:
       what = a.never ? absl::StrCat("Request too large: ", cost.sequences,
@@ -256,16 +258,18 @@ http::EarlyAnswer Gateway::QuotaRefusal(const Tenant& tenant, const Admission& a
                                     tenant.max_concurrent_sequences, ".");
       break;
     case Refusal::kRequests:
-      what = absl::StrCat("Rate limit reached for requests per minute: ",
-                          tenant.requests_per_minute, ".");
+      what = absl::StrCat(
+          "Rate limit reached for requests per minute: ", tenant.requests_per_minute, ".");
       break;
     default:
-      what = a.never ? absl::StrCat("Request too large for tokens per minute: it may use ",
-                                    cost.tokens, " tokens (prompt + max_tokens × n × prompts), "
-                                    "the limit is ", tenant.tokens_per_minute, ".")
-                     : absl::StrCat("Rate limit reached for tokens per minute: ",
-                                    tenant.tokens_per_minute, "; this request reserves ",
-                                    cost.tokens, ".");
+      what =
+          a.never
+              ? absl::StrCat("Request too large for tokens per minute: it may use ", cost.tokens,
+                             " tokens (prompt + max_tokens × n × prompts), "
+                             "the limit is ",
+                             tenant.tokens_per_minute, ".")
+              : absl::StrCat("Rate limit reached for tokens per minute: ", tenant.tokens_per_minute,
+                             "; this request reserves ", cost.tokens, ".");
   }
   if (a.never) {
     // Retrying the same request cannot succeed; OpenAI's clients read this header.
@@ -303,15 +307,14 @@ void Gateway::Handle(const http::Request& req, std::shared_ptr<http::ResponseWri
   }
   const Admission a = quotas_.Acquire(*tenant, ex->cost);
   if (a.refusal != Refusal::kNone) {
-    return send(*Refuse(tenant->name, RefusalName(a.refusal), 429,
-                        QuotaRefusal(*tenant, a, ex->cost)));
+    return send(
+        *Refuse(tenant->name, RefusalName(a.refusal), 429, QuotaRefusal(*tenant, a, ex->cost)));
   }
   ex->charged = ex->cost.tokens;
   Proxy(req, std::move(writer), std::move(ex), std::move(body));
 }
 
-void Gateway::HandleAdmin(const http::Request& req,
-                          std::shared_ptr<http::ResponseWriter> writer) {
+void Gateway::HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
   const std::string path = Path(req.target);
   if (path == "/health") {
     writer->Send(200, "application/json", R"({"status":"ok"})");
@@ -338,10 +341,9 @@ void Gateway::HandleAdmin(const http::Request& req,
                    nlohmann::json{{"ready", ready},
                                   {"upstream_status", *status},
                                   {"tenants", tenants},
-                                  {"reason", ready ? "ready"
-                                             : st.ok()
-                                                 ? "the upstream is not ready"
-                                                 : std::string(st.message())}}
+                                  {"reason", ready     ? "ready"
+                                             : st.ok() ? "the upstream is not ready"
+                                                       : std::string(st.message())}}
                        .dump());
     };
     StartUpstream(*pool_, std::move(up), std::move(cb));

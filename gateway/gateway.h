@@ -22,11 +22,11 @@
 #include "gateway/salt.h"
 #include "gateway/tenants.h"
 #include "gateway/upstream.h"
+#include "net/http_server.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
-#include "net/http_server.h"
 
 namespace sluice::gateway {
 
@@ -73,12 +73,11 @@ class Gateway {
                                      std::optional<http::EarlyAnswer>* refusal);
   // The tenant, if it may go on: authenticated and on a path tenants may reach.
   std::optional<Tenant> Gate(const http::Request& req, std::optional<http::EarlyAnswer>* refusal);
-  std::optional<http::EarlyAnswer> Refuse(const std::string& tenant, const char* reason,
-                                          int status, http::EarlyAnswer answer);
+  std::optional<http::EarlyAnswer> Refuse(const std::string& tenant, const char* reason, int status,
+                                          http::EarlyAnswer answer);
   // The cost of a completion request, or the 400 to send.
-  std::optional<Cost> CompletionCost(const http::Request& req, const Tenant& tenant,
-                                     bool chat, std::string* body,
-                                     std::optional<http::EarlyAnswer>* refusal,
+  std::optional<Cost> CompletionCost(const http::Request& req, const Tenant& tenant, bool chat,
+                                     std::string* body, std::optional<http::EarlyAnswer>* refusal,
                                      struct CompletionShape* shape);
   http::EarlyAnswer QuotaRefusal(const Tenant& tenant, const Admission& a, const Cost& cost);
   void Proxy(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,

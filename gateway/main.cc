@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   sluice::gateway::GatewayOptions options;
   options.keys_path = keys;
   options.upstream_threads = threads;
-  options.upstream_timeout = std::chrono::milliseconds(static_cast<int64_t>(upstream_timeout_s * 1000));
+  options.upstream_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(upstream_timeout_s * 1000));
   options.default_reserve_tokens = default_reserve_tokens;
   options.salt_secret_file = salt_secret_file;
   std::string up = upstream;

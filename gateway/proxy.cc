@@ -21,9 +21,18 @@ namespace {
 // itself speaks for.
 bool StrippedFromClient(const std::string& name, const std::vector<std::string>& named_hops) {
   const std::string n = absl::AsciiStrToLower(name);
-  static const char* kHopByHop[] = {"host",    "connection",        "keep-alive", "proxy-authenticate",
-                                    "proxy-authorization", "te",     "trailer",    "transfer-encoding",
-                                    "upgrade", "content-length",    "authorization", "expect",
+  static const char* kHopByHop[] = {"host",
+                                    "connection",
+                                    "keep-alive",
+                                    "proxy-authenticate",
+                                    "proxy-authorization",
+                                    "te",
+                                    "trailer",
+                                    "transfer-encoding",
+                                    "upgrade",
+                                    "content-length",
+                                    "authorization",
+                                    "expect",
                                     "proxy-connection"};
   for (const char* h : kHopByHop) {
     if (n == h) return true;
@@ -31,8 +40,8 @@ bool StrippedFromClient(const std::string& name, const std::vector<std::string>&
   for (const std::string& h : named_hops) {
     if (n == h) return true;
   }
-  return n.starts_with("x-sluice-") || n.starts_with("x-tenant") ||
-         n.starts_with("x-forwarded-") || n == "x-real-ip" || n == "forwarded";
+  return n.starts_with("x-sluice-") || n.starts_with("x-tenant") || n.starts_with("x-forwarded-") ||
+         n == "x-real-ip" || n == "forwarded";
 }
 
 // The header names a Connection header lists, lower-cased.
@@ -82,8 +91,8 @@ void Gateway::Proxy(const http::Request& req, std::shared_ptr<http::ResponseWrit
     for (auto& h : RateLimitHeaders(quotas_.Snapshot(ex->tenant))) ex->headers.push_back(h);
     ex->sse = absl::StartsWith(ex->content_type, "text/event-stream");
     if (ex->sse) {
-      ex->filter = std::make_unique<SseFilter>(ex->client_include_usage,
-                                               ex->client_continuous_usage);
+      ex->filter =
+          std::make_unique<SseFilter>(ex->client_include_usage, ex->client_continuous_usage);
       ex->writer->StartStream(status, ex->content_type, ex->headers);
     }
   };
@@ -146,24 +155,23 @@ void Gateway::Finish(Exchange& ex, const absl::Status& status) {
   } else if (ex.status != 0 || timed_out) {
     code = ex.status != 0 ? 502 : 504;
     spdlog::warn("upstream failed for tenant {}: {}", ex.tenant.name, why);
-    ex.writer->Send(code, "application/json",
-                    ErrorBody(ex.status != 0
-                                  ? absl::StrCat("The upstream server's answer was cut short (",
-                                                 why, ").")
-                                  : absl::StrCat("The upstream server did not answer (", why,
-                                                 ")."),
-                              "upstream_error", code == 504 ? "upstream_timeout" : "upstream_error"),
-                    {});
+    ex.writer->Send(
+        code, "application/json",
+        ErrorBody(ex.status != 0
+                      ? absl::StrCat("The upstream server's answer was cut short (", why, ").")
+                      : absl::StrCat("The upstream server did not answer (", why, ")."),
+                  "upstream_error", code == 504 ? "upstream_timeout" : "upstream_error"),
+        {});
   } else {
     // No answer at all (the engine is restarting, loading or gone): a client may retry,
     // on this pod or, once readiness drops, on another.
     code = 503;
     spdlog::warn("upstream unavailable for tenant {}: {}", ex.tenant.name, why);
-    ex.writer->Send(503, "application/json",
-                    ErrorBody(absl::StrCat("The upstream server is unavailable (", why,
-                                           "); retry shortly."),
-                              "server_error", "upstream_unavailable"),
-                    {{"Retry-After", "1"}});
+    ex.writer->Send(
+        503, "application/json",
+        ErrorBody(absl::StrCat("The upstream server is unavailable (", why, "); retry shortly."),
+                  "server_error", "upstream_unavailable"),
+        {{"Retry-After", "1"}});
   }
   Count(ex.tenant.name, code);
   // Settle: the usage the answer reported; without one, the prompt the engine may have

@@ -45,7 +45,8 @@ QuotaManager::State& QuotaManager::Refill(const Tenant& t, double now) {
   const double dt = std::max(0.0, now - s.last);
   s.last = now;
   // Limits may change on a reload: the levels are clamped to the current capacity.
-  s.requests = std::min<double>(t.requests_per_minute, s.requests + dt * t.requests_per_minute / 60);
+  s.requests =
+      std::min<double>(t.requests_per_minute, s.requests + dt * t.requests_per_minute / 60);
   s.tokens = std::min<double>(t.tokens_per_minute, s.tokens + dt * t.tokens_per_minute / 60);
   return s;
 }

@@ -43,8 +43,8 @@ absl::StatusOr<SaltKey> SaltKey::Load(const std::string& path) {
     // O_EXCL: two gateways starting together never overwrite each other's secret.
     const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (fd >= 0) {
-      const bool written = write(fd, secret->data(), secret->size()) ==
-                           static_cast<ssize_t>(secret->size());
+      const bool written =
+          write(fd, secret->data(), secret->size()) == static_cast<ssize_t>(secret->size());
       close(fd);
       if (!written) {
         return absl::InternalError(absl::StrCat("--salt-secret-file ", path, ": cannot write"));
@@ -52,8 +52,8 @@ absl::StatusOr<SaltKey> SaltKey::Load(const std::string& path) {
       return SaltKey(*secret);
     }
     if (errno != EEXIST) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--salt-secret-file ", path, ": cannot create it: ", std::strerror(errno)));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--salt-secret-file ", path, ": cannot create it: ", std::strerror(errno)));
     }
   }
   std::ifstream in(path, std::ios::binary);

@@ -54,8 +54,7 @@ std::string Hex(const Digest& d) {
 
 std::string BearerKey(const std::string& authorization) {
   const std::string prefix = "bearer ";
-  if (authorization.size() <= prefix.size() ||
-      !absl::StartsWithIgnoreCase(authorization, prefix)) {
+  if (authorization.size() <= prefix.size() || !absl::StartsWithIgnoreCase(authorization, prefix)) {
     return "";
   }
   return std::string(absl::StripAsciiWhitespace(authorization.substr(prefix.size())));
@@ -109,8 +108,8 @@ absl::StatusOr<std::shared_ptr<const TenantTable>> TenantTable::Parse(const std:
               : out.max_concurrent * kSequencesPerRequest;
     }
     if (!names.insert(out.name).second) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tenant \"", out.name,
-                                                     "\" appears twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": tenant \"", out.name, "\" appears twice"));
     }
     if (!digests.insert(Hex(out.key_sha256)).second) {
       return absl::InvalidArgumentError(where + ": the same key is given to two tenants");

@@ -121,16 +121,14 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
 
   void Write() {
     stream_->expires_after(timeout_);
-    bhttp::async_write(*stream_, request_,
-                       OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
-                         if (self->done_) return;
-                         if (ec) return self->Fail("writing to the upstream", ec);
-                         bhttp::async_read_header(
-                             *self->stream_, self->buffer_, *self->parser_,
-                             self->OnStrand([self](beast::error_code ec, size_t) {
-                               self->OnHeader(ec);
-                             }));
-                       }));
+    bhttp::async_write(
+        *stream_, request_, OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
+          if (self->done_) return;
+          if (ec) return self->Fail("writing to the upstream", ec);
+          bhttp::async_read_header(
+              *self->stream_, self->buffer_, *self->parser_,
+              self->OnStrand([self](beast::error_code ec, size_t) { self->OnHeader(ec); }));
+        }));
   }
 
   void OnHeader(beast::error_code ec) {
@@ -151,10 +149,9 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     stream_->expires_after(timeout_);
     parser_->get().body().data = chunk_;
     parser_->get().body().size = sizeof(chunk_);
-    bhttp::async_read_some(*stream_, buffer_, *parser_,
-                           OnStrand([self = shared_from_this()](beast::error_code ec, size_t) {
-                             self->OnBody(ec);
-                           }));
+    bhttp::async_read_some(
+        *stream_, buffer_, *parser_,
+        OnStrand([self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); }));
   }
 
   void OnBody(beast::error_code ec) {
@@ -174,10 +171,10 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     // be tried, since the request never reached the server's handler.
     // Not so one that timed out: the server has the request and is silent.
     if (ec == beast::error::timeout) {
-      return Finish(absl::DeadlineExceededError(absl::StrCat(
-                        what, ": no answer within ",
-                        std::chrono::duration<double>(timeout_).count(), " s")),
-                    false);
+      return Finish(
+          absl::DeadlineExceededError(absl::StrCat(
+              what, ": no answer within ", std::chrono::duration<double>(timeout_).count(), " s")),
+          false);
     }
     if (reused_ && !received_) {
       Close();

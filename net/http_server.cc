@@ -83,8 +83,7 @@ std::string ErrorJson(const std::string& message) {
 
 class Session : public ResponseWriter, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Server::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket socket, Server::Impl* server) : stream_(std::move(socket)), server_(server) {}
   ~Session() override { server_->ConnectionClosed(); }
 
   void Run() {
@@ -92,27 +91,27 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   }
 
   void Send(int status, std::string content_type, std::string body, Headers headers) override {
-    net::post(stream_.get_executor(), [self = shared_from_this(), status,
-                                       ct = std::move(content_type), body = std::move(body),
-                                       headers = std::move(headers)]() mutable {
-      if (self->response_started_) return;
-      self->response_started_ = true;
-      std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
-      absl::StrAppend(&head, "Content-Length: ", body.size(), "\r\n\r\n", body);
-      self->Enqueue(std::move(head), /*last=*/true);
-    });
+    net::post(stream_.get_executor(),
+              [self = shared_from_this(), status, ct = std::move(content_type),
+               body = std::move(body), headers = std::move(headers)]() mutable {
+                if (self->response_started_) return;
+                self->response_started_ = true;
+                std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
+                absl::StrAppend(&head, "Content-Length: ", body.size(), "\r\n\r\n", body);
+                self->Enqueue(std::move(head), /*last=*/true);
+              });
   }
 
   void StartStream(int status, std::string content_type, Headers headers) override {
-    net::post(stream_.get_executor(), [self = shared_from_this(), status,
-                                       ct = std::move(content_type),
-                                       headers = std::move(headers)]() mutable {
-      if (self->response_started_) return;
-      self->response_started_ = true;
-      std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
-      absl::StrAppend(&head, "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
-      self->Enqueue(std::move(head), /*last=*/false);
-    });
+    net::post(
+        stream_.get_executor(), [self = shared_from_this(), status, ct = std::move(content_type),
+                                 headers = std::move(headers)]() mutable {
+          if (self->response_started_) return;
+          self->response_started_ = true;
+          std::string head = HeaderBlock(status, ct, headers, self->keep_alive_);
+          absl::StrAppend(&head, "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
+          self->Enqueue(std::move(head), /*last=*/false);
+        });
   }
 
   void WriteChunk(std::string data) override {
@@ -160,17 +159,17 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
 
   void ReadHeader() {
     stream_.expires_after(server_->options.header_timeout);
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](beast::error_code ec, size_t) {
-                               self->OnHeader(ec);
-                             });
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   // Refuses a request whose bytes the parser rejected; false when `ec` is no such error.
   bool RefuseMalformed(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
       Refused(413);
-      Refuse(EarlyAnswer{413, "application/json",
+      Refuse(EarlyAnswer{413,
+                         "application/json",
                          ErrorJson(absl::StrCat("request body exceeds the limit of ",
                                                 server_->options.max_body_bytes, " bytes")),
                          {}});
@@ -182,7 +181,8 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
         ec == bhttp::error::bad_chunk || ec == bhttp::error::bad_content_length ||
         ec == bhttp::error::bad_transfer_encoding) {
       Refused(400);
-      Refuse(EarlyAnswer{400, "application/json",
+      Refuse(EarlyAnswer{400,
+                         "application/json",
                          ErrorJson(absl::StrCat("malformed HTTP request: ", ec.message())),
                          {}});
       return true;
@@ -208,7 +208,8 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
       if (coding != "chunked") {
         Refused(501);
         return Refuse(EarlyAnswer{
-            501, "application/json",
+            501,
+            "application/json",
             ErrorJson(absl::StrCat("Transfer-Encoding '", value,
                                    "' is not implemented: send chunked or Content-Length")),
             {}});
@@ -222,7 +223,8 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
     if (parser_->is_done()) return OnBody({});
     stream_.expires_after(server_->options.body_timeout);
     auto expect = msg.find(bhttp::field::expect);
-    if (expect != msg.end() && absl::EqualsIgnoreCase(std::string(expect->value()), "100-continue")) {
+    if (expect != msg.end() &&
+        absl::EqualsIgnoreCase(std::string(expect->value()), "100-continue")) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       return net::async_write(stream_, net::buffer(kContinue),
                               [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -234,10 +236,9 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
   }
 
   void ReadBody() {
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        self->OnBody(ec);
-                      });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(beast::error_code ec) {
@@ -288,9 +289,9 @@ class Session : public ResponseWriter, public std::enable_shared_from_this<Sessi
           char byte;
           beast::error_code peek_ec;
           self->stream_.socket().non_blocking(true, peek_ec);
-          const size_t n =
-              ec ? 0 : self->stream_.socket().receive(net::buffer(&byte, 1),
-                                                      tcp::socket::message_peek, peek_ec);
+          const size_t n = ec ? 0
+                              : self->stream_.socket().receive(net::buffer(&byte, 1),
+                                                               tcp::socket::message_peek, peek_ec);
           // Woken with nothing to read (readiness that a read had already used up): go on
           // watching.
           if (peek_ec == net::error::would_block) return self->WatchClient();

@@ -72,7 +72,8 @@ absl::StatusOr<Job> ParseLine(const std::string& line, const GenerateFlags& f) {
     if (j.contains("min_p")) s.min_p = j["min_p"].get<float>();
     if (j.contains("seed")) s.seed = j["seed"].get<uint64_t>();
     if (j.contains("ignore_eos")) s.ignore_eos = j["ignore_eos"].get<bool>();
-    if (j.contains("stop_token_ids")) s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
+    if (j.contains("stop_token_ids"))
+      s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
     if (j.contains("cache_salt")) job.params.cache_salt = j["cache_salt"].get<std::string>();
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", e.what()));
@@ -163,8 +164,8 @@ int RunGenerate(GenerateFlags f) {
     } else if (stream_text) {
       std::cout << detok.Finish() << "\n";
     } else {
-      std::cout << "--- prompt " << i + 1 << " (" << FinishReasonName(last.finish_reason)
-                << ")\n" << (*jobs)[i].prompt << text << "\n";
+      std::cout << "--- prompt " << i + 1 << " (" << FinishReasonName(last.finish_reason) << ")\n"
+                << (*jobs)[i].prompt << text << "\n";
     }
   }
   const double seconds =

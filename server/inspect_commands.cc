@@ -7,10 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/api.h"
-#include "server/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "server/chat/chat_template.h"
 #include "server/commands.h"
+#include "server/tokenizer/tokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {

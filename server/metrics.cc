@@ -27,49 +27,99 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
       slo_tpot_s_(slo_tpot_ms / 1000.0),
       registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
-  waiting_ = &BuildGauge().Name("sluice_num_requests_waiting")
-                  .Help("Requests waiting to be scheduled").Register(r).Add({});
-  running_ = &BuildGauge().Name("sluice_num_requests_running")
-                  .Help("Requests in the running batch").Register(r).Add({});
-  kv_usage_ = &BuildGauge().Name("sluice_kv_cache_usage_ratio")
-                   .Help("Fraction of KV-cache blocks in use (0..1)").Register(r).Add({});
-  prefix_queries_ = &BuildCounter().Name("sluice_prefix_cache_queries_tokens_total")
-                         .Help("Prompt tokens looked up in the prefix cache").Register(r).Add({});
-  prefix_hits_ = &BuildCounter().Name("sluice_prefix_cache_hits_tokens_total")
-                      .Help("Prompt tokens served from the prefix cache").Register(r).Add({});
-  preemptions_ = &BuildCounter().Name("sluice_num_preemptions_total")
-                      .Help("Requests preempted for KV-cache space").Register(r).Add({});
-  prompt_tokens_ = &BuildCounter().Name("sluice_prompt_tokens_total")
-                        .Help("Prompt tokens admitted").Register(r).Add({});
-  generation_tokens_ = &BuildCounter().Name("sluice_generation_tokens_total")
-                            .Help("Tokens generated").Register(r).Add({});
-  failed_steps_ = &BuildCounter().Name("sluice_engine_failed_steps_total")
+  waiting_ = &BuildGauge()
+                  .Name("sluice_num_requests_waiting")
+                  .Help("Requests waiting to be scheduled")
+                  .Register(r)
+                  .Add({});
+  running_ = &BuildGauge()
+                  .Name("sluice_num_requests_running")
+                  .Help("Requests in the running batch")
+                  .Register(r)
+                  .Add({});
+  kv_usage_ = &BuildGauge()
+                   .Name("sluice_kv_cache_usage_ratio")
+                   .Help("Fraction of KV-cache blocks in use (0..1)")
+                   .Register(r)
+                   .Add({});
+  prefix_queries_ = &BuildCounter()
+                         .Name("sluice_prefix_cache_queries_tokens_total")
+                         .Help("Prompt tokens looked up in the prefix cache")
+                         .Register(r)
+                         .Add({});
+  prefix_hits_ = &BuildCounter()
+                      .Name("sluice_prefix_cache_hits_tokens_total")
+                      .Help("Prompt tokens served from the prefix cache")
+                      .Register(r)
+                      .Add({});
+  preemptions_ = &BuildCounter()
+                      .Name("sluice_num_preemptions_total")
+                      .Help("Requests preempted for KV-cache space")
+                      .Register(r)
+                      .Add({});
+  prompt_tokens_ = &BuildCounter()
+                        .Name("sluice_prompt_tokens_total")
+                        .Help("Prompt tokens admitted")
+                        .Register(r)
+                        .Add({});
+  generation_tokens_ = &BuildCounter()
+                            .Name("sluice_generation_tokens_total")
+                            .Help("Tokens generated")
+                            .Register(r)
+                            .Add({});
+  failed_steps_ = &BuildCounter()
+                       .Name("sluice_engine_failed_steps_total")
                        .Help("Engine steps that failed (their requests failed with them)")
-                       .Register(r).Add({});
-  requests_ = &BuildCounter().Name("sluice_requests_total")
-                   .Help("Requests answered, by outcome").Register(r);
-  rejected_ = &BuildCounter().Name("sluice_requests_rejected_total")
-                   .Help("Requests refused, by reason").Register(r);
-  arrived_ = &BuildCounter().Name("sluice_requests_arrived_total")
-                  .Help("Generation requests received").Register(r).Add({});
-  finished_ = &BuildCounter().Name("sluice_requests_finished_total")
-                   .Help("Generation requests finished normally").Register(r).Add({});
-  slo_met_ = &BuildCounter().Name("sluice_requests_slo_met_total")
+                       .Register(r)
+                       .Add({});
+  requests_ = &BuildCounter()
+                   .Name("sluice_requests_total")
+                   .Help("Requests answered, by outcome")
+                   .Register(r);
+  rejected_ = &BuildCounter()
+                   .Name("sluice_requests_rejected_total")
+                   .Help("Requests refused, by reason")
+                   .Register(r);
+  arrived_ = &BuildCounter()
+                  .Name("sluice_requests_arrived_total")
+                  .Help("Generation requests received")
+                  .Register(r)
+                  .Add({});
+  finished_ = &BuildCounter()
+                   .Name("sluice_requests_finished_total")
+                   .Help("Generation requests finished normally")
+                   .Register(r)
+                   .Add({});
+  slo_met_ = &BuildCounter()
+                  .Name("sluice_requests_slo_met_total")
                   .Help("Finished requests that met both the TTFT and the TPOT SLO")
-                  .Register(r).Add({});
-  const std::vector<double> latency = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                  .Register(r)
+                  .Add({});
+  const std::vector<double> latency = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,
                                        1.0,   2.5,  5.0,   10.0, 30.0, 60.0};
-  ttft_ = &BuildHistogram().Name("sluice_time_to_first_token_seconds")
-               .Help("Time to first token").Register(r).Add({}, Buckets(latency, slo_ttft_s_));
-  itl_ = &BuildHistogram().Name("sluice_inter_token_latency_seconds")
-              .Help("Time between consecutive output tokens").Register(r)
-              .Add({}, Buckets({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
-                                0.5, 1.0},
-                               slo_tpot_s_));
-  e2e_ = &BuildHistogram().Name("sluice_e2e_request_latency_seconds")
-              .Help("Arrival to last token").Register(r).Add({}, Buckets(latency, 0));
-  queue_ = &BuildHistogram().Name("sluice_request_queue_time_seconds")
-                .Help("Arrival to first scheduling").Register(r).Add({}, Buckets(latency, 0));
+  ttft_ = &BuildHistogram()
+               .Name("sluice_time_to_first_token_seconds")
+               .Help("Time to first token")
+               .Register(r)
+               .Add({}, Buckets(latency, slo_ttft_s_));
+  itl_ =
+      &BuildHistogram()
+           .Name("sluice_inter_token_latency_seconds")
+           .Help("Time between consecutive output tokens")
+           .Register(r)
+           .Add({},
+                Buckets({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0},
+                        slo_tpot_s_));
+  e2e_ = &BuildHistogram()
+              .Name("sluice_e2e_request_latency_seconds")
+              .Help("Arrival to last token")
+              .Register(r)
+              .Add({}, Buckets(latency, 0));
+  queue_ = &BuildHistogram()
+                .Name("sluice_request_queue_time_seconds")
+                .Help("Arrival to first scheduling")
+                .Register(r)
+                .Add({}, Buckets(latency, 0));
   for (const char* protocol : {"http", "grpc"}) {
     for (const char* outcome : {"success", "cancelled", "error", "rejected"}) {
       requests_->Add({{"outcome", outcome}, {"protocol", protocol}});

@@ -19,9 +19,9 @@ namespace sluice {
 
 // One finished request as the front saw it.
 struct RequestTiming {
-  double ttft_s = 0.0;       // arrival to first token
-  double e2e_s = 0.0;        // arrival to last token
-  double queue_s = 0.0;      // arrival to first scheduling
+  double ttft_s = 0.0;   // arrival to first token
+  double e2e_s = 0.0;    // arrival to last token
+  double queue_s = 0.0;  // arrival to first scheduling
   int output_tokens = 0;
   std::vector<double> itl_s;  // gaps between consecutive tokens
 };

@@ -77,8 +77,7 @@ int RunServe(ServeFlags f) {
     metrics_options.num_threads = 1;
     metrics_options.max_body_bytes = 4096;
     metrics_server = std::make_unique<http::Server>(
-        metrics_options,
-        [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
+        metrics_options, [&api](const http::Request& r, std::shared_ptr<http::ResponseWriter> w) {
           api.HandleAdmin(r, std::move(w));
         });
     if (absl::Status s = metrics_server->Start(); !s.ok()) {
@@ -118,11 +117,10 @@ int RunServe(ServeFlags f) {
       chat_template = std::move(*parsed);
     }
   }
-  state.served_model_name = f.served_model_name.empty()
-                                ? std::filesystem::path(loaded->engine->model().model_dir)
-                                      .filename()
-                                      .string()
-                                : f.served_model_name;
+  state.served_model_name =
+      f.served_model_name.empty()
+          ? std::filesystem::path(loaded->engine->model().model_dir).filename().string()
+          : f.served_model_name;
   state.engine = loaded->engine.get();
   state.tokenizer = loaded->tokenizer.get();
   state.chat_template = chat_template.get();

@@ -43,8 +43,8 @@ void BM_Decode(benchmark::State& state) {
     if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
     tokens += opts.max_tokens;
   }
-  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(tokens),
-                                               benchmark::Counter::kIsRate);
+  state.counters["tok/s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Decode)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -59,8 +59,8 @@ void BM_Prefill(benchmark::State& state) {
     if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
     tokens += static_cast<int64_t>(prompt.size());
   }
-  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(tokens),
-                                               benchmark::Counter::kIsRate);
+  state.counters["tok/s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Prefill)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 

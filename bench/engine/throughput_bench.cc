@@ -21,11 +21,11 @@
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
 #include "engine/api.h"
-#include "engine/runner/cuda_runner.h"
-#include "server/tokenizer/tokenizer.h"
-#include "nlohmann/json.hpp"
 #include "engine/core/loader.h"
 #include "engine/flags.h"
+#include "engine/runner/cuda_runner.h"
+#include "nlohmann/json.hpp"
+#include "server/tokenizer/tokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -208,8 +208,8 @@ int Run(int argc, char** argv) {
       spdlog::error("{}", std::string(tok.status().message()));
       return 1;
     }
-    auto sw = ShareGptWorkload(dataset.substr(9), num_requests, config.max_position_embeddings,
-                               **tok);
+    auto sw =
+        ShareGptWorkload(dataset.substr(9), num_requests, config.max_position_embeddings, **tok);
     if (!sw.ok()) {
       spdlog::error("{}", std::string(sw.status().message()));
       return 1;
@@ -219,8 +219,8 @@ int Run(int argc, char** argv) {
     spdlog::error("--dataset {}: expected random or sharegpt:FILE", dataset);
     return 1;
   }
-  const double copy_gbs = options.device == "cuda" ? MeasureCudaCopyBandwidth(0).value_or(0.0)
-                                                   : HostCopyBandwidth();
+  const double copy_gbs =
+      options.device == "cuda" ? MeasureCudaCopyBandwidth(0).value_or(0.0) : HostCopyBandwidth();
 
   auto timed_owner = std::make_unique<TimedRunner>(std::move(*inner));
   TimedRunner* timed = timed_owner.get();
@@ -281,8 +281,8 @@ int Run(int argc, char** argv) {
     context_sum += static_cast<double>(r.context_tokens) / r.num_seqs;
     decode_s += r.seconds;
     if (copy_gbs > 0) {
-      floor_sum_s += (roof.weight_bytes + roof.kv_bytes_per_token * r.context_tokens) /
-                     (copy_gbs * 1e9);
+      floor_sum_s +=
+          (roof.weight_bytes + roof.kv_bytes_per_token * r.context_tokens) / (copy_gbs * 1e9);
     }
   }
   const double steps = static_cast<double>(decode_ms.size());
@@ -318,14 +318,13 @@ int Run(int argc, char** argv) {
   std::printf("%-28s %d (%lld prompt, %lld output tokens)\n", "requests", n,
               static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens));
   std::printf("%-28s %.2f s\n", "elapsed", elapsed);
-  std::printf("%-28s %.2f req/s, %.1f output tok/s, %.1f total tok/s\n", "throughput",
-              n / elapsed, output_tokens / elapsed, (prompt_tokens + output_tokens) / elapsed);
+  std::printf("%-28s %.2f req/s, %.1f output tok/s, %.1f total tok/s\n", "throughput", n / elapsed,
+              output_tokens / elapsed, (prompt_tokens + output_tokens) / elapsed);
   std::printf("%-28s %zu steps, mean batch %.1f, mean context %.0f\n", "decode", decode_ms.size(),
               j["mean_decode_batch"].get<double>(), j["mean_decode_context"].get<double>());
   std::printf("%-28s mean %.3f ms, p50 %.3f, p99 %.3f (%.1f output tok/s while decoding)\n",
               "decode step", mean_ms, j["p50_decode_step_ms"].get<double>(),
-              j["p99_decode_step_ms"].get<double>(),
-              j["decode_output_tokens_per_s"].get<double>());
+              j["p99_decode_step_ms"].get<double>(), j["decode_output_tokens_per_s"].get<double>());
   std::printf("%-28s %.3f ms (%.2f GB weights + KV at %.0f GB/s copy) -> %.3f of the roofline\n",
               "decode floor", j["mean_decode_floor_ms"].get<double>(), roof.weight_bytes / 1e9,
               copy_gbs, j["roofline_fraction"].get<double>());

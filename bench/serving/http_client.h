@@ -21,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 struct Target {
   std::string host;
   std::string port;
-  std::string path;  // e.g. /v1/completions
+  std::string path;     // e.g. /v1/completions
   std::string api_key;  // sent as "Authorization: Bearer <key>" when set
 };
 

@@ -7,8 +7,8 @@ namespace sluice {
 KvCacheManager::KvCacheManager(int num_blocks, int block_size, bool enable_prefix_caching)
     : pool_(num_blocks, block_size), enable_prefix_caching_(enable_prefix_caching) {}
 
-void KvCacheManager::HashBlocks(SeqBlocks& seq, std::span<const int32_t> tokens,
-                                int num_blocks, std::span<const char> salt) const {
+void KvCacheManager::HashBlocks(SeqBlocks& seq, std::span<const int32_t> tokens, int num_blocks,
+                                std::span<const char> salt) const {
   const int bs = block_size();
   for (int i = static_cast<int>(seq.hashes.size()); i < num_blocks; ++i) {
     const BlockHash parent = i == 0 ? BlockHash{0} : seq.hashes[i - 1];

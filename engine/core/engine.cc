@@ -181,9 +181,9 @@ absl::Status Engine::Impl::CheckLoad(int prompt_tokens) const {
   const double finish_rate = stats.finish_per_s;
   if (queued >= config.max_waiting_requests) {
     const int64_t retry =
-        finish_rate > 0
-            ? static_cast<int64_t>(1000.0 * (queued - config.max_waiting_requests + 1) / finish_rate)
-            : kDefaultRetryMs;
+        finish_rate > 0 ? static_cast<int64_t>(1000.0 * (queued - config.max_waiting_requests + 1) /
+                                               finish_rate)
+                        : kDefaultRetryMs;
     return Overloaded(absl::StrCat("server overloaded: ", queued, " requests waiting (limit ",
                                    config.max_waiting_requests, ")"),
                       retry);
@@ -192,9 +192,10 @@ absl::Status Engine::Impl::CheckLoad(int prompt_tokens) const {
     const int64_t excess = queued_tokens + prompt_tokens - config.max_waiting_tokens;
     const int64_t retry =
         prefill_rate > 0 ? static_cast<int64_t>(1000.0 * excess / prefill_rate) : kDefaultRetryMs;
-    return Overloaded(absl::StrCat("server overloaded: ", queued_tokens,
-                                   " prompt tokens waiting (limit ", config.max_waiting_tokens, ")"),
-                      retry);
+    return Overloaded(
+        absl::StrCat("server overloaded: ", queued_tokens, " prompt tokens waiting (limit ",
+                     config.max_waiting_tokens, ")"),
+        retry);
   }
   // NOTE: the prediction applies behind a queue only: with nobody queued ahead, the
   // request waits for a running slot, not for prefill work the rate can predict.
@@ -374,7 +375,8 @@ void Engine::Impl::Step() {
     stats.num_preemptions += step.num_preempted;
     if (seconds > 0) {
       if (step.prefill_tokens >= kMinPrefillSample) {
-        stats.prefill_tokens_per_s = Smooth(stats.prefill_tokens_per_s, step.prefill_tokens / seconds);
+        stats.prefill_tokens_per_s =
+            Smooth(stats.prefill_tokens_per_s, step.prefill_tokens / seconds);
       }
       stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
@@ -404,9 +406,8 @@ EngineHealth Engine::Health() const {
     const double s = seconds_since(unready_since);
     h.live = s <= m.config.unready_grace_s;
     std::lock_guard<std::mutex> lock(m.mu);
-    h.reason = absl::StrFormat("the last %d engine steps failed (%s); unready for %.0f s%s",
-                               failed, m.last_step_error, s,
-                               h.live ? "" : ", past the grace period");
+    h.reason = absl::StrFormat("the last %d engine steps failed (%s); unready for %.0f s%s", failed,
+                               m.last_step_error, s, h.live ? "" : ", past the grace period");
   }
   return h;
 }

@@ -26,8 +26,7 @@ std::string DefaultModelDir() {
   if (std::filesystem::exists(SLUICE_DEFAULT_MODEL_DIR, ec)) return SLUICE_DEFAULT_MODEL_DIR;
   const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    const auto installed =
-        exe.parent_path().parent_path() / "share/sluice/models/sluice-tiny-code";
+    const auto installed = exe.parent_path().parent_path() / "share/sluice/models/sluice-tiny-code";
     if (std::filesystem::exists(installed, ec)) return installed.string();
   }
   return SLUICE_DEFAULT_MODEL_DIR;
@@ -121,11 +120,12 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
     CudaRunnerInfo info;
     SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateCudaRunner(co, &info));
     if (!o.quiet) {
-      spdlog::info("{} on {}{}: weights {:.2f} GiB, KV cache {} blocks of {} tokens ({:.2f} GiB), "
-                   "GEMMs tuned in {:.1f} s, {} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
-                   config->Summary(), info.device_name, o.random_weights ? " (random weights)" : "",
-                   info.weight_gib, info.num_kv_blocks, o.block_size, info.kv_cache_gib,
-                   info.gemm_tune_s, info.num_graphs, info.graph_capture_s, seconds());
+      spdlog::info(
+          "{} on {}{}: weights {:.2f} GiB, KV cache {} blocks of {} tokens ({:.2f} GiB), "
+          "GEMMs tuned in {:.1f} s, {} CUDA graphs captured in {:.1f} s; ready in {:.1f} s",
+          config->Summary(), info.device_name, o.random_weights ? " (random weights)" : "",
+          info.weight_gib, info.num_kv_blocks, o.block_size, info.kv_cache_gib, info.gemm_tune_s,
+          info.num_graphs, info.graph_capture_s, seconds());
     }
     return runner;
   }
@@ -150,14 +150,13 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   }
   int num_blocks = o.num_kv_blocks;
   if (num_blocks == 0) {
-    const double bytes_per_block = 2.0 * config->num_layers * o.block_size *
-                                   config->num_kv_heads * config->head_dim * sizeof(float);
+    const double bytes_per_block = 2.0 * config->num_layers * o.block_size * config->num_kv_heads *
+                                   config->head_dim * sizeof(float);
     num_blocks = std::max(1, static_cast<int>(o.kv_cache_gib * (1ull << 30) / bytes_per_block));
   }
   if (!o.quiet) {
     spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config->Summary(),
-                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks,
-                 o.block_size);
+                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size);
   }
   auto runner = std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size);
   runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs);

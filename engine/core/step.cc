@@ -18,8 +18,7 @@ StepOutcome RunStep(Scheduler& scheduler, Runner& runner) {
     // dropped the requests (it applies retirement first), so there is nobody to fail.
     if (!result.ok()) {
       spdlog::warn("the runner failed a step that only retires {} requests: {}",
-                   out.finished_ids.size() + out.preempted_ids.size(),
-                   result.status().ToString());
+                   out.finished_ids.size() + out.preempted_ids.size(), result.status().ToString());
     }
     return outcome;
   }

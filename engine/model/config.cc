@@ -86,7 +86,7 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
   SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_high_freq_factor,
                           f.PositiveFloat("high_freq_factor", 4.0f));
   SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_original_max_position,
-                      f.Int("original_max_position_embeddings", 8192));
+                          f.Int("original_max_position_embeddings", 8192));
   if (c.rope.llama3_factor <= 0.0f ||
       c.rope.llama3_high_freq_factor <= c.rope.llama3_low_freq_factor) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -106,8 +106,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const json& v, const std::string& 
     }
     const int64_t id = e.get<int64_t>();
     if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" holds ",
-                                                     id, ", outside the vocabulary (vocab_size ",
+      return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" holds ", id,
+                                                     ", outside the vocabulary (vocab_size ",
                                                      vocab_size, ")"));
     }
     ids.push_back(static_cast<int32_t>(id));
@@ -140,9 +140,8 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
 std::string ModelConfig::Summary() const {
   return absl::StrFormat(
       "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s",
-      model_type, num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim,
-      intermediate_size, vocab_size, tie_word_embeddings ? ", tied lm_head" : "",
-      attention_bias ? ", qkv bias" : "");
+      model_type, num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim, intermediate_size,
+      vocab_size, tie_word_embeddings ? ", tied lm_head" : "", attention_bias ? ", qkv bias" : "");
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
@@ -157,8 +156,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   }
   c.model_type = j["model_type"].get<std::string>();
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
-    return f.Error("model_type", absl::StrCat("is \"", c.model_type,
-                                              "\"; supported: llama, mistral, qwen2"));
+    return f.Error("model_type",
+                   absl::StrCat("is \"", c.model_type, "\"; supported: llama, mistral, qwen2"));
   }
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     return f.Error("hidden_act", "must be \"silu\"");
@@ -210,9 +209,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
       return absl::InvalidArgumentError(absl::StrCat(gen_path.string(), ": not a JSON object"));
     }
     if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
-      SLUICE_ASSIGN_OR_RETURN(config->eos_token_ids,
-                          ParseIds(g["eos_token_id"], gen_path.string(), "eos_token_id",
-                                   config->vocab_size));
+      SLUICE_ASSIGN_OR_RETURN(config->eos_token_ids, ParseIds(g["eos_token_id"], gen_path.string(),
+                                                              "eos_token_id", config->vocab_size));
     }
   }
   return config;

@@ -63,8 +63,10 @@ absl::Status CpuModel::ValidateBatch(const ForwardBatch& b, const CpuKvCache& ca
   }
   for (int p : b.positions) {
     if (p < 0 || p >= config_.max_position_embeddings) {
-      return absl::OutOfRangeError(absl::StrCat("batch: position ", p, " is outside the context "
-                                                "window of ", config_.max_position_embeddings));
+      return absl::OutOfRangeError(absl::StrCat("batch: position ", p,
+                                                " is outside the context "
+                                                "window of ",
+                                                config_.max_position_embeddings));
     }
   }
   for (int32_t block : b.block_tables) {
@@ -92,9 +94,8 @@ absl::Status CpuModel::Forward(const ForwardBatch& batch, CpuKvCache& cache,
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
     // residual already holds the running sum; hidden := norm(residual).
-    SLUICE_RETURN_IF_ERROR(FromKernel(
-        kernels::cpu::RmsNorm(hidden_.data(), residual_.data(), w.input_norm.data(), n, h,
-                              c.rms_norm_eps)));
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
+        hidden_.data(), residual_.data(), w.input_norm.data(), n, h, c.rms_norm_eps)));
     SLUICE_RETURN_IF_ERROR(Attention(layer, batch, cache));  // hidden := attn output
     SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::FusedAddRmsNorm(
         hidden_.data(), residual_.data(), w.post_norm.data(), n, h, c.rms_norm_eps)));
@@ -155,12 +156,12 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
     std::copy(row + q_width + kv_width, row + qkv_width,
               v_.begin() + static_cast<size_t>(t) * kv_width);
   }
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::ApplyRope(
-      q_.data(), k_.data(), b.positions.data(), rope_cos_sin_.data(), n, c.num_q_heads,
-      c.num_kv_heads, c.head_dim, c.rope.rotary_dim)));
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::WriteKvCache(
-      cache.k(layer), cache.v(layer), k_.data(), v_.data(), b.slot_mapping.data(), n,
-      cache.shape())));
+  SLUICE_RETURN_IF_ERROR(FromKernel(
+      kernels::cpu::ApplyRope(q_.data(), k_.data(), b.positions.data(), rope_cos_sin_.data(), n,
+                              c.num_q_heads, c.num_kv_heads, c.head_dim, c.rope.rotary_dim)));
+  SLUICE_RETURN_IF_ERROR(
+      FromKernel(kernels::cpu::WriteKvCache(cache.k(layer), cache.v(layer), k_.data(), v_.data(),
+                                            b.slot_mapping.data(), n, cache.shape())));
   kernels::PagedAttentionParams p;
   p.num_seqs = b.num_seqs();
   p.num_q_heads = c.num_q_heads;
@@ -187,7 +188,8 @@ absl::Status CpuModel::Mlp(int layer, int n) {
   act_.resize(static_cast<size_t>(n) * inter);
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
       gate_up_.data(), hidden_.data(), w.gate_up.data(), nullptr, n, 2 * inter, c.hidden_size)));
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
+  SLUICE_RETURN_IF_ERROR(
+      FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
   return FromKernel(kernels::cpu::Gemm(hidden_.data(), act_.data(), w.down_proj.data(), nullptr, n,
                                        c.hidden_size, inter));
 }

@@ -18,14 +18,14 @@ namespace sluice {
 // One step's flattened batch, as the runner builds it from the scheduler's output.
 // Sequence s owns query tokens [cu_seqlens_q[s], cu_seqlens_q[s + 1]).
 struct ForwardBatch {
-  std::vector<int32_t> input_ids;      // [num_tokens]
-  std::vector<int32_t> positions;      // [num_tokens]
-  std::vector<int64_t> slot_mapping;   // [num_tokens] KV slot of each token
-  std::vector<int32_t> cu_seqlens_q;   // [num_seqs + 1]
-  std::vector<int32_t> seq_lens;       // [num_seqs] context length after this step
-  std::vector<int32_t> block_tables;   // [num_seqs, max_blocks_per_seq]
+  std::vector<int32_t> input_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens]
+  std::vector<int64_t> slot_mapping;  // [num_tokens] KV slot of each token
+  std::vector<int32_t> cu_seqlens_q;  // [num_seqs + 1]
+  std::vector<int32_t> seq_lens;      // [num_seqs] context length after this step
+  std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
-  std::vector<int32_t> logits_rows;    // token rows whose logits are wanted
+  std::vector<int32_t> logits_rows;  // token rows whose logits are wanted
 
   int num_tokens() const { return static_cast<int>(input_ids.size()); }
   int num_seqs() const { return static_cast<int>(seq_lens.size()); }

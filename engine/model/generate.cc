@@ -37,9 +37,8 @@ absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
   const int prompt_len = static_cast<int>(prompt.size());
   if (prompt_len >= c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt has ", prompt_len,
-                                                   " tokens; the context window is ",
-                                                   c.max_position_embeddings));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt has ", prompt_len, " tokens; the context window is ", c.max_position_embeddings));
   }
   const int max_new = std::min(options.max_tokens, c.max_position_embeddings - prompt_len);
   const int total = prompt_len + max_new;
@@ -69,8 +68,8 @@ absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t
     if (!s.ok()) return absl::InternalError(s.message());
     result.output_ids.push_back(next);
     if (on_token) on_token(next);
-    const bool is_eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) !=
-                        c.eos_token_ids.end();
+    const bool is_eos =
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) != c.eos_token_ids.end();
     if (is_eos && !options.ignore_eos) {
       result.finish_reason = "stop";
       break;

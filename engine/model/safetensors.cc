@@ -28,16 +28,15 @@ absl::StatusOr<DType> ParseDType(const std::string& s) {
   if (s == "BF16") return DType::kBF16;
   if (s == "F16") return DType::kF16;
   if (s == "F32") return DType::kF32;
-  return absl::InvalidArgumentError(absl::StrCat("unsupported dtype ", s,
-                                                 " (supported: BF16, F16, F32)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported dtype ", s, " (supported: BF16, F16, F32)"));
 }
 
 absl::StatusOr<TensorView> ParseEntry(const std::string& name, const json& entry,
                                       uint64_t data_size) {
   if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
-      !entry.contains("shape") || !entry["shape"].is_array() ||
-      !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-      entry["data_offsets"].size() != 2) {
+      !entry.contains("shape") || !entry["shape"].is_array() || !entry.contains("data_offsets") ||
+      !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
     return absl::InvalidArgumentError("needs string dtype, array shape, two data_offsets");
   }
   TensorView t;
@@ -63,8 +62,8 @@ absl::StatusOr<TensorView> ParseEntry(const std::string& name, const json& entry
   const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
   if (begin > end || end > data_size) {
     return absl::OutOfRangeError(absl::StrCat("data_offsets [", begin, ", ", end,
-                                              ") fall outside the data section of ",
-                                              data_size, " bytes"));
+                                              ") fall outside the data section of ", data_size,
+                                              " bytes"));
   }
   if (end - begin != static_cast<uint64_t>(elements) * DTypeSize(t.dtype)) {
     return absl::InvalidArgumentError(absl::StrCat("holds ", end - begin, " bytes but shape and ",
@@ -184,8 +183,8 @@ absl::Status SafetensorsFile::ParseHeader() {
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const TensorView* prev = by_offset[i - 1];
     if (prev->data + prev->num_bytes > by_offset[i]->data) {
-      return absl::InvalidArgumentError(absl::StrCat("tensors ", prev->name, " and ",
-                                                     by_offset[i]->name, " overlap"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensors ", prev->name, " and ", by_offset[i]->name, " overlap"));
     }
   }
   return absl::OkStatus();
@@ -200,8 +199,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDir(const std::strin
   if (fs::exists(index_path)) {
     std::ifstream in(index_path);
     json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.contains("weight_map") ||
-        !index["weight_map"].is_object()) {
+    if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
       return absl::InvalidArgumentError(
           absl::StrCat(index_path.string(), ": not JSON with a weight_map object"));
     }

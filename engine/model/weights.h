@@ -63,13 +63,13 @@ RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot);
 uint64_t RandomStream(int layer, WeightSlot slot);
 
 struct LayerWeights {
-  std::vector<float> input_norm;     // [hidden]
-  std::vector<float> qkv;            // [(q_heads + 2 * kv_heads) * head_dim, hidden] fused
-  std::vector<float> qkv_bias;       // [(q_heads + 2 * kv_heads) * head_dim] or empty
-  std::vector<float> o_proj;         // [hidden, q_heads * head_dim]
-  std::vector<float> post_norm;      // [hidden]
-  std::vector<float> gate_up;        // [2 * intermediate, hidden] fused, gate rows first
-  std::vector<float> down_proj;      // [hidden, intermediate]
+  std::vector<float> input_norm;  // [hidden]
+  std::vector<float> qkv;         // [(q_heads + 2 * kv_heads) * head_dim, hidden] fused
+  std::vector<float> qkv_bias;    // [(q_heads + 2 * kv_heads) * head_dim] or empty
+  std::vector<float> o_proj;      // [hidden, q_heads * head_dim]
+  std::vector<float> post_norm;   // [hidden]
+  std::vector<float> gate_up;     // [2 * intermediate, hidden] fused, gate rows first
+  std::vector<float> down_proj;   // [hidden, intermediate]
 };
 
 // The CPU backend's weights, fp32 in host memory.

@@ -29,8 +29,7 @@ void Scheduler::Add(std::unique_ptr<Request> request) {
 
 void Scheduler::InsertWaiting(Request* r) {
   auto before = [](const Request* a, const Request* b) {
-    return a->priority != b->priority ? a->priority < b->priority
-                                      : a->arrival_seq < b->arrival_seq;
+    return a->priority != b->priority ? a->priority < b->priority : a->arrival_seq < b->arrival_seq;
   };
   waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), r, before), r);
   r->state = RequestState::kWaiting;

@@ -57,9 +57,9 @@ struct ScheduledTokens {
 struct SchedulerOutput {
   std::vector<NewRequestData> new_requests;
   std::vector<CachedRequestData> cached_requests;
-  std::vector<ScheduledTokens> scheduled;   // in batch order
-  std::vector<RequestId> finished_ids;      // ended since the last output: the runner drops them
-  std::vector<RequestId> preempted_ids;     // the runner drops them; they come back as new
+  std::vector<ScheduledTokens> scheduled;  // in batch order
+  std::vector<RequestId> finished_ids;     // ended since the last output: the runner drops them
+  std::vector<RequestId> preempted_ids;    // the runner drops them; they come back as new
   // Nothing to run. Such an output still goes to the runner when it retires requests.
   bool empty() const { return scheduled.empty(); }
   bool retires() const { return !finished_ids.empty() || !preempted_ids.empty(); }
@@ -125,8 +125,8 @@ class Scheduler {
   SchedulerConfig config_;
   KvCacheManager kv_;
   absl::flat_hash_map<RequestId, std::unique_ptr<Request>> requests_;
-  std::deque<Request*> waiting_;  // by (priority, arrival_seq)
-  std::vector<Request*> running_;  // admission order into running
+  std::deque<Request*> waiting_;                         // by (priority, arrival_seq)
+  std::vector<Request*> running_;                        // admission order into running
   absl::flat_hash_map<RequestId, size_t> known_blocks_;  // blocks the runner has been sent
   std::vector<RequestId> finished_since_last_;
   int64_t waiting_tokens_ = 0;

@@ -50,16 +50,14 @@ absl::StatusOr<ExprPtr> Parser::ParseExpression(bool with_condexpr) {
   return expr;
 }
 
-absl::StatusOr<ExprPtr> Parser::ParseOr() {
-  return ParseLeftAssociative("or", &Parser::ParseAnd);
-}
+absl::StatusOr<ExprPtr> Parser::ParseOr() { return ParseLeftAssociative("or", &Parser::ParseAnd); }
 
 absl::StatusOr<ExprPtr> Parser::ParseAnd() {
   return ParseLeftAssociative("and", &Parser::ParseNot);
 }
 
-absl::StatusOr<ExprPtr> Parser::ParseLeftAssociative(
-    const char* op, absl::StatusOr<ExprPtr> (Parser::*operand)()) {
+absl::StatusOr<ExprPtr> Parser::ParseLeftAssociative(const char* op,
+                                                     absl::StatusOr<ExprPtr> (Parser::*operand)()) {
   SLUICE_ASSIGN_OR_RETURN(ExprPtr left, (this->*operand)());
   Guard guard(&depth_);
   while (IsName(op)) {

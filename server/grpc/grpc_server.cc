@@ -13,9 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/api.h"
-#include "server/core/generation.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "server/core/generation.h"
 #include "sluice/v1/generation.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -313,9 +313,9 @@ class GenerationService final : public v1::Generation::CallbackService {
     const int vocab = state_->tokenizer->vocab_size();
     for (int i = 0; i < req->token_ids_size(); ++i) {
       if (req->token_ids(i) < 0 || req->token_ids(i) >= vocab) {
-        reactor->Finish(Invalid(absl::StrCat("token_ids[", i, "]"),
-                                absl::StrCat(req->token_ids(i), " is not in the vocabulary of ",
-                                             vocab)));
+        reactor->Finish(
+            Invalid(absl::StrCat("token_ids[", i, "]"),
+                    absl::StrCat(req->token_ids(i), " is not in the vocabulary of ", vocab)));
         return reactor;
       }
     }

@@ -3,8 +3,8 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "server/chat/chat_template.h"
 #include "net/json_limits.h"
+#include "server/chat/chat_template.h"
 #include "server/openai/completion_job.h"
 #include "server/openai/responses.h"
 
@@ -19,9 +19,11 @@ struct Route {
   const char* method;
 };
 constexpr Route kRoutes[] = {
-    {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"},
-    {"/health", "GET"},          {"/ready", "GET"},                {"/metrics", "GET"},
-    {"/version", "GET"},         {"/tokenize", "POST"},            {"/detokenize", "POST"},
+    {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
+    {"/v1/models", "GET"},       {"/health", "GET"},
+    {"/ready", "GET"},           {"/metrics", "GET"},
+    {"/version", "GET"},         {"/tokenize", "POST"},
+    {"/detokenize", "POST"},
 };
 
 std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
@@ -66,8 +68,9 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
       for (const Route& r : kRoutes) {
         if (path == r.path) allow = r.method;
       }
-      SendError(*writer, ApiError{405, "invalid_request_error",
-                                  absl::StrCat(req.method, " is not allowed on ", path), ""},
+      SendError(*writer,
+                ApiError{405, "invalid_request_error",
+                         absl::StrCat(req.method, " is not allowed on ", path), ""},
                 {{"Allow", allow}});
     } else {
       SendError(*writer,
@@ -180,9 +183,9 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
       auto ids = state_->tokenizer->Encode(p.text, /*add_special_tokens=*/!chat);
       if (!ids.ok()) {
         state_->metrics->Rejected("invalid");
-        return SendError(*writer, ApiError{400, "invalid_request_error",
-                                           std::string(ids.status().message()),
-                                           chat ? "messages" : "prompt"});
+        return SendError(*writer,
+                         ApiError{400, "invalid_request_error", std::string(ids.status().message()),
+                                  chat ? "messages" : "prompt"});
       }
       p.ids = std::move(*ids);
     }
@@ -195,17 +198,17 @@ void Api::Tokenize(const http::Request& req, http::ResponseWriter& w) {
   auto body = ParseBody(req, w);
   if (!body) return;
   if (!body->contains("prompt") || !(*body)["prompt"].is_string()) {
-    return SendError(w, ApiError{400, "invalid_request_error", "'prompt' must be a string",
-                                 "prompt"});
+    return SendError(w,
+                     ApiError{400, "invalid_request_error", "'prompt' must be a string", "prompt"});
   }
   const bool add_special = body->value("add_special_tokens", true);
   auto ids = state_->tokenizer->Encode((*body)["prompt"].get<std::string>(), add_special);
   if (!ids.ok()) {
-    return SendError(w, ApiError{400, "invalid_request_error", std::string(ids.status().message()),
-                                 "prompt"});
+    return SendError(
+        w, ApiError{400, "invalid_request_error", std::string(ids.status().message()), "prompt"});
   }
-  SendJson(w, 200, {{"tokens", *ids}, {"count", ids->size()},
-                    {"max_model_len", state_->max_model_len}});
+  SendJson(w, 200,
+           {{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", state_->max_model_len}});
 }
 
 void Api::Detokenize(const http::Request& req, http::ResponseWriter& w) {

@@ -31,8 +31,7 @@ const char* FinishReasonText(FinishReason r) {
 void CompletionJob::Start(ServerState* state, CompletionRequest request,
                           std::vector<PreparedPrompt> prompts,
                           std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival) {
-  auto job =
-      std::make_shared<CompletionJob>(state, std::move(request), std::move(prompts), writer);
+  auto job = std::make_shared<CompletionJob>(state, std::move(request), std::move(prompts), writer);
   // Submit every choice; a refusal of any aborts the ones already admitted (their
   // Generations abort as they go).
   for (size_t p = 0; p < job->prompts_.size(); ++p) {
@@ -91,7 +90,8 @@ void CompletionJob::Pump() {
     const GenerationDelta delta = c.gen->Poll();
     if (!delta.token_ids.empty() || !delta.text.empty() || delta.finished) Emit(c, delta);
   }
-  if (std::all_of(choices_.begin(), choices_.end(), [](const Choice& c) { return c.gen->done(); })) {
+  if (std::all_of(choices_.begin(), choices_.end(),
+                  [](const Choice& c) { return c.gen->done(); })) {
     Finish();
   }
 }
@@ -195,13 +195,13 @@ void CompletionJob::Finish() {
     if (!error.empty()) {
       writer_->WriteChunk(SseEvent(ApiError{500, "server_error", error, ""}.ToJson()));
     } else if (req_.include_usage) {
-      writer_->WriteChunk(SseEvent({{"id", id_},
-                                    {"object", req_.chat ? "chat.completion.chunk"
-                                                         : "text_completion"},
-                                    {"created", created_},
-                                    {"model", state_->served_model_name},
-                                    {"choices", json::array()},
-                                    {"usage", Usage()}}));
+      writer_->WriteChunk(
+          SseEvent({{"id", id_},
+                    {"object", req_.chat ? "chat.completion.chunk" : "text_completion"},
+                    {"created", created_},
+                    {"model", state_->served_model_name},
+                    {"choices", json::array()},
+                    {"usage", Usage()}}));
     }
     writer_->WriteChunk("data: [DONE]\n\n");
     writer_->EndStream();

@@ -40,7 +40,8 @@ class Reader {
   void Integer(const char* k, int64_t lo, int64_t hi, int64_t& out) {
     if (!Has(k) || error_) return;
     const json& v = j_[k];
-    if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>()))) {
+    if (!v.is_number_integer() &&
+        !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>()))) {
       return Fail(k, absl::StrCat("'", k, "' must be an integer"));
     }
     const double d = v.get<double>();
@@ -220,7 +221,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   rd.Int("top_k", std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), s.top_k);
   rd.Number("min_p", -kAny, kAny, s.min_p);
   int64_t seed = -1;
-  rd.Integer("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), seed);
+  rd.Integer("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+             seed);
   if (rd.Has("seed")) s.seed = static_cast<uint64_t>(seed);
   rd.Int("n", 1, kMaxN, r.n);
   rd.Bool("ignore_eos", s.ignore_eos);

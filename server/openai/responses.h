@@ -7,12 +7,12 @@
 
 #include "absl/status/status.h"
 #include "engine/api.h"
-#include "server/tokenizer/tokenizer.h"
-#include "nlohmann/json.hpp"
 #include "net/http_server.h"
-#include "server/openai/protocol.h"
+#include "nlohmann/json.hpp"
 #include "server/core/generation.h"
+#include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
+#include "server/tokenizer/tokenizer.h"
 
 namespace sluice::openai {
 

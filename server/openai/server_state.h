@@ -8,8 +8,8 @@
 #include <string>
 
 #include "engine/api.h"
-#include "server/tokenizer/tokenizer.h"
 #include "server/metrics.h"
+#include "server/tokenizer/tokenizer.h"
 
 namespace sluice {
 

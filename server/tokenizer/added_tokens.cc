@@ -4,9 +4,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/tokenizer/normalizer.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/normalizer.h"
 
 namespace sluice {
 namespace {

@@ -9,8 +9,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "server/tokenizer/regex.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/regex.h"
 
 namespace sluice {
 namespace {

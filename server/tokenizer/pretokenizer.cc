@@ -7,9 +7,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "server/tokenizer/regex.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/regex.h"
 
 namespace sluice {
 namespace {

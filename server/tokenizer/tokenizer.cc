@@ -6,12 +6,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/utf8.h"
 #include "server/tokenizer/added_tokens.h"
 #include "server/tokenizer/bpe.h"
 #include "server/tokenizer/decoder.h"
 #include "server/tokenizer/normalizer.h"
 #include "server/tokenizer/pretokenizer.h"
-#include "common/utf8.h"
 
 namespace sluice {
 

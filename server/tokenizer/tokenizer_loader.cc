@@ -5,14 +5,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
+#include "nlohmann/json.hpp"
 #include "server/tokenizer/added_tokens.h"
 #include "server/tokenizer/bpe.h"
 #include "server/tokenizer/decoder.h"
 #include "server/tokenizer/normalizer.h"
 #include "server/tokenizer/pretokenizer.h"
 #include "server/tokenizer/tokenizer.h"
-#include "common/utf8.h"
-#include "nlohmann/json.hpp"
 
 namespace sluice {
 namespace {

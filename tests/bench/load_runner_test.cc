@@ -70,8 +70,8 @@ void ExpectTimingInSomeRun(const std::function<std::vector<std::string>()>& run)
 void Near(std::vector<std::string>& out, const std::string& what, double got, double want,
           double tol) {
   if (std::abs(got - want) > tol) {
-    out.push_back(what + ": " + std::to_string(got) + ", expected " + std::to_string(want) +
-                  " ± " + std::to_string(tol));
+    out.push_back(what + ": " + std::to_string(got) + ", expected " + std::to_string(want) + " ± " +
+                  std::to_string(tol));
   }
 }
 

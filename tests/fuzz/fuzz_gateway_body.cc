@@ -9,8 +9,8 @@
 #include "gateway/completion_body.h"
 #include "gateway/json_members.h"
 #include "gateway/sse_filter.h"
-#include "nlohmann/json.hpp"
 #include "net/json_limits.h"
+#include "nlohmann/json.hpp"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {

@@ -39,8 +39,7 @@ TEST(JsonMembersTest, SetKeepsOrderAndBytesAndTheLastDuplicateWins) {
   EXPECT_EQ(SetMember("{}", "a", "[]"), R"({"a":[]})");
   // A byte order mark (which the parser skips) is no reason to lose the members.
   EXPECT_EQ(SetMember("\xEF\xBB\xBF {\"p\": 1}", "s", "2"), R"({"p": 1,"s":2})");
-  EXPECT_EQ(RemoveMember(R"({"usage": null, "id": "x", "usage": {}})", "usage"),
-            R"({"id": "x"})");
+  EXPECT_EQ(RemoveMember(R"({"usage": null, "id": "x", "usage": {}})", "usage"), R"({"id": "x"})");
 }
 
 TEST(CompletionBodyTest, WrongTypesAreRefusedInTheEnginesWords) {

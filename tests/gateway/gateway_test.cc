@@ -17,8 +17,8 @@ std::string Entry(const std::string& name, const std::string& key, const std::st
 
 TEST(TenantTableTest, FindsTenantsByKeyHash) {
   auto t = TenantTable::Parse(
-      KeysJson(Entry("acme", "sk-a", R"(, "requests_per_minute": 60, "max_concurrent": 4)") +
-               "," + Entry("beta", "sk-b")),
+      KeysJson(Entry("acme", "sk-a", R"(, "requests_per_minute": 60, "max_concurrent": 4)") + "," +
+               Entry("beta", "sk-b")),
       "keys.json");
   ASSERT_TRUE(t.ok()) << t.status();
   auto acme = (*t)->Find("sk-a");
@@ -32,8 +32,7 @@ TEST(TenantTableTest, FindsTenantsByKeyHash) {
   EXPECT_FALSE((*t)->Find("").has_value());
   EXPECT_FALSE((*t)->Find("sk-a ").has_value());
   // A known digest: SHA-256("abc").
-  EXPECT_EQ(Hex(Sha256("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Hex(Sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(TenantTableTest, MalformedFilesNameWhatIsWrong) {
@@ -103,7 +102,7 @@ TEST(QuotaTest, UseBeyondTheReservationIsChargedAndADeficitRefuses) {
   Tenant t{"t", {}, 0, 600, 0};  // 10 tokens a second
   ASSERT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);
   ASSERT_EQ(q.Acquire(t, {}).refusal, Refusal::kNone);  // nothing reserved
-  q.Charge(t, 500);  // reported while streaming
+  q.Charge(t, 500);                                     // reported while streaming
   q.Release(t, {}, -200);  // settled at 200 more than was taken: 600 - 700
 
   const Admission a = q.Acquire(t, {});
@@ -156,8 +155,8 @@ TEST(QuotaTest, SequencesCountPromptsTimesN) {
 TEST(TenantTableTest, SequenceLimitDefaultsToSixteenPerConcurrentRequest) {
   auto t = TenantTable::Parse(
       KeysJson(Entry("a", "ka", R"(, "max_concurrent": 4)") + "," +
-               Entry("b", "kb", R"(, "max_concurrent": 4, "max_concurrent_sequences": 10)") +
-               "," + Entry("c", "kc") + "," +
+               Entry("b", "kb", R"(, "max_concurrent": 4, "max_concurrent_sequences": 10)") + "," +
+               Entry("c", "kc") + "," +
                Entry("d", "kd", R"(, "max_concurrent": 9223372036854775807)")),
       "keys.json");
   ASSERT_TRUE(t.ok()) << t.status();

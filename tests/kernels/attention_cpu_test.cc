@@ -71,7 +71,8 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
     auto kv_at = [&](const std::vector<float>& cache, int pos, int h, int d) {
       const int block = tables[s * max_blocks + pos / c.block_size];
       return cache[((int64_t{block} * c.block_size + pos % c.block_size) * c.kv_heads + h) *
-                       c.head_dim + d];
+                       c.head_dim +
+                   d];
     };
     for (int i = 0; i < c.q_lens[s]; ++i) {
       const int t = cu[s] + i, last = c.seq_lens[s] - c.q_lens[s] + i;
@@ -89,7 +90,8 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
         for (double& x : w) denom += (x = std::exp(x - mx));
         for (int d = 0; d < c.head_dim; ++d) {
           double acc = 0;
-          for (int pos = 0; pos <= last; ++pos) acc += w[pos] / denom * kv_at(v_cache, pos, h / group, d);
+          for (int pos = 0; pos <= last; ++pos)
+            acc += w[pos] / denom * kv_at(v_cache, pos, h / group, d);
           ASSERT_NEAR(out[t * width + h * c.head_dim + d], acc, 1e-4)
               << "seq " << s << " token " << i << " head " << h << " dim " << d;
         }
@@ -100,10 +102,10 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttentionCpuTest,
-    ::testing::Values(Case{{1, 17, 40}, {1, 1, 1}, 4, 4, 64, 16},        // decode, MHA
-                      Case{{33, 5}, {33, 5}, 8, 2, 64, 16},               // full prefill, GQA 4
-                      Case{{50, 70}, {10, 1}, 8, 1, 128, 16},             // prefix + decode, GQA 8
-                      Case{{29}, {7}, 4, 2, 64, 8}));                     // chunk over a cached prefix
+    ::testing::Values(Case{{1, 17, 40}, {1, 1, 1}, 4, 4, 64, 16},  // decode, MHA
+                      Case{{33, 5}, {33, 5}, 8, 2, 64, 16},        // full prefill, GQA 4
+                      Case{{50, 70}, {10, 1}, 8, 1, 128, 16},      // prefix + decode, GQA 8
+                      Case{{29}, {7}, 4, 2, 64, 8}));              // chunk over a cached prefix
 
 TEST(PagedAttentionCpuTest, RejectsBadHeadRatio) {
   PagedAttentionParams p;

@@ -79,8 +79,8 @@ TEST(RopeCpuTest, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
   scaled.llama3_factor = 8.0f;
   const auto a = RopeInvFreq(plain), b = RopeInvFreq(scaled);
   ASSERT_EQ(a.size(), 64u);
-  EXPECT_EQ(a[0], b[0]);                      // wavelength 2π: untouched
-  EXPECT_FLOAT_EQ(b[63], a[63] / 8.0f);       // longest wavelength: divided by the factor
+  EXPECT_EQ(a[0], b[0]);                 // wavelength 2π: untouched
+  EXPECT_FLOAT_EQ(b[63], a[63] / 8.0f);  // longest wavelength: divided by the factor
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_LE(b[i], a[i]);
     EXPECT_GE(b[i], a[i] / 8.0f * (1 - 1e-6f));
@@ -214,8 +214,8 @@ TEST(SplitQkvCpuTest, SplitsRotatesAndWritesSlots) {
   // Rotation keeps each pair's length; v is copied unrotated.
   const float* k_row = k_cache.data() + 11 * kv_w;
   for (int j = 0; j < 4; ++j) {
-    EXPECT_NEAR(std::hypot(k_row[j], k_row[j + 4]),
-                std::hypot(row[q_w + j], row[q_w + j + 4]), 1e-5);
+    EXPECT_NEAR(std::hypot(k_row[j], k_row[j + 4]), std::hypot(row[q_w + j], row[q_w + j + 4]),
+                1e-5);
   }
   for (int i = 0; i < kv_w; ++i) EXPECT_FLOAT_EQ(v_cache[11 * kv_w + i], row[q_w + kv_w + i]);
   // Padding wrote nothing: every other slot still holds the fill value.

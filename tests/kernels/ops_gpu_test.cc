@@ -115,8 +115,8 @@ void GemmCase(int n, int k, bool bias, const std::vector<int>& ms) {
     // Tuning picks among cuBLASLt's candidates; the results below must still hold.
     DeviceBuffer<bf16> ta(std::vector<bf16>(size_t(max_m) * k, FloatToBf16(0.f))),
         tout(size_t(max_m) * n);
-    GPU_CHECK_OK(runner->Tune(tout.get(), ta.get(), {dw.get()}, bias ? db.get() : nullptr,
-                              ws.get(), nullptr));
+    GPU_CHECK_OK(runner->Tune(tout.get(), ta.get(), {dw.get()}, bias ? db.get() : nullptr, ws.get(),
+                              nullptr));
   }
   for (int m : ms) {
     std::vector<bf16> a;
@@ -167,8 +167,8 @@ void GatherCase(int rows, int in_rows, int width) {
 }
 
 void SplitQkvCase(int tokens, int hq, int hkv, int d, int rot) {
-  const std::string tag = std::to_string(tokens) + " tokens d" + std::to_string(d) + " rot" +
-                          std::to_string(rot);
+  const std::string tag =
+      std::to_string(tokens) + " tokens d" + std::to_string(d) + " rot" + std::to_string(rot);
   const QkvLayout l{hq, hkv, d, rot};
   const KvCacheShape shape{tokens / 4 + 2, 16, hkv, d};
   RopeConfig cfg;

@@ -11,16 +11,16 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <atomic>
 #include <memory>
 #include <mutex>
-#include <vector>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -50,7 +50,8 @@ class Client {
   }
   // False once the connection is gone (no SIGPIPE).
   bool TrySend(const std::string& bytes) {
-    return send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+    return send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
   }
   // Reads until `marker` has arrived (true) or the connection ends or times out (false).
   bool ReadUntil(const std::string& marker) {
@@ -76,7 +77,8 @@ class Client {
     return false;
   }
   void SetReadTimeout(std::chrono::milliseconds t) {
-    timeval tv{static_cast<time_t>(t.count() / 1000), static_cast<suseconds_t>(t.count() % 1000 * 1000)};
+    timeval tv{static_cast<time_t>(t.count() / 1000),
+               static_cast<suseconds_t>(t.count() % 1000 * 1000)};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   }
   void Close() {
@@ -250,8 +252,9 @@ TEST(HttpServerTest, AnAnswerOnTheHeadersDiscardsTheBodyUnread) {
   EXPECT_EQ(handled.load(), 0);
   // With the key, the body is read and handed over; Expect: 100-continue is answered.
   Client admitted(server.port());
-  admitted.Send("POST /v1/x HTTP/1.1\r\nHost: t\r\nAuthorization: ok\r\nExpect: 100-continue\r\n"
-                "Content-Length: 5\r\n\r\n");
+  admitted.Send(
+      "POST /v1/x HTTP/1.1\r\nHost: t\r\nAuthorization: ok\r\nExpect: 100-continue\r\n"
+      "Content-Length: 5\r\n\r\n");
   ASSERT_TRUE(admitted.ReadUntil("100 Continue\r\n\r\n")) << admitted.received();
   admitted.Send("hello");
   EXPECT_TRUE(admitted.ReadUntil("got 5")) << admitted.received();
@@ -271,8 +274,9 @@ TEST(HttpServerTest, TransferCodingsOtherThanChunkedAreNotImplemented) {
     EXPECT_EQ(c.received().rfind("HTTP/1.1 501", 0), 0u) << coding << ": " << c.received();
   }
   Client chunked(server.port());
-  chunked.Send("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-               "3\r\nabc\r\n0\r\n\r\n");
+  chunked.Send(
+      "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n0\r\n\r\n");
   EXPECT_TRUE(chunked.ReadUntil("handled")) << chunked.received();
   server.Stop();
 }

@@ -5,8 +5,8 @@
 #include <thread>
 
 #include "engine/api.h"
-#include "engine/runner/runner.h"
 #include "engine/runner/fault_injection.h"
+#include "engine/runner/runner.h"
 #include "gtest/gtest.h"
 #include "tests/engine/core/fake_runner.h"
 
@@ -166,7 +166,7 @@ TEST(EngineTest, PredictedTtftRefusesOnlyBehindAQueue) {
   h.runner->SetStepDelay(5ms);
   auto first = h.engine->Submit(Params(40, 50));  // idle: admitted whatever the SLO
   ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_TRUE((*first)->Pop(5s).has_value());     // its prefill step measured the rate
+  ASSERT_TRUE((*first)->Pop(5s).has_value());  // its prefill step measured the rate
   ASSERT_GT(h.engine->Stats().prefill_tokens_per_s, 0.0);
   h.runner->SetOpen(false);
   ASSERT_TRUE(h.runner->WaitForStep(h.runner->steps_entered() + 1));  // held, still running

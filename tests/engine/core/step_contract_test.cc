@@ -227,11 +227,12 @@ TEST(StepContractTest, EveryRequestSentToTheRunnerIsRetiredExactlyOnce) {
   EXPECT_GT(total.failed, 100);
   EXPECT_GT(total.aborted, 100);
   EXPECT_GT(total.sent, total.requests);  // preempted requests are sent again
-  std::printf("3000 workloads: %lld requests, %lld sent to the runner, %lld preemptions, "
-              "%lld failed, %lld aborted\n",
-              static_cast<long long>(total.requests), static_cast<long long>(total.sent),
-              static_cast<long long>(total.preempted), static_cast<long long>(total.failed),
-              static_cast<long long>(total.aborted));
+  std::printf(
+      "3000 workloads: %lld requests, %lld sent to the runner, %lld preemptions, "
+      "%lld failed, %lld aborted\n",
+      static_cast<long long>(total.requests), static_cast<long long>(total.sent),
+      static_cast<long long>(total.preempted), static_cast<long long>(total.failed),
+      static_cast<long long>(total.aborted));
 }
 
 }  // namespace

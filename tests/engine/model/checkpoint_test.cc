@@ -22,7 +22,8 @@ class BrokenCheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           ("sluice_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("sluice_ckpt_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     for (const char* f : {"config.json", "generation_config.json", "model.safetensors"}) {
@@ -88,7 +89,8 @@ TEST_F(BrokenCheckpointTest, OffsetsPastTheEndAreRefused) {
 }
 
 TEST_F(BrokenCheckpointTest, OverlappingTensorsAreRefused) {
-  header_["model.norm.weight"]["data_offsets"] = header_["model.layers.0.input_layernorm.weight"]["data_offsets"];
+  header_["model.norm.weight"]["data_offsets"] =
+      header_["model.layers.0.input_layernorm.weight"]["data_offsets"];
   WriteSafetensors(header_, data_);
   ExpectErrorMentions(LoadStatus(), {"overlap"});
 }
@@ -115,8 +117,8 @@ TEST_F(BrokenCheckpointTest, ShapeMismatchWithConfigIsRefused) {
   json config = json::parse(testing::ReadFileOrDie((dir_ / "config.json").string()));
   config["intermediate_size"] = 1024;
   WriteFile("config.json", config.dump());
-  ExpectErrorMentions(LoadStatus(), {"model.safetensors", "mlp.gate_proj.weight", "[768, 256]",
-                                     "[1024, 256]"});
+  ExpectErrorMentions(LoadStatus(),
+                      {"model.safetensors", "mlp.gate_proj.weight", "[768, 256]", "[1024, 256]"});
 }
 
 TEST_F(BrokenCheckpointTest, HeaderThatIsNotJsonIsRefused) {
@@ -164,11 +166,12 @@ TEST_F(BrokenCheckpointTest, ShardedCheckpointLoadsThroughIndex) {
     std::string bytes = data_.substr(off[0], off[1] - off[0]);
     json& shard = (i % 2 == 0) ? first : second;
     std::string& data = (i % 2 == 0) ? data_a : data_b;
-    shard[name] = {{"dtype", entry["dtype"]}, {"shape", entry["shape"]},
+    shard[name] = {{"dtype", entry["dtype"]},
+                   {"shape", entry["shape"]},
                    {"data_offsets", {data.size(), data.size() + bytes.size()}}};
     data += bytes;
-    index["weight_map"][name] = (i % 2 == 0) ? "model-00001-of-00002.safetensors"
-                                              : "model-00002-of-00002.safetensors";
+    index["weight_map"][name] =
+        (i % 2 == 0) ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
     ++i;
   }
   fs::remove(dir_ / "model.safetensors");
@@ -203,8 +206,7 @@ TEST(ModelConfigTest, TokenIdsOutsideTheVocabularyAreRefused) {
     auto c = ParseModelConfig(base + field + "}", "inline/config.json");
     ASSERT_FALSE(c.ok()) << field;
     EXPECT_NE(std::string(c.status().message()).find("inline/config.json"), std::string::npos);
-    EXPECT_NE(std::string(c.status().message()).find("_token_id"), std::string::npos)
-        << c.status();
+    EXPECT_NE(std::string(c.status().message()).find("_token_id"), std::string::npos) << c.status();
   }
 }
 
@@ -212,9 +214,9 @@ TEST(ModelConfigTest, ConstantsMustBeFiniteAndPositive) {
   const std::string base =
       R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
           "num_hidden_layers":1,"num_attention_heads":2,)";
-  for (const char* field : {R"("rms_norm_eps":0e-5)", R"("rms_norm_eps":-1e-6)",
-                            R"("rope_theta":1e300)", R"("head_dim":5)",
-                            R"("rope_scaling":{"rope_type":"llama3","factor":-8})"}) {
+  for (const char* field :
+       {R"("rms_norm_eps":0e-5)", R"("rms_norm_eps":-1e-6)", R"("rope_theta":1e300)",
+        R"("head_dim":5)", R"("rope_scaling":{"rope_type":"llama3","factor":-8})"}) {
     auto c = ParseModelConfig(base + field + "}", "inline/config.json");
     EXPECT_FALSE(c.ok()) << field;
   }

@@ -7,8 +7,8 @@
 
 #include "engine/model/cpu_model.h"
 #include "engine/model/generate.h"
-#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/common/fixtures.h"
 
 namespace sluice {

@@ -150,8 +150,8 @@ void CheckParity(const std::string& name, const std::string& dir, const std::str
       const bool same = forced[i].ids.size() == 1 && forced[i].ids[0] == want[i];
       identical += same;
       if (!same) {
-        std::printf("  %s: teacher-forced step %zu differs (reference margin %.4f)\n",
-                    name.c_str(), i, Margin(c, i));
+        std::printf("  %s: teacher-forced step %zu differs (reference margin %.4f)\n", name.c_str(),
+                    i, Margin(c, i));
       }
     }
     total += static_cast<int>(want.size());
@@ -203,8 +203,7 @@ bool SameOrNearTie(const Output& a, const Output& b, const std::string& what) {
   size_t i = 0;
   while (i < a.ids.size() && i < b.ids.size() && a.ids[i] == b.ids[i]) ++i;
   const float margin = OwnMargin(a, i);
-  std::printf("  %s: parts at step %zu (own top-2 logprob margin %.4f)\n", what.c_str(), i,
-              margin);
+  std::printf("  %s: parts at step %zu (own top-2 logprob margin %.4f)\n", what.c_str(), i, margin);
   EXPECT_LT(margin, 0.05f) << what << " parts at step " << i;
   return false;
 }
@@ -237,12 +236,12 @@ TEST(CudaRunnerTest, SameOutputAloneAndInAFullBatch) {
   const std::vector<Output> eager_batch = RunAll(*eager, reqs);
   int same_eager = 0;
   for (size_t i = 0; i < num_golden; ++i) {
-    same_eager +=
-        SameOrNearTie(alone[i], eager_batch[i], "prompt " + std::to_string(i) + " eager");
+    same_eager += SameOrNearTie(alone[i], eager_batch[i], "prompt " + std::to_string(i) + " eager");
   }
-  std::printf("BATCH alone vs a batch of %zu: %d/%zu identical; eager batch vs graphs alone: "
-              "%d/%zu\n",
-              reqs.size(), same, num_golden, same_eager, num_golden);
+  std::printf(
+      "BATCH alone vs a batch of %zu: %d/%zu identical; eager batch vs graphs alone: "
+      "%d/%zu\n",
+      reqs.size(), same, num_golden, same_eager, num_golden);
 }
 
 // --random-weights draws the same bf16 model on both backends.

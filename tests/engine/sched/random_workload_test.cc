@@ -98,8 +98,8 @@ TEST(RandomWorkloadTest, TenThousandWorkloadsLoseNothing) {
       std::vector<int32_t> expect =
           RunAlone(r->token_ids, len, r->sampling.max_tokens, c.max_model_len, capacity);
       const RequestId id = r->id;
-      plans.push_back({id, uni(0, 10), uni(0, 4) == 0 ? uni(0, 30) : -1, std::move(r),
-                       std::move(expect)});
+      plans.push_back(
+          {id, uni(0, 10), uni(0, 4) == 0 ? uni(0, 30) : -1, std::move(r), std::move(expect)});
     }
     std::map<RequestId, std::vector<int32_t>> live;  // id -> output so far
     std::map<RequestId, const std::vector<int32_t>*> expected;

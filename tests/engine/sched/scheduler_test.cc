@@ -14,7 +14,7 @@ namespace {
 struct Step {
   std::vector<std::pair<RequestId, int>> scheduled;  // (id, tokens) in batch order
   std::vector<RequestId> preempted;
-  std::vector<RequestId> finished;                   // finished by this step's Update
+  std::vector<RequestId> finished;  // finished by this step's Update
 };
 
 std::unique_ptr<Request> MakeRequest(RequestId id, int prompt_len, int max_tokens,
@@ -187,7 +187,7 @@ TEST(SchedulerTest, AFailedAdmissionCountsItsPrefixLookupOnce) {
   Scheduler s(SmallConfig(4, 64, 4));  // 4 blocks of 4 tokens
   s.Add(MakeRequest(1, 12, 3));        // holds 3 blocks, 4 once it decodes past 12
   RunStep(s, {{{1, 12}}, {}, {}}, 0);
-  s.Add(MakeRequest(2, 8, 1, 500));    // needs 2 blocks: waits while 1 runs
+  s.Add(MakeRequest(2, 8, 1, 500));  // needs 2 blocks: waits while 1 runs
   RunStep(s, {{{1, 1}}, {}, {}}, 1);
   RunStep(s, {{{1, 1}}, {}, {1}}, 2);
   EXPECT_EQ(s.num_waiting(), 1);

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/server/tokenizer/fixture_cases.h"
 
 namespace sluice {

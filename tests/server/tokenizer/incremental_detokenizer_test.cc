@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "server/tokenizer/tokenizer.h"
 #include "common/utf8.h"
 #include "gtest/gtest.h"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/server/tokenizer/fixture_cases.h"
 #include "tests/server/tokenizer/random_text.h"
 

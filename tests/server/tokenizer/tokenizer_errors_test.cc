@@ -2,9 +2,9 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/server/tokenizer/fixture_cases.h"
 
 namespace sluice {

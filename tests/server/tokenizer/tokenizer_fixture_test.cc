@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/server/tokenizer/fixture_cases.h"
 
 namespace sluice {

@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "server/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/server/tokenizer/fixture_cases.h"
 #include "tests/server/tokenizer/random_text.h"
 
