@@ -28,8 +28,8 @@ namespace sluice {
 
 struct CudaRunnerOptions {
   std::string model_dir;
-  bool random_weights = false;  // config.json only; weights drawn as RandomWeights does
-  uint64_t seed = 0;            // of the random weights
+  bool random_weights = false;          // config.json only; weights drawn as RandomWeights does
+  uint64_t seed = 0;                    // of the random weights
   double gpu_memory_utilization = 0.9;  // fraction of the GPU's memory this process may use
   int num_kv_blocks = 0;                // 0: as many as the memory budget holds
   int block_size = 16;

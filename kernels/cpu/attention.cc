@@ -11,14 +11,14 @@ namespace sluice::kernels {
 Status ValidatePagedAttention(const PagedAttentionParams& p) {
   if (p.num_seqs < 0) return Status::InvalidArgument("paged_attention: num_seqs < 0");
   if (p.num_q_heads <= 0 || p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0) {
-    return Status::InvalidArgument("paged_attention: num_q_heads (" +
-                                   std::to_string(p.num_q_heads) +
-                                   ") must be a positive multiple of num_kv_heads (" +
-                                   std::to_string(p.num_kv_heads) + ")");
+    return Status::InvalidArgument(
+        "paged_attention: num_q_heads (" + std::to_string(p.num_q_heads) +
+        ") must be a positive multiple of num_kv_heads (" + std::to_string(p.num_kv_heads) + ")");
   }
   if (p.head_dim <= 0 || p.block_size <= 0 || p.max_blocks_per_seq <= 0) {
-    return Status::InvalidArgument("paged_attention: head_dim, block_size and "
-                                   "max_blocks_per_seq must be positive");
+    return Status::InvalidArgument(
+        "paged_attention: head_dim, block_size and "
+        "max_blocks_per_seq must be positive");
   }
   if (p.num_seqs > 0 && (p.block_tables == nullptr || p.seq_lens == nullptr)) {
     return Status::InvalidArgument("paged_attention: block_tables and seq_lens are required");

@@ -13,8 +13,8 @@ Status WriteKvCache(float* k_cache, float* v_cache, const float* k, const float*
     const int64_t slot = slot_mapping[t];
     if (slot < 0) continue;
     if (slot >= num_slots) {
-      return Status::InvalidArgument("write_kv_cache: slot " + std::to_string(slot) +
-                                     " of token " + std::to_string(t) + " is past the cache");
+      return Status::InvalidArgument("write_kv_cache: slot " + std::to_string(slot) + " of token " +
+                                     std::to_string(t) + " is past the cache");
     }
     std::copy_n(k + t * token_elems, token_elems, k_cache + slot * token_elems);
     std::copy_n(v + t * token_elems, token_elems, v_cache + slot * token_elems);

@@ -30,8 +30,8 @@ Status RmsNorm(float* out, const float* x, const float* weight, int num_tokens, 
   return Status::Ok();
 }
 
-Status FusedAddRmsNorm(float* x, float* residual, const float* weight, int num_tokens,
-                       int hidden, float eps) {
+Status FusedAddRmsNorm(float* x, float* residual, const float* weight, int num_tokens, int hidden,
+                       float eps) {
   if (Status s = CheckShape(num_tokens, hidden); !s.ok()) return s;
   for (int t = 0; t < num_tokens; ++t) {
     float* xr = x + int64_t{t} * hidden;

@@ -68,17 +68,15 @@ void RotateHeads(float* x, int num_heads, int head_dim, const float* cos_sin, in
 
 }  // namespace
 
-Status ApplyRope(float* q, float* k, const int32_t* positions, const float* cos_sin,
-                 int num_tokens, int num_q_heads, int num_kv_heads, int head_dim,
-                 int rotary_dim) {
+Status ApplyRope(float* q, float* k, const int32_t* positions, const float* cos_sin, int num_tokens,
+                 int num_q_heads, int num_kv_heads, int head_dim, int rotary_dim) {
   if (rotary_dim <= 0 || rotary_dim > head_dim || rotary_dim % 2 != 0) {
     return Status::InvalidArgument("rope: rotary_dim must be even and in (0, head_dim]");
   }
   for (int t = 0; t < num_tokens; ++t) {
     const float* row = cos_sin + int64_t{positions[t]} * rotary_dim;
     RotateHeads(q + int64_t{t} * num_q_heads * head_dim, num_q_heads, head_dim, row, rotary_dim);
-    RotateHeads(k + int64_t{t} * num_kv_heads * head_dim, num_kv_heads, head_dim, row,
-                rotary_dim);
+    RotateHeads(k + int64_t{t} * num_kv_heads * head_dim, num_kv_heads, head_dim, row, rotary_dim);
   }
   return Status::Ok();
 }

@@ -204,8 +204,8 @@ Status GemmRunner::Tune(void* out, const bf16* a, const std::vector<const bf16*>
       // matrix left in L2 by the last call does not flatter an algorithm.
       auto run = [&](int r) {
         const bf16* w = weights[r % weights.size()];
-        return cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out,
-                              l.c, &c.algo, workspace, kGemmWorkspaceBytes, stream);
+        return cublasLtMatmul(im.handle, im.desc, &alpha, w, l.w, a, l.a, &beta, out, l.c, out, l.c,
+                              &c.algo, workspace, kGemmWorkspaceBytes, stream);
       };
       if (run(0) != CUBLAS_STATUS_SUCCESS) continue;  // not for this m: skip it
       const int reps = static_cast<int>(std::max<size_t>(weights.size(), 4));

@@ -65,17 +65,18 @@ Status SplitQkvRopeWriteKv(bf16* q_out, bf16* k_cache, bf16* v_cache, const bf16
                            const float* cos_sin, int num_tokens, const QkvLayout& l,
                            const KvCacheShape& shape, cudaStream_t stream) {
   if (num_tokens < 0 || l.num_q_heads <= 0 || l.num_kv_heads <= 0 || l.head_dim % 8 != 0 ||
-      l.num_kv_heads != shape.num_kv_heads || l.head_dim != shape.head_dim ||
-      l.rotary_dim <= 0 || l.rotary_dim > l.head_dim || l.rotary_dim % 2 != 0) {
+      l.num_kv_heads != shape.num_kv_heads || l.head_dim != shape.head_dim || l.rotary_dim <= 0 ||
+      l.rotary_dim > l.head_dim || l.rotary_dim % 2 != 0) {
     return Status::InvalidArgument(
         "split_qkv: layout disagrees with the cache shape, head_dim not a multiple of 8, or "
-        "rotary_dim " + std::to_string(l.rotary_dim) + " not even and in (0, head_dim]");
+        "rotary_dim " +
+        std::to_string(l.rotary_dim) + " not even and in (0, head_dim]");
   }
   if (num_tokens == 0) return Status::Ok();
   const int64_t num_slots = int64_t{shape.num_blocks} * shape.block_size;
   SplitQkvRopeKernel<<<num_tokens, kThreads, 0, stream>>>(
-      Nv(q_out), Nv(k_cache), Nv(v_cache), Nv(qkv), positions, slot_mapping, cos_sin,
-      l.num_q_heads, l.num_kv_heads, l.head_dim, l.rotary_dim, num_slots);
+      Nv(q_out), Nv(k_cache), Nv(v_cache), Nv(qkv), positions, slot_mapping, cos_sin, l.num_q_heads,
+      l.num_kv_heads, l.head_dim, l.rotary_dim, num_slots);
   return LaunchStatus("split_qkv_rope_write_kv");
 }
 

@@ -37,7 +37,7 @@ Status FillUniform(bf16* out, int64_t n, uint64_t seed, uint64_t stream_id, uint
   if (n < 0 || !(lo <= hi)) return Status::InvalidArgument("fill_uniform: n < 0 or lo > hi");
   if (n == 0) return Status::Ok();
   FillUniformKernel<<<GridFor(n), kThreads, 0, stream>>>(Nv(out), n, seed, stream_id, first, lo,
-                                                          hi);
+                                                         hi);
   return LaunchStatus("fill_uniform");
 }
 

@@ -20,8 +20,8 @@ struct PagedAttentionParams {
   int num_kv_heads = 0;  // num_q_heads % num_kv_heads == 0 (grouped-query attention)
   int head_dim = 0;
   int block_size = 16;
-  int max_blocks_per_seq = 0;  // row stride of block_tables
-  float scale = 1.0f;          // usually 1 / sqrt(head_dim)
+  int max_blocks_per_seq = 0;             // row stride of block_tables
+  float scale = 1.0f;                     // usually 1 / sqrt(head_dim)
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   const int32_t* seq_lens = nullptr;      // [num_seqs]
   // [num_seqs + 1] offsets of each sequence's query tokens in q; nullptr means one
@@ -37,9 +37,9 @@ namespace cpu {
 // fp32 reference. REQUIRES: q_len(s) <= seq_lens[s] and every block a sequence
 // touches is listed in its block-table row.
 Status PagedAttention(const PagedAttentionParams& p,
-                      float* out,            // [num_q_tokens, num_q_heads, head_dim]
-                      const float* q,        // [num_q_tokens, num_q_heads, head_dim]
-                      const float* k_cache,  // [num_blocks, block_size, kv_heads, head_dim]
+                      float* out,             // [num_q_tokens, num_q_heads, head_dim]
+                      const float* q,         // [num_q_tokens, num_q_heads, head_dim]
+                      const float* k_cache,   // [num_blocks, block_size, kv_heads, head_dim]
                       const float* v_cache);  // [num_blocks, block_size, kv_heads, head_dim]
 
 }  // namespace cpu

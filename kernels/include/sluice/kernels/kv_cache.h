@@ -19,11 +19,11 @@ struct KvCacheShape {
 namespace cpu {
 
 // Writes each token's K and V into its slot; slot -1 is skipped (padding).
-Status WriteKvCache(float* k_cache,                // [num_blocks, block_size, kv_heads, head_dim]
-                    float* v_cache,                // [num_blocks, block_size, kv_heads, head_dim]
-                    const float* k,                // [num_tokens, kv_heads, head_dim]
-                    const float* v,                // [num_tokens, kv_heads, head_dim]
-                    const int64_t* slot_mapping,   // [num_tokens]
+Status WriteKvCache(float* k_cache,               // [num_blocks, block_size, kv_heads, head_dim]
+                    float* v_cache,               // [num_blocks, block_size, kv_heads, head_dim]
+                    const float* k,               // [num_tokens, kv_heads, head_dim]
+                    const float* v,               // [num_tokens, kv_heads, head_dim]
+                    const int64_t* slot_mapping,  // [num_tokens]
                     int num_tokens, const KvCacheShape& shape);
 
 // Copies whole blocks: block pairs[i][1] := block pairs[i][0], for K and V.

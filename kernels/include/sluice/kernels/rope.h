@@ -33,8 +33,7 @@ Status ApplyRope(float* q,                  // [num_tokens, num_q_heads, head_di
                  float* k,                  // [num_tokens, num_kv_heads, head_dim]
                  const int32_t* positions,  // [num_tokens]
                  const float* cos_sin,      // [max_positions, rotary_dim]
-                 int num_tokens, int num_q_heads, int num_kv_heads, int head_dim,
-                 int rotary_dim);
+                 int num_tokens, int num_q_heads, int num_kv_heads, int head_dim, int rotary_dim);
 
 }  // namespace cpu
 }  // namespace sluice::kernels

@@ -14,9 +14,9 @@ namespace sluice::kernels {
 
 struct SamplingRow {
   float temperature = 1.0f;
-  int top_k = 0;        // <= 0 or >= vocab: off
-  float top_p = 1.0f;   // 1: off
-  float min_p = 0.0f;   // 0: off
+  int top_k = 0;       // <= 0 or >= vocab: off
+  float top_p = 1.0f;  // 1: off
+  float min_p = 0.0f;  // 0: off
   uint64_t seed = 0;
   uint64_t offset = 0;  // the request's step index, so each step draws anew
 };
@@ -30,8 +30,8 @@ Status Sample(int32_t* out_ids,         // [num_rows]
 
 // Writes the renormalised distribution Sample draws from (zeros for filtered tokens).
 // Used by tests of every sampler and by logprob reporting.
-Status SamplingProbs(float* probs,          // [vocab]
-                     const float* logits,   // [vocab]
+Status SamplingProbs(float* probs,         // [vocab]
+                     const float* logits,  // [vocab]
                      const SamplingRow& row, int vocab);
 
 }  // namespace cpu

@@ -18,7 +18,9 @@ class Status {
   static Status InvalidArgument(std::string m) {
     return Status(StatusCode::kInvalidArgument, std::move(m));
   }
-  static Status Unsupported(std::string m) { return Status(StatusCode::kUnsupported, std::move(m)); }
+  static Status Unsupported(std::string m) {
+    return Status(StatusCode::kUnsupported, std::move(m));
+  }
   static Status CudaError(std::string m) { return Status(StatusCode::kCudaError, std::move(m)); }
 
   bool ok() const { return code_ == StatusCode::kOk; }

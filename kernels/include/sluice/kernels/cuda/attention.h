@@ -58,7 +58,10 @@ inline constexpr int kNumPrefillVariants = 10;
 inline constexpr int kNumDecodeVariants = 8;
 
 // Tuning knobs; the defaults are what bench/kernels measured best. The alternatives
-// exist so that the benchmark can compare them.
+// exist so that the benchmark can compare them: sluice_kernels_cuda compiles only the
+// defaults (decode 7; prefill 0 at head_dim 64, 2 and, with sm_90a, 5 at head_dim 128),
+// the others exist where a binary compiles in kernels/cuda/paged_attention_bench_variants.cu
+// (kernel_bench does), and elsewhere PlanPagedAttention reports them as unsupported.
 struct PagedAttentionOptions {
   // Prefill kernel configuration for head_dim 128 (0..9; 3..9 use Hopper wgmma and need
   // sm_90a); -1 takes the default.
