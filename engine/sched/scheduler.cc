@@ -183,6 +183,7 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
                                             " logprobs for a step that samples ", sampling));
   }
   std::vector<RequestOutput> outputs;
+  outputs.reserve(sampling);
   size_t next = 0;
   for (const ScheduledTokens& s : output.scheduled) {
     auto it = requests_.find(s.id);
