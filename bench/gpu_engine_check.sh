@@ -43,7 +43,7 @@ step b256 70 "${TB[@]}" --num-requests 256 --input-len 960 --output-len 128 --ma
   --max-num-batched-tokens 8192 --out "$LOG/b256.json"
 step b64 50 "${TB[@]}" --num-requests 64 --input-len 1920 --output-len 128 --max-num-seqs 64 \
   --max-num-batched-tokens 8192 --out "$LOG/b64.json"
-for b in b1 b1_tuned b64 b256; do grep -E "error|decode step|decode floor|throughput" "$LOG/$b.log" | sed "s/^/$b: /"; done
+for b in b1 b1_tuned b64 b256; do grep -E "error|decode step|decode floor|throughput|KV blocks" "$LOG/$b.log" | sed "s/^/$b: /"; done
 
 echo "== summary =="
 head -2 "$LOG/device.txt"
@@ -61,4 +61,18 @@ for b in ("b1", "b1_tuned", "b64", "b256"):
     print(f"{b:10} {r['mean_decode_step_ms']:15.3f} {r['mean_decode_floor_ms']:9.3f} "
           f"{r['roofline_fraction']:9.3f} {r['decode_output_tokens_per_s']:13.1f} "
           f"{r['output_tokens_per_s']:18.1f} {r['copy_bandwidth_gbs']:10.1f}")
+# Memory by kind against the driver, and sluice plan's KV blocks against the runner's.
+for b in ("b64", "b256"):
+    p = os.path.join(log, b + ".json")
+    if not os.path.exists(p):
+        continue
+    r = json.load(open(p))
+    m, gib = r["memory_bytes"], 1 << 30
+    kinds = {k: m[k] / gib for k in ("weights", "kv_cache", "activations", "cuda_graphs")}
+    other = (m["device_used"] - sum(m[k] for k in kinds)) / gib
+    off = abs(r["planned_kv_blocks"] - r["kv_blocks"]) / max(r["kv_blocks"], 1)
+    print(f"{b}: " + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items()) +
+          f", other {other:.2f} GiB of {m['device_used'] / gib:.2f} used / "
+          f"{m['device_total'] / gib:.2f} total; KV blocks {r['kv_blocks']} allocated, "
+          f"{r['planned_kv_blocks']} planned ({off * 100:.1f}% apart)")
 PY

@@ -121,6 +121,23 @@ struct SubmitParams {
   int priority = 0;
 };
 
+// Memory by kind: device memory on the CUDA backend, host memory on the CPU backend.
+struct MemoryUsage {
+  int64_t weights = 0;
+  int64_t kv_cache = 0;     // the whole pool
+  int64_t activations = 0;  // step buffers and workspaces
+  int64_t cuda_graphs = 0;  // CUDA only
+  int64_t other = 0;        // what the device (or the process's RSS) holds beyond the rest
+  int64_t device_total = 0, device_used = 0;  // CUDA: the driver's figures; 0 on the CPU
+};
+
+// One engine step with work, for the step metrics.
+struct StepSample {
+  double seconds = 0;
+  int num_tokens = 0;  // tokens computed (prefill chunks and decodes)
+  int num_seqs = 0;
+};
+
 // Every limit of one engine, in one place: the scheduler, the runner and admission all
 // read them from here.
 struct EngineConfig {
@@ -143,6 +160,8 @@ struct EngineConfig {
   // The engine's time (arrival, queue time, health deadlines); empty: Clock::now. Tests
   // set a manual clock instead of sleeping.
   std::function<Clock::time_point()> clock;
+  // Called on the engine thread after each step with work (metrics); empty: none.
+  std::function<void(const StepSample&)> on_step;
 };
 
 // How to build an engine for a model directory (Engine::Load).
@@ -168,6 +187,7 @@ struct EngineOptions {
   double step_timeout_s = 300.0;             // a step running longer fails liveness
   double unready_grace_s = 30.0;             // unready from failing steps this long fails liveness
   std::string inject_step_faults;            // testing: FaultInjectingRunner spec; empty: none
+  std::function<void(const StepSample&)> on_step;  // see EngineConfig::on_step
 };
 
 // The model directory used when none is given: $SLUICE_MODEL, the source tree's copy, or
@@ -201,6 +221,11 @@ struct EngineStats {
   int num_queued = 0;
   int64_t num_queued_tokens = 0;
   int num_runner_requests = 0;  // requests whose state the runner holds
+  MemoryUsage memory;
+  int64_t kv_used_bytes = 0;  // blocks held x bytes per block
+  // Prompt tokens served from the prefix cache, each at the prefill seconds per token
+  // measured over recent steps when it was served.
+  double prefill_seconds_avoided = 0.0;
   double kv_usage = 0.0;
   int num_kv_blocks = 0;
   int64_t num_arrived = 0, num_admitted = 0, num_refused = 0, num_invalid = 0;

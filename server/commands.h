@@ -14,6 +14,9 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 // Adds `serve` (the HTTP server) to `app`.
 void AddServeCommand(CLI::App& app, std::function<int()>* run);
 
+// Adds `plan`: memory, KV capacity, rooflines and cost for a model on a device.
+void AddPlanCommand(CLI::App& app, std::function<int()>* run);
+
 // Adds `tokenize` and `chat-template`, for inspecting prompts.
 void AddInspectCommands(CLI::App& app, std::function<int()>* run);
 

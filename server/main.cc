@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   sluice::AddGenerateCommand(app, &run);
   sluice::AddServeCommand(app, &run);
   sluice::AddInspectCommands(app, &run);
+  sluice::AddPlanCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 1;
 }

@@ -22,10 +22,11 @@ Histogram::BucketBoundaries Buckets(std::vector<double> edges, double slo_s) {
 
 }  // namespace
 
-Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
+Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms, double cost_per_hour)
     : slo_ttft_s_(slo_ttft_ms / 1000.0),
       slo_tpot_s_(slo_tpot_ms / 1000.0),
-      registry_(std::make_shared<prometheus::Registry>()) {
+      registry_(std::make_shared<prometheus::Registry>()),
+      cost_per_hour_(cost_per_hour) {
   auto& r = *registry_;
   waiting_ = &BuildGauge()
                   .Name("sluice_num_requests_waiting")
@@ -120,6 +121,58 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms)
                 .Help("Arrival to first scheduling")
                 .Register(r)
                 .Add({}, Buckets(latency, 0));
+  step_seconds_ = &BuildHistogram()
+                       .Name("sluice_engine_step_seconds")
+                       .Help("Duration of engine steps with work (schedule, run, update)")
+                       .Register(r)
+                       .Add({}, Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                            0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5});
+  iteration_tokens_ = &BuildHistogram()
+                           .Name("sluice_iteration_tokens")
+                           .Help("Tokens computed per engine step (prefill chunks and decodes)")
+                           .Register(r)
+                           .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
+                                                                512, 1024, 2048, 4096, 8192});
+  waiting_tokens_ = &BuildGauge()
+                         .Name("sluice_num_waiting_tokens")
+                         .Help("Prompt tokens of the requests waiting to be scheduled")
+                         .Register(r)
+                         .Add({});
+  memory_ = &BuildGauge()
+                 .Name("sluice_memory_bytes")
+                 .Help("Memory by kind: device memory on CUDA, host memory on the CPU backend")
+                 .Register(r);
+  for (const char* kind : {"weights", "kv_cache", "activations", "cuda_graphs", "other"}) {
+    memory_->Add({{"kind", kind}});
+  }
+  device_memory_ = &BuildGauge()
+                        .Name("sluice_device_memory_bytes")
+                        .Help("The GPU's memory as its driver reports it (CUDA backend only)")
+                        .Register(r);
+  kv_used_bytes_ = &BuildGauge()
+                        .Name("sluice_kv_cache_used_bytes")
+                        .Help("KV-cache bytes of the blocks requests hold")
+                        .Register(r)
+                        .Add({});
+  cost_per_hour_gauge_ =
+      &BuildGauge()
+           .Name("sluice_cost_per_hour_usd")
+           .Help("The replica's price per hour in USD (--cost-per-hour; 0: unset)")
+           .Register(r)
+           .Add({});
+  cost_per_hour_gauge_->Set(cost_per_hour);
+  cost_total_ = &BuildCounter()
+                     .Name("sluice_cost_usd_total")
+                     .Help("The replica's cost in USD since it started: price x wall time")
+                     .Register(r)
+                     .Add({});
+  prefill_avoided_ = &BuildCounter()
+                          .Name("sluice_prefill_seconds_avoided_total")
+                          .Help(
+                              "Prefill time the prefix cache saved: hit tokens x the measured "
+                              "prefill seconds per token")
+                          .Register(r)
+                          .Add({});
   for (const char* protocol : {"http", "grpc"}) {
     for (const char* outcome : {"success", "cancelled", "error", "rejected"}) {
       requests_->Add({{"outcome", outcome}, {"protocol", protocol}});
@@ -138,6 +191,11 @@ void Metrics::SetCacheConfig(int block_size, int num_blocks) {
       .Add({{"block_size", std::to_string(block_size)},
             {"num_gpu_blocks", std::to_string(num_blocks)}})
       .Set(1);
+}
+
+void Metrics::ObserveStep(const StepSample& step) {
+  step_seconds_->Observe(step.seconds);
+  iteration_tokens_->Observe(step.num_tokens);
 }
 
 void Metrics::Arrived() { arrived_->Increment(); }
@@ -167,9 +225,37 @@ void Metrics::SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last) 
   last = std::max(last, total);
 }
 
+void Metrics::SyncCounter(prometheus::Counter& c, double total, double& last) {
+  if (total > last) c.Increment(total - last);
+  last = std::max(last, total);
+}
+
+void Metrics::SetMemory(const EngineStats& s) {
+  const MemoryUsage& m = s.memory;
+  memory_->Add({{"kind", "weights"}}).Set(static_cast<double>(m.weights));
+  memory_->Add({{"kind", "kv_cache"}}).Set(static_cast<double>(m.kv_cache));
+  memory_->Add({{"kind", "activations"}}).Set(static_cast<double>(m.activations));
+  memory_->Add({{"kind", "cuda_graphs"}}).Set(static_cast<double>(m.cuda_graphs));
+  memory_->Add({{"kind", "other"}}).Set(static_cast<double>(m.other));
+  if (m.device_total > 0) {
+    device_memory_->Add({{"state", "total"}}).Set(static_cast<double>(m.device_total));
+    device_memory_->Add({{"state", "used"}}).Set(static_cast<double>(m.device_used));
+  }
+  kv_used_bytes_->Set(static_cast<double>(s.kv_used_bytes));
+}
+
 std::string Metrics::Scrape(const EngineStats* s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const double hours =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() / 3600.0;
+    SyncCounter(*cost_total_, cost_per_hour_ * hours, last_cost_);
+  }
   if (s != nullptr) {
     std::lock_guard<std::mutex> lock(mu_);
+    SetMemory(*s);
+    waiting_tokens_->Set(static_cast<double>(s->num_waiting_tokens));
+    SyncCounter(*prefill_avoided_, s->prefill_seconds_avoided, last_prefill_avoided_);
     waiting_->Set(s->num_waiting);
     running_->Set(s->num_running);
     kv_usage_->Set(s->kv_usage);

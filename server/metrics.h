@@ -3,6 +3,7 @@
 // the front. Thread safety: all methods are safe from any thread.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +30,8 @@ struct RequestTiming {
 class Metrics {
  public:
   // SLOs in milliseconds; they become histogram bucket edges and define SLO-met.
-  Metrics(double slo_ttft_ms, double slo_tpot_ms);
+  // `cost_per_hour`: the replica's price in USD (0: unset), accrued with wall time.
+  Metrics(double slo_ttft_ms, double slo_tpot_ms, double cost_per_hour = 0.0);
 
   void Arrived();
   // outcome: success, cancelled, error. protocol: http or grpc.
@@ -43,11 +45,16 @@ class Metrics {
   // Inference Extension's prefix-cache scorer reads.
   void SetCacheConfig(int block_size, int num_blocks);
 
+  // One engine step with work (from the engine thread).
+  void ObserveStep(const StepSample& step);
+
   // The exposition text, with the engine's gauges and counters brought up to date.
   std::string Scrape(const EngineStats* stats);
 
  private:
   void SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last);
+  void SyncCounter(prometheus::Counter& c, double total, double& last);
+  void SetMemory(const EngineStats& s);
 
   const double slo_ttft_s_, slo_tpot_s_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -58,7 +65,15 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rejected_;
   prometheus::Counter *arrived_, *finished_, *slo_met_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_;
-  std::mutex mu_;  // guards the last-seen engine totals
+  prometheus::Histogram *step_seconds_, *iteration_tokens_;
+  prometheus::Gauge *waiting_tokens_, *kv_used_bytes_, *cost_per_hour_gauge_;
+  prometheus::Family<prometheus::Gauge>* memory_;
+  prometheus::Family<prometheus::Gauge>* device_memory_;
+  prometheus::Counter *cost_total_, *prefill_avoided_;
+  const double cost_per_hour_;  // USD
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  double last_cost_ = 0.0, last_prefill_avoided_ = 0.0;  // guarded by mu_
+  std::mutex mu_;                                        // guards the last-seen engine totals
   int64_t last_prefix_queries_ = 0, last_prefix_hits_ = 0, last_preemptions_ = 0,
           last_prompt_tokens_ = 0, last_generation_tokens_ = 0, last_failed_steps_ = 0;
 };

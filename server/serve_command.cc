@@ -33,6 +33,7 @@ struct ServeFlags {
   int port = 8000;
   std::string served_model_name;
   double slo_tpot_ms = 100.0;
+  double cost_per_hour = 0.0;  // USD; 0: unset
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
@@ -52,7 +53,9 @@ int RunServe(ServeFlags f) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ServerState state;
-  state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms);
+  state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms, f.cost_per_hour);
+  Metrics* metrics = state.metrics.get();
+  f.engine.on_step = [metrics](const StepSample& step) { metrics->ObserveStep(step); };
   openai::Api api(&state);
   http::ServerOptions api_options;
   api_options.host = f.host;
@@ -187,6 +190,10 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
                   "Model name in the API (default: the model directory's name)");
   cmd->add_option("--slo-tpot-ms", f->slo_tpot_ms, "TPOT SLO for Goodput")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--cost-per-hour", f->cost_per_hour,
+                  "The replica's price in USD per hour, whatever its hardware, for "
+                  "sluice_cost_usd_total (0: unset)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--drain-timeout-s", f->drain_timeout_s,
                   "How long in-flight requests may run after SIGTERM")
       ->check(CLI::NonNegativeNumber);

@@ -21,6 +21,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_map.h"
 #include "engine/api.h"
+#include "engine/capacity.h"
 #include "engine/core/loader.h"
 #include "engine/flags.h"
 #include "engine/runner/cuda_runner.h"
@@ -199,6 +200,19 @@ int Run(int argc, char** argv) {
     spdlog::error("{}", std::string(inner.status().message()));
     return 1;
   }
+  // What the runner holds, and what `sluice plan` would have planned for this device:
+  // the two must agree (exactly on the CPU, within 2% on CUDA).
+  const MemoryUsage memory = (*inner)->memory();
+  PlanOptions po;
+  po.backend = options.device;
+  po.device = {"this device", memory.device_total / (1024.0 * 1024 * 1024), 0, 0, "the driver"};
+  po.gpu_memory_utilization = options.gpu_memory_utilization;
+  po.kv_cache_gib = options.kv_cache_gib;
+  po.block_size = options.block_size;
+  po.max_num_seqs = options.max_num_seqs;
+  po.max_num_batched_tokens = options.max_num_batched_tokens;
+  const absl::StatusOr<CapacityPlan> planned = PlanCapacity(config, po);
+  const int kv_blocks = (*inner)->num_kv_blocks();
   Workload w;
   if (dataset == "random") {
     w = RandomWorkload(num_requests, input_len, output_len, config.vocab_size, seed);
@@ -311,6 +325,15 @@ int Run(int argc, char** argv) {
       {"copy_bandwidth_gbs", copy_gbs},
       {"mean_decode_floor_ms", steps > 0 ? floor_sum_s * 1e3 / steps : 0},
       {"roofline_fraction", decode_s > 0 ? floor_sum_s / decode_s : 0},
+      {"kv_blocks", kv_blocks},
+      {"planned_kv_blocks", planned.ok() ? planned->num_kv_blocks : -1},
+      {"memory_bytes",
+       {{"weights", memory.weights},
+        {"kv_cache", memory.kv_cache},
+        {"activations", memory.activations},
+        {"cuda_graphs", memory.cuda_graphs},
+        {"device_total", memory.device_total},
+        {"device_used", memory.device_used}}},
   };
   std::printf("%-28s %s\n", "device", options.device.c_str());
   std::printf("%-28s %s%s\n", "model", config.Summary().c_str(),
@@ -328,6 +351,8 @@ int Run(int argc, char** argv) {
   std::printf("%-28s %.3f ms (%.2f GB weights + KV at %.0f GB/s copy) -> %.3f of the roofline\n",
               "decode floor", j["mean_decode_floor_ms"].get<double>(), roof.weight_bytes / 1e9,
               copy_gbs, j["roofline_fraction"].get<double>());
+  std::printf("%-28s %d allocated, %d planned (sluice plan)\n", "KV blocks", kv_blocks,
+              j["planned_kv_blocks"].get<int>());
   std::printf("RESULT %s\n", j.dump().c_str());
   if (!out_path.empty()) std::ofstream(out_path) << j.dump(2) << "\n";
   return errors == 0 && output_tokens == expected_output ? 0 : 1;

@@ -30,6 +30,7 @@ struct Options {
   int64_t num_prefixes = 4, num_users = 8, prefix_len = -1, search_steps = 0;
   double range_ratio = 0, burstiness = 1, duration_s = 0, timeout_s = 600;
   double min_attainment = 0.9;
+  double cost_per_hour = 0;  // USD for the replica under test; 0: no cost figures
   std::optional<double> request_rate, slo_ttft_ms, slo_tpot_ms;
   bool ignore_eos = true, calibrate = true;
   uint64_t seed = 0;
@@ -176,8 +177,9 @@ int Run(const Options& o) {
     if (static_cast<int64_t>(run->results.size()) < o.num_requests && isatty(fileno(stderr))) {
       std::fprintf(stderr, "\n");  // the bar stopped short (--duration-s)
     }
-    levels.push_back({rate, o.concurrency, Summarize(run->results, run->duration_s, slo),
-                      CountErrors(run->results)});
+    LevelSummary summary = Summarize(run->results, run->duration_s, slo);
+    ApplyCost(summary, o.cost_per_hour);
+    levels.push_back({rate, o.concurrency, summary, CountErrors(run->results)});
     const LevelSummary& s = levels.back().summary;
     spdlog::info("{}: {} done, {} failed, goodput {:.3f} req/s, attainment {:.1f}%",
                  std::isnan(rate) ? fmt::format("concurrency {}", o.concurrency)
@@ -222,6 +224,7 @@ int Run(const Options& o) {
        {"tokens_per_word", tm.per_word},
        {"prompt_overhead_tokens", tm.overhead},
        {"seed", o.seed},
+       {"cost_per_hour_usd", o.cost_per_hour},
        {"client", {{"hostname", HostName()}, {"cpus", std::thread::hardware_concurrency()}}}},
       levels, o.min_attainment);
   const nlohmann::json& best = doc["max_goodput"];
@@ -229,6 +232,11 @@ int Run(const Options& o) {
     std::printf("max goodput: %.3f req/s at %g req/s (attainment >= %.0f%%)\n",
                 best["goodput"].get<double>(), best["request_rate"].get<double>(),
                 o.min_attainment * 100);
+    if (o.cost_per_hour > 0) {
+      std::printf("at max goodput: $%.4f per 1M output tokens, $%.6f per SLO-met request\n",
+                  best["usd_per_million_output_tokens"].get<double>(),
+                  best["usd_per_slo_met_request"].get<double>());
+    }
   }
   bool written = true;
   if (!o.out.empty()) written &= WriteFile(o.out, doc.dump(2) + "\n");
@@ -272,6 +280,10 @@ int main(int argc, char** argv) {
   app.add_option("--sweep", o.sweep, "comma-separated rates, one level each");
   app.add_option("--search-steps", o.search_steps, "bisection levels after the sweep");
   app.add_option("--min-attainment", o.min_attainment, "for the max goodput search");
+  app.add_option("--cost-per-hour", o.cost_per_hour,
+                 "the replica's price in USD per hour: cost per 1M output tokens and per "
+                 "SLO-met request")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--slo-ttft-ms", o.slo_ttft_ms);
   app.add_option("--slo-tpot-ms", o.slo_tpot_ms);
   app.add_option("--duration-s", o.duration_s, "stop starting requests after S s per level");

@@ -87,4 +87,12 @@ std::optional<size_t> MaxGoodputLevel(const std::vector<double>& rates,
   return best;
 }
 
+void ApplyCost(LevelSummary& s, double cost_per_hour) {
+  if (cost_per_hour <= 0) return;
+  s.cost_usd = cost_per_hour * s.duration_s / 3600.0;
+  s.usd_per_million_output_tokens =
+      s.total_output_tokens > 0 ? s.cost_usd / static_cast<double>(s.total_output_tokens) * 1e6 : 0;
+  s.usd_per_slo_met_request = s.good > 0 ? s.cost_usd / static_cast<double>(s.good) : 0;
+}
+
 }  // namespace sluice::bench

@@ -54,7 +54,15 @@ struct LevelSummary {
   double goodput = 0;                  // good / duration
   double slo_attainment = 0;           // good / num_issued
   Stats ttft_ms, tpot_ms, itl_ms, e2e_ms;
+  // With --cost-per-hour (else 0): the level's cost (price x duration), over its output
+  // tokens (per million) and over its SLO-met requests.
+  double cost_usd = 0;
+  double usd_per_million_output_tokens = 0;
+  double usd_per_slo_met_request = 0;
 };
+
+// Fills the cost fields of `s` for a replica priced `cost_per_hour` USD.
+void ApplyCost(LevelSummary& s, double cost_per_hour);
 
 // numpy.percentile with linear interpolation; `p` in [0, 100].
 // REQUIRES: `sorted` ascending and non-empty.

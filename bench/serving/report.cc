@@ -53,6 +53,9 @@ nlohmann::json LevelJson(const LevelReport& level) {
           {"tpot_ms", StatsJson(s.tpot_ms)},
           {"itl_ms", StatsJson(s.itl_ms)},
           {"e2e_ms", StatsJson(s.e2e_ms)},
+          {"cost_usd", s.cost_usd},
+          {"usd_per_million_output_tokens", s.usd_per_million_output_tokens},
+          {"usd_per_slo_met_request", s.usd_per_slo_met_request},
           {"errors", level.errors}};
 }
 
@@ -71,7 +74,9 @@ nlohmann::json RunJson(const nlohmann::json& config, const std::vector<LevelRepo
     best = {{"request_rate", RateJson(levels[*i].offered_rate)},
             {"goodput", summaries[*i].goodput},
             {"slo_attainment", summaries[*i].slo_attainment},
-            {"min_attainment", min_attainment}};
+            {"min_attainment", min_attainment},
+            {"usd_per_million_output_tokens", summaries[*i].usd_per_million_output_tokens},
+            {"usd_per_slo_met_request", summaries[*i].usd_per_slo_met_request}};
   }
   return {{"config", config}, {"results", results}, {"max_goodput", best}};
 }
@@ -92,6 +97,15 @@ std::string FormatTable(const std::vector<LevelReport>& levels, const Slo& slo) 
         RateText(l), s.completed, s.failed, s.request_throughput, s.output_token_throughput,
         s.ttft_ms.p50, s.ttft_ms.p99, s.tpot_ms.p50, s.tpot_ms.p99, s.itl_ms.p50, s.e2e_ms.p50,
         s.goodput, s.slo_attainment * 100);
+  }
+  for (const LevelReport& l : levels) {
+    const LevelSummary& s = l.summary;
+    if (s.cost_usd <= 0) continue;
+    out += fmt::format(
+        "{:>8} cost ${:.6f} over {:.1f} s: ${:.4f} per 1M output tokens, ${:.6f} per SLO-met "
+        "request\n",
+        RateText(l), s.cost_usd, s.duration_s, s.usd_per_million_output_tokens,
+        s.usd_per_slo_met_request);
   }
   return out;
 }

@@ -143,7 +143,16 @@ std::string RenderSvg(const std::vector<LevelReport>& levels, const Slo& slo,
                         [](const LevelSummary& s) { return s.request_throughput; }),
                  series("goodput", green, false, [](const LevelSummary& s) { return s.goodput; })},
                 std::nullopt);
-  const double width = 3 * kPanelW + 2 * kGap;
+  // With a price, a fourth panel: what a million output tokens cost at each level.
+  const bool priced =
+      std::any_of(pts.begin(), pts.end(), [](const auto& p) { return p.second->cost_usd > 0; });
+  if (priced) {
+    body += Panel(3 * (kPanelW + kGap), "Cost per 1M output tokens", "USD", x_max,
+                  {series("cost", "#d62728", false,
+                          [](const LevelSummary& s) { return s.usd_per_million_output_tokens; })},
+                  std::nullopt);
+  }
+  const double width = (priced ? 4 : 3) * kPanelW + (priced ? 3 : 2) * kGap;
   return fmt::format(
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
       "width=\"{0:.0f}\" height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} {1:.0f}\" "

@@ -1,10 +1,13 @@
 // The engine: one thread that loops RunStep (Schedule -> Runner::Execute -> Update) and
 // pushes each request's outputs to its stream. Submit admits or refuses at once: nothing
 // queues without bound.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -49,6 +52,16 @@ SchedulerConfig SchedulerConfigOf(const EngineConfig& c, const Runner& runner) {
   sc.enable_prefix_caching = c.enable_prefix_caching;
   sc.eos_token_ids = c.eos_token_ids;
   return sc;
+}
+
+// The process's resident set, from /proc/self/statm; 0 where it cannot be read.
+int64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long pages = 0, resident = 0;
+  const int n = std::fscanf(f, "%ld %ld", &pages, &resident);
+  std::fclose(f);
+  return n == 2 ? int64_t{resident} * sysconf(_SC_PAGESIZE) : 0;
 }
 
 }  // namespace
@@ -125,6 +138,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
   }
   auto impl = std::make_unique<Impl>(std::move(config), std::move(runner), std::move(model));
   Impl* raw = impl.get();
+  raw->PublishStats();  // memory and capacity are known before the first step
   std::unique_ptr<Engine> engine(new Engine(std::move(impl)));
   raw->thread = std::thread([raw] { raw->Loop(); });
   return engine;
@@ -284,8 +298,17 @@ void Engine::Shutdown() {
 }
 
 EngineStats Engine::Stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->stats;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    s = impl_->stats;
+  }
+  // What no kind accounts for: of the device's used memory, or of the process's RSS.
+  MemoryUsage& m = s.memory;
+  const int64_t known = m.weights + m.kv_cache + m.activations + m.cuda_graphs;
+  const int64_t held = m.device_total > 0 ? m.device_used : ResidentBytes();
+  m.other = std::max<int64_t>(0, held - known);
+  return s;
 }
 
 void Engine::Impl::Deliver(RequestOutput output) {
@@ -381,6 +404,7 @@ void Engine::Impl::Step() {
       stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
   }
+  if (config.on_step) config.on_step({seconds, step.num_tokens, step.num_seqs});
   for (RequestOutput& o : step.outputs) Deliver(std::move(o));
 }
 
@@ -427,7 +451,16 @@ void Engine::Impl::PublishStatsLocked() {
   stats.num_runner_requests = runner->num_requests();
   stats.kv_usage = scheduler.kv().Usage();
   stats.prefix_queried_tokens = scheduler.kv().prefix_counters().queried_tokens;
-  stats.prefix_hit_tokens = scheduler.kv().prefix_counters().hit_tokens;
+  const int64_t hits = scheduler.kv().prefix_counters().hit_tokens;
+  // The prefill the cache saved, at the rate recent steps measured.
+  if (hits > stats.prefix_hit_tokens && stats.prefill_tokens_per_s > 0) {
+    stats.prefill_seconds_avoided +=
+        static_cast<double>(hits - stats.prefix_hit_tokens) / stats.prefill_tokens_per_s;
+  }
+  stats.prefix_hit_tokens = hits;
+  stats.memory = runner->memory();
+  stats.kv_used_bytes = int64_t{scheduler.kv().num_blocks() - scheduler.kv().num_free_blocks()} *
+                        runner->kv_bytes_per_block();
   stats.num_evictions = scheduler.kv().num_evictions();
   // Idle once the runner, too, has heard of every request that ended.
   const bool now_idle = scheduler.idle() && pending.empty() && !scheduler.has_unreported_finishes();

@@ -1,4 +1,5 @@
 #include "engine/core/loader.h"
+#include "engine/capacity.h"
 #include "engine/flags.h"
 
 #include <algorithm>
@@ -130,10 +131,7 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
     return runner;
   }
   // The CPU backend holds the weights in fp32: refuse what cannot fit before allocating.
-  double weight_bytes = 0;
-  ForEachWeight(*config, [&](int, WeightSlot slot) {
-    weight_bytes += 4.0 * static_cast<double>(SlotElements(*config, slot));
-  });
+  const double weight_bytes = static_cast<double>(WeightBytes(*config, 4));
   const double host_bytes =
       static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (host_bytes > 0 && weight_bytes > 0.9 * host_bytes) {
@@ -148,12 +146,9 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   } else {
     SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
   }
-  int num_blocks = o.num_kv_blocks;
-  if (num_blocks == 0) {
-    const double bytes_per_block = 2.0 * config->num_layers * o.block_size * config->num_kv_heads *
-                                   config->head_dim * sizeof(float);
-    num_blocks = std::max(1, static_cast<int>(o.kv_cache_gib * (1ull << 30) / bytes_per_block));
-  }
+  // `sluice plan --backend cpu` sizes it the same way (engine/core/capacity).
+  const int num_blocks =
+      o.num_kv_blocks > 0 ? o.num_kv_blocks : CpuKvBlocks(*config, o.kv_cache_gib, o.block_size);
   if (!o.quiet) {
     spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config->Summary(),
                  o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size);
@@ -180,8 +175,36 @@ EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) 
   ec.slo_ttft_ms = o.slo_ttft_ms;
   ec.step_timeout_s = o.step_timeout_s;
   ec.unready_grace_s = o.unready_grace_s;
+  ec.on_step = o.on_step;
   return ec;
 }
+
+namespace {
+
+// One line with what the memory holds once loaded: weights, the KV pool and what it
+// fits, the step buffers, and what is left of the device (or host).
+void LogMemoryPlan(const Runner& runner, const ModelConfig& config) {
+  const MemoryUsage m = runner.memory();
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  const int64_t tokens = int64_t{runner.num_kv_blocks()} * runner.block_size();
+  const int64_t fit = tokens / std::max(config.max_position_embeddings, 1);
+  double total = static_cast<double>(m.device_total), left = 0;
+  if (m.device_total > 0) {
+    left = static_cast<double>(m.device_total - m.device_used);
+  } else {
+    total = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+    left = static_cast<double>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  }
+  spdlog::info(
+      "memory plan: weights {:.2f} GiB, KV cache {:.2f} GiB ({} blocks of {} = {} tokens, {} "
+      "sequences of {}), activations {:.2f} GiB{}; {:.2f} GiB free of {:.2f} GiB {}",
+      m.weights / kGiB, m.kv_cache / kGiB, runner.num_kv_blocks(), runner.block_size(), tokens, fit,
+      config.max_position_embeddings, m.activations / kGiB,
+      m.cuda_graphs > 0 ? absl::StrFormat(", CUDA graphs %.2f GiB", m.cuda_graphs / kGiB) : "",
+      left / kGiB, total / kGiB, m.device_total > 0 ? "on the device" : "of host memory");
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   ModelInfo info;
@@ -190,6 +213,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateRunner(o, info.model_dir, &config));
   info.architecture = config.model_type;
   info.summary = config.Summary();
+  if (!o.quiet) LogMemoryPlan(*runner, config);
   return Engine::Create(EngineConfigFor(o, config), std::move(runner), std::move(info));
 }
 

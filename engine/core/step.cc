@@ -37,7 +37,9 @@ StepOutcome RunStep(Scheduler& scheduler, Runner& runner) {
     return outcome;
   }
   outcome.outputs = *std::move(outputs);
+  outcome.num_seqs = static_cast<int>(out.scheduled.size());
   for (const ScheduledTokens& st : out.scheduled) {
+    outcome.num_tokens += st.num_tokens;
     if (!(st.num_tokens == 1 && st.samples)) outcome.prefill_tokens += st.num_tokens;
   }
   return outcome;

@@ -19,6 +19,8 @@ struct StepOutcome {
   absl::Status status;                 // the runner's failure, when the step failed
   bool ran = false;                    // tokens were computed (not just retirement)
   int64_t prefill_tokens = 0;          // prompt tokens computed (decode rows excluded)
+  int num_tokens = 0;                  // every token computed
+  int num_seqs = 0;                    // requests in the batch
   int num_preempted = 0;
 };
 

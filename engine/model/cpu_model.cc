@@ -135,6 +135,38 @@ void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
   picked_.assign(static_cast<size_t>(std::max(max_rows, 0)) * c.hidden_size, 0.0f);
 }
 
+namespace {
+
+int64_t BytesOf(const std::vector<float>& v) { return static_cast<int64_t>(v.capacity()) * 4; }
+
+}  // namespace
+
+int64_t CpuModel::weight_bytes() const {
+  const ModelWeights& w = weights_;
+  int64_t bytes = BytesOf(w.embed) + BytesOf(w.final_norm) + BytesOf(w.lm_head);
+  for (const LayerWeights& l : w.layers) {
+    bytes += BytesOf(l.input_norm) + BytesOf(l.qkv) + BytesOf(l.qkv_bias) + BytesOf(l.o_proj) +
+             BytesOf(l.post_norm) + BytesOf(l.gate_up) + BytesOf(l.down_proj);
+  }
+  return bytes;
+}
+
+int64_t CpuModel::scratch_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* v :
+       {&hidden_, &residual_, &qkv_, &q_, &k_, &v_, &attn_, &gate_up_, &act_, &picked_}) {
+    bytes += BytesOf(*v);
+  }
+  return bytes;
+}
+
+int64_t CpuKvCache::bytes() const {
+  int64_t bytes = 0;
+  for (const auto& k : k_) bytes += BytesOf(k);
+  for (const auto& v : v_) bytes += BytesOf(v);
+  return bytes;
+}
+
 absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& cache) {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];

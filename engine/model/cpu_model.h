@@ -37,6 +37,7 @@ class CpuKvCache {
   CpuKvCache(const ModelConfig& config, int num_blocks, int block_size);
 
   const kernels::KvCacheShape& shape() const { return shape_; }
+  int64_t bytes() const;  // K and V of every layer
   float* k(int layer) { return k_[layer].data(); }
   float* v(int layer) { return v_[layer].data(); }
 
@@ -66,6 +67,10 @@ class CpuModel {
   // footprint at load rather than at the first batch larger than any before. A larger
   // batch still works: Forward grows the scratch as needed.
   void ReserveScratch(int max_tokens, int max_rows);
+
+  // Bytes of the loaded tensors, and of the per-step scratch as reserved (capacity).
+  int64_t weight_bytes() const;
+  int64_t scratch_bytes() const;
 
  private:
   CpuModel(ModelConfig config, ModelWeights weights);

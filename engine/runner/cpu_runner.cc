@@ -19,6 +19,18 @@ void CpuRunner::ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs)
                  0.0f);
 }
 
+MemoryUsage CpuRunner::memory() const {
+  MemoryUsage m;
+  m.weights = model_->weight_bytes();
+  m.kv_cache = cache_.bytes();
+  m.activations = model_->scratch_bytes() + static_cast<int64_t>(logits_.capacity()) * 4;
+  return m;
+}
+
+int64_t CpuRunner::kv_bytes_per_block() const {
+  return cache_.bytes() / std::max(cache_.shape().num_blocks, 1);
+}
+
 absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   table_.Apply(output);
   if (output.scheduled.empty()) return StepResult{};  // a step that only retires requests

@@ -24,6 +24,8 @@ class CpuRunner : public Runner {
   int block_size() const override { return cache_.shape().block_size; }
   int vocab_size() const override { return model_->config().vocab_size; }
   int num_requests() const override { return static_cast<int>(table_.size()); }
+  MemoryUsage memory() const override;
+  int64_t kv_bytes_per_block() const override;
   const CpuModel& model() const { return *model_; }
 
  private:

@@ -154,6 +154,23 @@ absl::Status CudaRunner::AllocateBuffers() {
               "uploading the RoPE table");
 }
 
+MemoryUsage CudaRunner::memory() const {
+  MemoryUsage m;
+  m.weights = static_cast<int64_t>(weights_.bytes());
+  m.kv_cache = static_cast<int64_t>(kv_.bytes());
+  for (const DeviceMemory* d :
+       {&acts_, &logits_, &gemm_ws_, &attn_ws_, &inputs_, &cos_sin_, &sampled_}) {
+    m.activations += static_cast<int64_t>(d->bytes());
+  }
+  m.cuda_graphs = graph_bytes_;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+    m.device_total = static_cast<int64_t>(total_bytes);
+    m.device_used = static_cast<int64_t>(total_bytes - free_bytes);
+  }
+  return m;
+}
+
 absl::Status CudaRunner::AllocateKvCache(CudaRunnerInfo* info) {
   const ModelConfig& c = config_;
   shape_ = {0, options_.block_size, c.num_kv_heads, c.head_dim};

@@ -24,6 +24,8 @@ int CudaRunner::GraphIndex(int n) const {
 
 absl::Status CudaRunner::CaptureGraphs(CudaRunnerInfo* info) {
   const auto start = std::chrono::steady_clock::now();
+  size_t free_before = 0, free_after = 0, total = 0;
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_before, &total), "memory info"));
   for (int b : {1, 2, 4}) {
     if (b < max_seqs_) graph_sizes_.push_back(b);
   }
@@ -72,6 +74,9 @@ absl::Status CudaRunner::CaptureGraphs(CudaRunnerInfo* info) {
   }
   info->num_graphs = static_cast<int>(graph_sizes_.size()) * (config_.num_layers + 1);
   SLUICE_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "graph capture"));
+  // What capture took from the device: the graphs' memory pool and their executables.
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_after, &total), "memory info"));
+  graph_bytes_ = free_before > free_after ? static_cast<int64_t>(free_before - free_after) : 0;
   info->graph_capture_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return absl::OkStatus();

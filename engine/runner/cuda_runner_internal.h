@@ -153,6 +153,10 @@ class CudaRunner : public Runner {
   int block_size() const override { return shape_.block_size; }
   int vocab_size() const override { return config_.vocab_size; }
   int num_requests() const override { return static_cast<int>(table_.size()); }
+  MemoryUsage memory() const override;
+  int64_t kv_bytes_per_block() const override {
+    return static_cast<int64_t>(kv_.bytes()) / std::max(shape_.num_blocks, 1);
+  }
 
  private:
   absl::Status AllocateWeights();
@@ -230,6 +234,7 @@ class CudaRunner : public Runner {
   // graphs_[g][k]: piece k for padded batch size graph_sizes_[g].
   std::vector<int> graph_sizes_;
   std::vector<std::vector<cudaGraphExec_t>> graphs_;
+  int64_t graph_bytes_ = 0;  // device memory the driver took while capturing them
 };
 
 }  // namespace sluice::cuda_runner_internal

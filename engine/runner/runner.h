@@ -29,6 +29,11 @@ class Runner {
   // Requests whose state the runner holds: each leaves once the scheduler says it
   // finished or was preempted.
   virtual int num_requests() const = 0;
+
+  // Memory by kind (MemoryUsage::other is left to the engine), and the bytes of one KV
+  // block. Runners that own no memory of their own (test doubles) keep the defaults.
+  virtual MemoryUsage memory() const { return {}; }
+  virtual int64_t kv_bytes_per_block() const { return 0; }
 };
 
 // The part of `output` that only retires requests (finished and preempted ids), for a

@@ -117,5 +117,26 @@ TEST(MaxGoodputTest, HighestRateMeetingAttainment) {
             std::nullopt);
 }
 
+// Cost is the price times the level's duration, charged wholly to each unit of work.
+TEST(CostTest, PriceTimesDurationOverTheWork) {
+  LevelSummary s;
+  s.duration_s = 90;
+  s.total_output_tokens = 12000;
+  s.good = 30;
+  ApplyCost(s, 4.0);
+  EXPECT_DOUBLE_EQ(s.cost_usd, 4.0 * 90 / 3600);
+  EXPECT_DOUBLE_EQ(s.usd_per_million_output_tokens, 4.0 * 90 / 3600 / 12000 * 1e6);
+  EXPECT_DOUBLE_EQ(s.usd_per_slo_met_request, 4.0 * 90 / 3600 / 30);
+  LevelSummary none;  // nothing produced: no division by zero, no figure
+  none.duration_s = 10;
+  ApplyCost(none, 4.0);
+  EXPECT_EQ(none.usd_per_million_output_tokens, 0);
+  EXPECT_EQ(none.usd_per_slo_met_request, 0);
+  LevelSummary unpriced;
+  unpriced.duration_s = 10;
+  ApplyCost(unpriced, 0);
+  EXPECT_EQ(unpriced.cost_usd, 0);
+}
+
 }  // namespace
 }  // namespace sluice::bench
