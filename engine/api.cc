@@ -66,6 +66,23 @@ absl::Status ValidateSampling(const SamplingParams& s) {
   if (s.logprobs < -1 || s.logprobs > kMaxLogprobs) {
     return Range("logprobs", s.logprobs, 0, kMaxLogprobs);
   }
+  for (const auto& [id, bias] : s.logit_bias) {
+    if (id < 0) return Invalid("logit_bias", absl::StrCat("token id ", id, " is negative"));
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return Invalid("logit_bias", absl::StrCat("values must be between -100 and 100; token ", id,
+                                                " has ", bias));
+    }
+  }
+  for (int32_t id : s.allowed_token_ids) {
+    if (id < 0) return Invalid("allowed_token_ids", absl::StrCat("token id ", id, " is negative"));
+  }
+  for (const std::vector<int32_t>& word : s.bad_words) {
+    if (word.empty()) return Invalid("bad_words", "holds an empty word");
+  }
+  if (s.min_tokens < 0 || s.min_tokens > s.max_tokens) {
+    return Invalid("min_tokens", absl::StrCat("must be between 0 and max_tokens (", s.max_tokens,
+                                              "), got ", s.min_tokens));
+  }
   for (size_t i = 0; i < s.stop_token_ids.size(); ++i) {
     if (s.stop_token_ids[i] < 0) {
       return Invalid("stop_token_ids", absl::StrCat("must hold token ids >= 0; item ", i, " is ",

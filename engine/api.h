@@ -39,6 +39,11 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // on generated tokens, OpenAI semantics
   float repetition_penalty = 1.0f;  // on prompt and generated tokens, transformers semantics
   int logprobs = -1;                // top alternatives to report per token; -1: no logprobs
+  // Added to the logits before temperature (OpenAI's logit_bias): token id, [-100, 100].
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  std::vector<int32_t> allowed_token_ids;       // non-empty: only these may be sampled
+  std::vector<std::vector<int32_t>> bad_words;  // token sequences never completed
+  int min_tokens = 0;  // end-of-sequence and stop tokens are not sampled before this many
 };
 
 // The ranges every front accepts. An error is InvalidArgument whose message starts with
@@ -81,9 +86,10 @@ struct RequestOutput {
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
   int num_output_tokens = 0;
-  double queue_time_s = 0.0;  // arrival to first scheduling
-  std::string error;          // set with FinishReason::kError
-  Clock::time_point time;     // when the engine handed it over
+  double queue_time_s = 0.0;   // arrival to first scheduling
+  std::string error;           // set with FinishReason::kError
+  int32_t stop_token_id = -1;  // the stop_token_ids entry that ended it; -1: none
+  Clock::time_point time;      // when the engine handed it over
   bool finished() const { return finish_reason != FinishReason::kNone; }
 };
 

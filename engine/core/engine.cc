@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 #include "engine/api.h"
 #include "engine/core/step.h"
 #include "engine/runner/runner.h"
@@ -170,7 +171,27 @@ absl::Status Engine::Impl::Validate(const SubmitParams& p) const {
                                         " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
-  return ValidateSampling(p.sampling);
+  SLUICE_RETURN_IF_ERROR(ValidateSampling(p.sampling));
+  auto in_vocab = [vocab](int32_t id) { return id >= 0 && id < vocab; };
+  auto outside = [vocab](const char* field, int32_t id) {
+    return InvalidFieldError(
+        field, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+  };
+  for (const auto& [id, bias] : p.sampling.logit_bias) {
+    if (!in_vocab(id)) return outside("logit_bias", id);
+  }
+  for (int32_t id : p.sampling.allowed_token_ids) {
+    if (!in_vocab(id)) return outside("allowed_token_ids", id);
+  }
+  for (const std::vector<int32_t>& word : p.sampling.bad_words) {
+    for (int32_t id : word) {
+      if (!in_vocab(id)) return outside("bad_words", id);
+    }
+  }
+  for (int32_t id : p.sampling.stop_token_ids) {
+    if (!in_vocab(id)) return outside("stop_token_ids", id);
+  }
+  return absl::OkStatus();
 }
 
 // Admission counts what cannot start at the next step: requests pending and waiting,

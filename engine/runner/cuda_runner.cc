@@ -364,12 +364,12 @@ absl::StatusOr<StepResult> CudaRunner::CollectSampled(
   SLUICE_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(sampled, sampled_.as<void>(), sizeof(int32_t) * rows,
                                               cudaMemcpyDeviceToHost, stream_),
                               "sampled ids"));
-  // Rows with penalties or logprobs need their logits on the host.
+  // Rows that adjust their logits or want logprobs need the logits on the host.
   const int vocab = config_.vocab_size;
   std::vector<std::vector<float>> host_logits(rows);
   for (int i = 0; i < rows; ++i) {
     const SamplingParams& p = sampling_seqs[i]->params;
-    if (!HasPenalties(p) && p.logprobs < 0) continue;
+    if (!AdjustsLogits(p) && p.logprobs < 0) continue;
     host_logits[i].resize(vocab);
     SLUICE_RETURN_IF_ERROR(
         Cuda(cudaMemcpyAsync(host_logits[i].data(), logits_.as<float>() + size_t(i) * vocab,

@@ -30,6 +30,7 @@ void RequestTable::Apply(const SchedulerOutput& output) {
     s.sampling.min_p = n.sampling.min_p;
     s.sampling.seed = n.seed;
     s.params = n.sampling;
+    s.min_tokens_stop_ids = n.min_tokens_stop_ids;
   }
   for (const CachedRequestData& c : output.cached_requests) {
     Seq& s = seqs_.at(c.id);
@@ -88,8 +89,8 @@ absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(const Seq& s, float* lo
   const bool want_logprobs = s.params.logprobs >= 0;
   std::vector<float> raw;
   if (want_logprobs) raw.assign(logits, logits + vocab);
-  if (draw || HasPenalties(s.params)) {
-    ApplyPenalties(s.params, s.token_ids, s.num_output_tokens, logits, vocab);
+  if (draw || AdjustsLogits(s.params)) {
+    AdjustLogits(s.params, s.token_ids, s.num_output_tokens, s.min_tokens_stop_ids, logits, vocab);
     const kernels::SamplingRow row = SamplingFor(s);
     const kernels::Status k = kernels::cpu::Sample(id, logits, &row, 1, vocab);
     if (!k.ok()) return absl::InternalError(k.message());

@@ -21,8 +21,9 @@ class RequestTable {
     std::vector<int32_t> block_ids;
     int num_computed_tokens = 0;
     int num_output_tokens = 0;
-    kernels::SamplingRow sampling;  // offset set per step by SamplingFor
-    SamplingParams params;          // penalties and logprobs
+    kernels::SamplingRow sampling;             // offset set per step by SamplingFor
+    SamplingParams params;                     // penalties and logprobs
+    std::vector<int32_t> min_tokens_stop_ids;  // NewRequestData::min_tokens_stop_ids
   };
 
   explicit RequestTable(int block_size) : block_size_(block_size) {}
@@ -41,10 +42,10 @@ class RequestTable {
   static kernels::SamplingRow SamplingFor(const Seq& s);
 
   // The host's part of sampling `s`'s next token from `logits` [vocab] (changed in place):
-  // its logprobs under the model's own distribution (before penalties) when it asks for
-  // them, then penalties and the seeded draw into *id. With `draw` false, *id holds a
-  // draw made elsewhere (on the device), redrawn only when penalties change the
-  // distribution.
+  // its logprobs under the model's own distribution (before any adjustment) when it asks
+  // for them, then the adjustments (AdjustLogits) and the seeded draw into *id. With
+  // `draw` false, *id holds a draw made elsewhere (on the device), redrawn only when an
+  // adjustment changes the distribution.
   static absl::StatusOr<TokenLogprobs> SampleOnHost(const Seq& s, float* logits, int vocab,
                                                     bool draw, int32_t* id);
 

@@ -61,12 +61,23 @@ SchedulerOutput Scheduler::Schedule() {
 
 namespace {
 
-void Record(Request* r, int n, absl::flat_hash_map<RequestId, size_t>& known,
-            SchedulerOutput& out) {
+void Record(Request* r, int n, const std::vector<int32_t>& eos_token_ids,
+            absl::flat_hash_map<RequestId, size_t>& known, SchedulerOutput& out) {
   auto it = known.find(r->id);
   if (it == known.end()) {
-    out.new_requests.push_back({r->id, r->token_ids, r->kv.blocks, r->num_computed_tokens,
-                                r->sampling, r->seed, r->num_output_tokens()});
+    out.new_requests.push_back({r->id,
+                                r->token_ids,
+                                r->kv.blocks,
+                                r->num_computed_tokens,
+                                r->sampling,
+                                r->seed,
+                                r->num_output_tokens(),
+                                {}});
+    if (r->sampling.min_tokens > 0) {
+      std::vector<int32_t>& ids = out.new_requests.back().min_tokens_stop_ids;
+      if (!r->sampling.ignore_eos) ids = eos_token_ids;
+      ids.insert(ids.end(), r->sampling.stop_token_ids.begin(), r->sampling.stop_token_ids.end());
+    }
   } else if (it->second < r->kv.blocks.size()) {
     out.cached_requests.push_back(
         {r->id,
@@ -87,7 +98,7 @@ bool Scheduler::ScheduleRunning(Request* r, int& budget, SchedulerOutput& out) {
     Preempt(victim, out);
     if (victim == r) return false;
   }
-  Record(r, n, known_blocks_, out);
+  Record(r, n, config_.eos_token_ids, known_blocks_, out);
   budget -= n;
   return true;
 }
@@ -116,7 +127,7 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
     RemoveWaiting(r);
     r->state = RequestState::kRunning;
     running_.push_back(r);
-    Record(r, n, known_blocks_, out);
+    Record(r, n, config_.eos_token_ids, known_blocks_, out);
     budget -= n;
   }
 }
@@ -136,8 +147,11 @@ FinishReason Scheduler::CheckStop(const Request& r) const {
   auto contains = [last](const std::vector<int32_t>& ids) {
     return std::find(ids.begin(), ids.end(), last) != ids.end();
   };
-  if (!r.sampling.ignore_eos && contains(config_.eos_token_ids)) return FinishReason::kStop;
-  if (contains(r.sampling.stop_token_ids)) return FinishReason::kStop;
+  // NOTE: before min_tokens the sampler draws no stop token; this guards the rule anyway.
+  if (r.num_output_tokens() >= r.sampling.min_tokens) {
+    if (!r.sampling.ignore_eos && contains(config_.eos_token_ids)) return FinishReason::kStop;
+    if (contains(r.sampling.stop_token_ids)) return FinishReason::kStop;
+  }
   if (r.num_output_tokens() >= r.sampling.max_tokens) return FinishReason::kLength;
   if (r.num_tokens() >= config_.max_model_len) return FinishReason::kLength;
   // A sequence that would outgrow the whole cache could only preempt itself forever.
@@ -202,6 +216,11 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
     RequestOutput o = OutputOf(*r, CheckStop(*r));
     o.new_token_ids.push_back(result.sampled[i]);
+    const std::vector<int32_t>& stops = r->sampling.stop_token_ids;
+    if (o.finish_reason == FinishReason::kStop &&
+        std::find(stops.begin(), stops.end(), result.sampled[i]) != stops.end()) {
+      o.stop_token_id = result.sampled[i];
+    }
     if (r->sampling.logprobs >= 0 && i < result.logprobs.size()) {
       o.logprobs.push_back(std::move(result.logprobs[i]));
     }

@@ -39,6 +39,9 @@ struct NewRequestData {
   SamplingParams sampling;
   uint64_t seed;
   int num_output_tokens;  // for the sampler's per-step offset
+  // Tokens the sampler must not draw before sampling.min_tokens: the end-of-sequence
+  // ids (unless ignored) and the stop token ids. Empty without min_tokens.
+  std::vector<int32_t> min_tokens_stop_ids;
 };
 
 // A request the runner already holds: only its new blocks.

@@ -108,6 +108,7 @@ void Generation::Consume(RequestOutput out, GenerationDelta& delta) {
   if (out.finished()) {
     piece += detok_.Finish();
     finish_reason_ = out.finish_reason;
+    stop_token_id_ = out.stop_token_id;
     if (out.finish_reason == FinishReason::kAbort || out.finish_reason == FinishReason::kError) {
       error_ = out.error.empty() ? "request aborted" : out.error;
     }
@@ -123,10 +124,16 @@ std::string Generation::TakeText(std::string piece, bool final_piece) {
   held_ += piece;
   // A stop string ends the generation: text up to it is handed out, the request aborted.
   size_t stop_at = std::string::npos;
-  for (const std::string& s : options_.stop) stop_at = std::min(stop_at, held_.find(s));
+  const std::string* matched = nullptr;
+  for (const std::string& s : options_.stop) {
+    const size_t at = held_.find(s);
+    if (at < stop_at) stop_at = at, matched = &s;
+  }
   std::string out;
   if (stop_at != std::string::npos) {
-    out = held_.substr(0, stop_at);
+    stop_string_ = *matched;
+    stop_token_id_ = -1;
+    out = held_.substr(0, stop_at + (options_.include_stop_str_in_output ? matched->size() : 0));
     held_.clear();
     if (!final_piece) state_.engine->Abort(stream_->id());
     finish_reason_ = FinishReason::kStop;
@@ -145,6 +152,13 @@ std::string Generation::TakeText(std::string piece, bool final_piece) {
   text_ += out;
   if (final_piece) done_ = true;
   return out;
+}
+
+nlohmann::json Generation::stop_reason() const {
+  if (finish_reason_ != FinishReason::kStop) return nullptr;
+  if (!stop_string_.empty()) return stop_string_;
+  if (stop_token_id_ >= 0) return stop_token_id_;
+  return nullptr;
 }
 
 void Generation::Cancel() {

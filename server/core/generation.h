@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "engine/api.h"
+#include "nlohmann/json.hpp"
 #include "server/metrics.h"
 #include "server/openai/server_state.h"
 #include "server/tokenizer/incremental_detokenizer.h"
@@ -46,7 +47,8 @@ struct GenerationDelta {
 class Generation {
  public:
   struct Options {
-    std::vector<std::string> stop;  // stop strings (ValidateStops)
+    std::vector<std::string> stop;            // stop strings (ValidateStops)
+    bool include_stop_str_in_output = false;  // the matched stop string ends the text
     bool logprobs = false;
     bool skip_special_tokens = true;
     std::string protocol = "http";  // for the metrics
@@ -66,6 +68,9 @@ class Generation {
   bool done() const { return done_; }
   // kStop, kLength, kAbort or kError once done (kStop also for a stop string).
   FinishReason finish_reason() const { return finish_reason_; }
+  // What stopped it, as vLLM's stop_reason: the stop string matched, or the stop token
+  // id; null for an end-of-sequence token, the length limit or an error.
+  nlohmann::json stop_reason() const;
   // Non-empty when the generation failed (engine error, shutdown): what to tell the client.
   const std::string& error() const { return error_; }
   const std::string& text() const { return text_; }
@@ -99,6 +104,8 @@ class Generation {
   std::vector<TokenLogprobs> logprobs_;
   int num_prompt_tokens_ = 0, num_cached_tokens_ = 0;
   FinishReason finish_reason_ = FinishReason::kNone;
+  std::string stop_string_;     // the stop string that ended it
+  int32_t stop_token_id_ = -1;  // or the stop token id
   std::string error_;
   RequestTiming timing_;
   Clock::time_point last_token_time_;

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <mutex>
@@ -91,6 +92,10 @@ grpc::Status ToSampling(const v1::SamplingParams& in, SamplingParams* out,
     options->logprobs = true;
   }
   options->stop.assign(in.stop().begin(), in.stop().end());
+  for (const auto& [id, bias] : in.logit_bias()) out->logit_bias.emplace_back(id, bias);
+  std::sort(out->logit_bias.begin(), out->logit_bias.end());  // map order is unspecified
+  out->allowed_token_ids.assign(in.allowed_token_ids().begin(), in.allowed_token_ids().end());
+  if (in.has_min_tokens()) out->min_tokens = in.min_tokens();
   return grpc::Status::OK;
 }
 

@@ -23,7 +23,7 @@ constexpr Route kRoutes[] = {
     {"/v1/models", "GET"},       {"/health", "GET"},
     {"/ready", "GET"},           {"/metrics", "GET"},
     {"/version", "GET"},         {"/tokenize", "POST"},
-    {"/detokenize", "POST"},
+    {"/detokenize", "POST"},     {"/tokenizer_info", "GET"},
 };
 
 std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
@@ -55,6 +55,23 @@ bool Api::CheckServing(http::ResponseWriter& w) {
 
 void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
   const std::string path = PathOf(req.target);
+  // GET /v1/models/{id}: the one model this server serves, or 404 (OpenAI's retrieve).
+  if (constexpr std::string_view kModel = "/v1/models/"; path.starts_with(kModel)) {
+    const std::string id = path.substr(kModel.size());
+    if (req.method != "GET") {
+      return SendError(*writer,
+                       ApiError{405, "invalid_request_error",
+                                absl::StrCat(req.method, " is not allowed on ", path), ""},
+                       {{"Allow", "GET"}});
+    }
+    if (!CheckServing(*writer)) return;
+    if (id != state_->served_model_name) {
+      return SendError(*writer,
+                       ApiError{404, "invalid_request_error",
+                                absl::StrCat("the model '", id, "' does not exist"), "model"});
+    }
+    return SendJson(*writer, 200, ModelCard());
+  }
   const Route* route = nullptr;
   bool path_known = false;
   for (const Route& r : kRoutes) {
@@ -106,6 +123,7 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
   if (!CheckServing(*writer)) return;
   if (path == "/v1/models") return Models(*writer);
   if (path == "/tokenize") return Tokenize(req, *writer);
+  if (path == "/tokenizer_info") return TokenizerInfo(*writer);
   if (path == "/detokenize") return Detokenize(req, *writer);
   Completions(req, std::move(writer), path == "/v1/chat/completions");
 }
@@ -122,14 +140,16 @@ void Api::HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWr
                      ""});
 }
 
+json Api::ModelCard() const {
+  return {{"id", state_->served_model_name},
+          {"object", "model"},
+          {"created", UnixSeconds()},
+          {"owned_by", "sluice"},
+          {"max_model_len", state_->max_model_len}};
+}
+
 void Api::Models(http::ResponseWriter& w) {
-  SendJson(w, 200,
-           {{"object", "list"},
-            {"data", json::array({{{"id", state_->served_model_name},
-                                   {"object", "model"},
-                                   {"created", UnixSeconds()},
-                                   {"owned_by", "sluice"},
-                                   {"max_model_len", state_->max_model_len}}})}});
+  SendJson(w, 200, {{"object", "list"}, {"data", json::array({ModelCard()})}});
 }
 
 void Api::Completions(const http::Request& http_req, std::shared_ptr<http::ResponseWriter> writer,
@@ -152,25 +172,12 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
   }
   std::vector<PreparedPrompt> prompts;
   if (chat) {
-    if (state_->chat_template == nullptr) {
+    std::variant<std::string, ApiError> text = RenderChat(req);
+    if (auto* e = std::get_if<ApiError>(&text)) {
       state_->metrics->Rejected("invalid");
-      return SendError(*writer, ApiError{400, "invalid_request_error",
-                                         "this model has no chat template", "messages"});
+      return SendError(*writer, *e);
     }
-    nlohmann::ordered_json context = req.chat_template_kwargs;
-    context["messages"] = req.messages;
-    if (!req.tools.is_null()) context["tools"] = req.tools;
-    context["add_generation_prompt"] = req.add_generation_prompt;
-    const Tokenizer& tok = *state_->tokenizer;
-    if (tok.bos_id()) context["bos_token"] = tok.IdToToken(*tok.bos_id());
-    if (!tok.eos_ids().empty()) context["eos_token"] = tok.IdToToken(tok.eos_ids().front());
-    auto text = state_->chat_template->Render(context);
-    if (!text.ok()) {
-      state_->metrics->Rejected("invalid");
-      return SendError(*writer, ApiError{400, "invalid_request_error",
-                                         std::string(text.status().message()), "messages"});
-    }
-    req.prompts.emplace_back(std::move(*text));
+    req.prompts.emplace_back(std::move(std::get<std::string>(text)));
   }
   for (PromptInput& in : req.prompts) {
     PreparedPrompt p;
@@ -189,20 +196,100 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
       }
       p.ids = std::move(*ids);
     }
+    // As OpenAI and vLLM answer: a max_tokens past what the context leaves is an error,
+    // not a silent cap (the default, when not given, is capped by the engine).
+    const int64_t room = int64_t{state_->max_model_len} - static_cast<int64_t>(p.ids.size());
+    if (req.max_tokens_given && req.sampling.max_tokens > room && room > 0) {
+      state_->metrics->Rejected("invalid");
+      return SendError(
+          *writer,
+          ApiError{
+              400, "invalid_request_error",
+              absl::StrCat("this model's maximum context length is ", state_->max_model_len,
+                           " tokens; the prompt has ", p.ids.size(), " and max_tokens asks for ",
+                           req.sampling.max_tokens, " (at most ", room, ")"),
+              chat ? (req.max_tokens_from_completion ? "max_completion_tokens" : "max_tokens")
+                   : "max_tokens"});
+    }
     prompts.push_back(std::move(p));
   }
+  // bad_words, as vLLM reads them: each word's tokens, alone and after a space.
+  for (const std::string& word : req.bad_words) {
+    for (const std::string& text : {word, " " + word}) {
+      auto ids = state_->tokenizer->Encode(text, /*add_special_tokens=*/false);
+      if (ids.ok() && !ids->empty()) req.sampling.bad_words.push_back(std::move(*ids));
+    }
+  }
   CompletionJob::Start(state_, std::move(req), std::move(prompts), std::move(writer), arrival);
+}
+
+std::variant<std::string, ApiError> Api::RenderChat(const CompletionRequest& req) const {
+  if (state_->chat_template == nullptr) {
+    return ApiError{400, "invalid_request_error", "this model has no chat template", "messages"};
+  }
+  nlohmann::ordered_json context = req.chat_template_kwargs;
+  context["messages"] = req.messages;
+  if (!req.tools.is_null()) context["tools"] = req.tools;
+  context["add_generation_prompt"] = req.add_generation_prompt;
+  const Tokenizer& tok = *state_->tokenizer;
+  if (tok.bos_id()) context["bos_token"] = tok.IdToToken(*tok.bos_id());
+  if (!tok.eos_ids().empty()) context["eos_token"] = tok.IdToToken(tok.eos_ids().front());
+  auto text = state_->chat_template->Render(context);
+  if (!text.ok()) {
+    return ApiError{400, "invalid_request_error", std::string(text.status().message()), "messages"};
+  }
+  return *std::move(text);
+}
+
+void Api::TokenizerInfo(http::ResponseWriter& w) {
+  // vLLM's /tokenizer_info: what a remote tokenizer client (lm-eval's) needs.
+  const Tokenizer& tok = *state_->tokenizer;
+  auto token = [&](std::optional<int32_t> id) {
+    return id ? json(tok.IdToToken(*id)) : json(nullptr);
+  };
+  const std::optional<int32_t> eos =
+      tok.eos_ids().empty() ? std::nullopt : std::optional<int32_t>(tok.eos_ids().front());
+  SendJson(
+      w, 200,
+      {{"tokenizer_class", "PreTrainedTokenizerFast"},
+       {"vocab_size", tok.vocab_size()},
+       {"model_max_length", state_->max_model_len},
+       {"bos_token", token(tok.bos_id())},
+       {"eos_token", token(eos)},
+       {"pad_token", token(eos)},
+       {"chat_template", tok.chat_template().empty() ? json(nullptr) : json(tok.chat_template())}});
 }
 
 void Api::Tokenize(const http::Request& req, http::ResponseWriter& w) {
   auto body = ParseBody(req, w);
   if (!body) return;
-  if (!body->contains("prompt") || !(*body)["prompt"].is_string()) {
-    return SendError(w,
-                     ApiError{400, "invalid_request_error", "'prompt' must be a string", "prompt"});
+  if (body->contains("add_special_tokens") && !(*body)["add_special_tokens"].is_boolean()) {
+    return SendError(w, ApiError{400, "invalid_request_error",
+                                 "'add_special_tokens' must be a boolean", "add_special_tokens"});
   }
-  const bool add_special = body->value("add_special_tokens", true);
-  auto ids = state_->tokenizer->Encode((*body)["prompt"].get<std::string>(), add_special);
+  std::string text;
+  bool add_special = body->value("add_special_tokens", true);
+  if (body->contains("messages")) {
+    // vLLM's chat form: the messages through the chat template, whose text already holds
+    // its special tokens (add_special_tokens defaults to false).
+    add_special = body->value("add_special_tokens", false);
+    json chat = json::object();
+    for (const char* k : {"messages", "tools", "chat_template_kwargs", "add_generation_prompt"}) {
+      if (body->contains(k)) chat[k] = (*body)[k];
+    }
+    chat["model"] = state_->served_model_name;
+    auto parsed = ParseCompletionRequest(chat.dump(), /*chat=*/true);
+    if (auto* e = std::get_if<ApiError>(&parsed)) return SendError(w, *e);
+    std::variant<std::string, ApiError> rendered = RenderChat(std::get<CompletionRequest>(parsed));
+    if (auto* e = std::get_if<ApiError>(&rendered)) return SendError(w, *e);
+    text = std::move(std::get<std::string>(rendered));
+  } else if (body->contains("prompt") && (*body)["prompt"].is_string()) {
+    text = (*body)["prompt"].get<std::string>();
+  } else {
+    return SendError(w, ApiError{400, "invalid_request_error",
+                                 "give 'prompt' (a string) or 'messages'", "prompt"});
+  }
+  auto ids = state_->tokenizer->Encode(text, add_special);
   if (!ids.ok()) {
     return SendError(
         w, ApiError{400, "invalid_request_error", std::string(ids.status().message()), "prompt"});

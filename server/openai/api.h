@@ -3,8 +3,12 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <variant>
 
 #include "net/http_server.h"
+#include "nlohmann/json.hpp"
+#include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
 
 namespace sluice::openai {
@@ -24,6 +28,10 @@ class Api {
   void Tokenize(const http::Request& req, http::ResponseWriter& w);
   void Detokenize(const http::Request& req, http::ResponseWriter& w);
   void Models(http::ResponseWriter& w);
+  nlohmann::json ModelCard() const;
+  void TokenizerInfo(http::ResponseWriter& w);
+  // The chat template's text for `req`'s messages, or the 400 it earns.
+  std::variant<std::string, ApiError> RenderChat(const CompletionRequest& req) const;
   // Answers 503 and returns false unless the model is loaded and not draining.
   bool CheckServing(http::ResponseWriter& w);
 

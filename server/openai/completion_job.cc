@@ -45,6 +45,7 @@ void CompletionJob::Start(ServerState* state, CompletionRequest request,
       params.priority = job->req_.priority;
       Generation::Options options;
       options.stop = job->req_.stop;
+      options.include_stop_str_in_output = job->req_.include_stop_str_in_output;
       options.logprobs = job->req_.logprobs >= 0;
       auto started = Generation::Start(*state, std::move(params), std::move(options), arrival);
       if (auto* refusal = std::get_if<Refusal>(&started)) {
@@ -112,6 +113,7 @@ void CompletionJob::SendChunk(Choice& c, const std::string& text, const char* fi
   json choice = {{"index", c.index},
                  {"logprobs", logprobs},
                  {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}};
+  if (finish_reason != nullptr) choice["stop_reason"] = c.gen->stop_reason();
   if (req_.chat) {
     json delta = json::object();
     if (!c.sent_role) delta["role"] = "assistant";
@@ -131,7 +133,8 @@ void CompletionJob::SendChunk(Choice& c, const std::string& text, const char* fi
 }
 
 json CompletionJob::ChoiceLogprobs(const Choice& c, size_t from) const {
-  return LogprobsJson(*state_->tokenizer, req_.chat, c.gen->token_ids(), c.gen->logprobs(), from);
+  return LogprobsJson(*state_->tokenizer, req_.chat, c.gen->token_ids(), c.gen->logprobs(), from,
+                      req_.return_tokens_as_token_ids);
 }
 
 json CompletionJob::Usage() const {
@@ -156,6 +159,7 @@ json CompletionJob::FullResponse() const {
     const std::string& text = c.gen->text();
     json choice = {{"index", c.index},
                    {"finish_reason", FinishReasonText(c.gen->finish_reason())},
+                   {"stop_reason", c.gen->stop_reason()},
                    {"logprobs", req_.logprobs >= 0 ? ChoiceLogprobs(c, 0) : json(nullptr)}};
     if (req_.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", text}};

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "net/json_limits.h"
 #include "server/core/generation.h"
@@ -146,6 +148,9 @@ std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& r) {
     } else if (m.contains("content") && !m["content"].is_string() && !m["content"].is_null()) {
       return Bad(where + ".content", "'content' must be a string or a list of text parts");
     }
+    // An assistant turn that only calls tools has no content; templates concatenate it as
+    // a string, so it reaches them as "" (as vLLM passes it).
+    if (!m.contains("content") || m["content"].is_null()) m["content"] = "";
     r.messages.push_back(std::move(m));
   }
   if (body.contains("tools") && !body["tools"].is_null()) {
@@ -175,6 +180,112 @@ std::optional<ApiError> ParseStop(const json& body, CompletionRequest& r) {
     return Bad("stop", "'stop' must be a string or a list of strings");
   }
   return std::nullopt;  // counts and lengths: ValidateStops
+}
+
+// logit_bias ({"id": bias}), allowed_token_ids, bad_words (a string or strings).
+std::optional<ApiError> ParseLogitControls(const json& body, CompletionRequest& r) {
+  SamplingParams& s = r.sampling;
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
+    const json& lb = body["logit_bias"];
+    if (!lb.is_object()) {
+      return Bad("logit_bias", "'logit_bias' must be an object of token id to bias");
+    }
+    for (const auto& [key, bias] : lb.items()) {
+      int64_t id = -1;
+      if (!absl::SimpleAtoi(key, &id) || id < 0 || id > std::numeric_limits<int32_t>::max()) {
+        return Bad("logit_bias",
+                   absl::StrCat("'logit_bias' keys must be token ids; got '", key, "'"));
+      }
+      if (!bias.is_number()) {
+        return Bad("logit_bias", absl::StrCat("'logit_bias' values must be numbers; token ", key));
+      }
+      s.logit_bias.emplace_back(static_cast<int32_t>(id), bias.get<float>());
+    }
+  }
+  if (body.contains("allowed_token_ids") && !body["allowed_token_ids"].is_null()) {
+    const json& a = body["allowed_token_ids"];
+    if (!a.is_array() || a.empty()) {
+      return Bad("allowed_token_ids", "'allowed_token_ids' must be a non-empty list of token ids");
+    }
+    if (auto e = ParseTokenIds(a, "allowed_token_ids", s.allowed_token_ids)) return e;
+  }
+  if (body.contains("bad_words") && !body["bad_words"].is_null()) {
+    const json& b = body["bad_words"];
+    if (b.is_string()) {
+      r.bad_words.push_back(b.get<std::string>());
+    } else if (b.is_array()) {
+      for (const json& w : b) {
+        if (!w.is_string()) return Bad("bad_words", "'bad_words' must be strings");
+        r.bad_words.push_back(w.get<std::string>());
+      }
+    } else {
+      return Bad("bad_words", "'bad_words' must be a string or a list of strings");
+    }
+    for (const std::string& w : r.bad_words) {
+      if (w.empty()) return Bad("bad_words", "'bad_words' must not hold an empty string");
+    }
+  }
+  return std::nullopt;
+}
+
+// Every field is honoured or refused: what this server does not do is a 400 naming it,
+// never a 200 that ignored it.
+std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
+  static const absl::flat_hash_set<std::string> common = {
+      "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "n", "ignore_eos",
+      "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options",
+      "stop", "stop_token_ids", "logprobs", "cache_salt", "priority", "min_tokens",
+      "include_stop_str_in_output", "return_tokens_as_token_ids", "logit_bias", "allowed_token_ids",
+      "bad_words",
+      // OpenAI's end-user identifier: for the provider's abuse monitoring, which this
+      // server leaves to the gateway. Accepted, and it changes nothing.
+      "user"};
+  static const absl::flat_hash_set<std::string> completions = {"prompt", "echo", "best_of",
+                                                               "suffix"};
+  static const absl::flat_hash_set<std::string> chat_only = {"messages",
+                                                             "tools",
+                                                             "tool_choice",
+                                                             "chat_template_kwargs",
+                                                             "add_generation_prompt",
+                                                             "top_logprobs",
+                                                             "max_completion_tokens",
+                                                             "response_format"};
+  for (const auto& [key, value] : body.items()) {
+    if (common.contains(key) || (chat ? chat_only : completions).contains(key)) continue;
+    return Bad(key, absl::StrCat("'", key, "' is not a parameter of ",
+                                 chat ? "/v1/chat/completions" : "/v1/completions",
+                                 " on this server (docs/api.md lists what it accepts)"));
+  }
+  auto given = [&](const char* k) { return body.contains(k) && !body[k].is_null(); };
+  if (!chat && given("suffix")) {
+    return Bad("suffix", "'suffix' (fill in the middle) is not supported for this model");
+  }
+  if (!chat && given("best_of")) {
+    const json& b = body["best_of"];
+    const int64_t n =
+        body.contains("n") && body["n"].is_number_integer() ? body["n"].get<int64_t>() : 1;
+    if (!b.is_number_integer() || b.get<int64_t>() != n) {
+      return Bad("best_of",
+                 "'best_of' other than 'n' is not supported: every sequence is returned");
+    }
+  }
+  if (chat && given("response_format")) {
+    const json& f = body["response_format"];
+    if (!f.is_object() || f.value("type", "") != "text") {
+      return Bad("response_format",
+                 "'response_format' supports only {\"type\": \"text\"} (structured outputs "
+                 "are not available yet)");
+    }
+  }
+  if (chat && given("tool_choice")) {
+    const json& t = body["tool_choice"];
+    if (!t.is_string() || t.get<std::string>() != "auto") {
+      return Bad("tool_choice",
+                 "'tool_choice' supports only \"auto\" (the model decides; forced or "
+                 "disabled tool calls need structured outputs)");
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -213,6 +324,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   rd.Integer("max_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
   if (chat) rd.Integer("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
   s.max_tokens = static_cast<int>(max_tokens);
+  r.max_tokens_given = rd.Has("max_tokens") || (chat && rd.Has("max_completion_tokens"));
+  r.max_tokens_from_completion = chat && rd.Has("max_completion_tokens");
   // Types are checked here, ranges by the engine's ValidateSampling (every front's rules).
   constexpr double kAny = std::numeric_limits<double>::max();
   s.temperature = 1.0f;
@@ -233,11 +346,17 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   rd.Bool("echo", r.echo);
   rd.String("cache_salt", r.cache_salt);
   rd.Int("priority", -1000000, 1000000, r.priority);
+  rd.Int("min_tokens", 0, std::numeric_limits<int32_t>::max(), s.min_tokens);
+  rd.Bool("include_stop_str_in_output", r.include_stop_str_in_output);
+  rd.Bool("return_tokens_as_token_ids", r.return_tokens_as_token_ids);
   if (chat) {
     bool want = false;
     rd.Bool("logprobs", want);
     int top = 0;
     rd.Int("top_logprobs", 0, kMaxTopLogprobs, top);
+    if (rd.Has("top_logprobs") && !want && !rd.error()) {
+      return Bad("top_logprobs", "'top_logprobs' needs 'logprobs' set to true");
+    }
     r.logprobs = want ? top : -1;
     rd.Bool("add_generation_prompt", r.add_generation_prompt);
   } else {
@@ -266,6 +385,13 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     }
   }
   if (r.echo && r.stream) return Bad("echo", "'echo' is not supported with 'stream'");
+  // With logprobs, echo means the prompt's logprobs too (lm-eval's loglikelihood); an
+  // answer without them would score every prompt 0, so it is refused until they exist.
+  if (r.echo && r.logprobs >= 0) {
+    return Bad("echo", "'echo' with 'logprobs' (prompt logprobs) is not supported yet");
+  }
+  if (auto e = ParseLogitControls(body, r)) return *e;
+  if (auto e = CheckUnsupported(body, chat)) return *e;
   s.logprobs = r.logprobs;
   absl::Status valid = ValidateSampling(s);
   if (valid.ok()) valid = ValidateStops(r.stop);

@@ -41,7 +41,12 @@ struct CompletionRequest {
   bool include_usage = false;
   bool continuous_usage = false;  // usage in every chunk (vLLM's continuous_usage_stats)
   bool echo = false;
-  int logprobs = -1;  // number of top logprobs per token; -1: none
+  int logprobs = -1;                        // number of top logprobs per token; -1: none
+  bool max_tokens_given = false;            // the client set max_tokens (or max_completion_tokens)
+  bool max_tokens_from_completion = false;  // chat: it was max_completion_tokens
+  bool include_stop_str_in_output = false;
+  bool return_tokens_as_token_ids = false;  // logprobs name tokens "token_id:<id>"
+  std::vector<std::string> bad_words;       // tokenized with the prompt
   std::string cache_salt;
   int priority = 0;
 };

@@ -66,9 +66,13 @@ json TokenBytes(const std::string& s) {
 }  // namespace
 
 json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
-                  const std::vector<TokenLogprobs>& logprobs, size_t from) {
+                  const std::vector<TokenLogprobs>& logprobs, size_t from, bool tokens_as_ids) {
   const size_t end = std::min(ids.size(), logprobs.size());
-  auto text_of = [&](int32_t id) { return TokenText(tok, id); };
+  // vLLM's return_tokens_as_token_ids: "token_id:<id>", for tokens that are not valid
+  // UTF-8 on their own.
+  auto text_of = [&](int32_t id) {
+    return tokens_as_ids ? absl::StrCat("token_id:", id) : TokenText(tok, id);
+  };
   if (chat) {
     json content = json::array();
     for (size_t i = from; i < end; ++i) {
@@ -98,7 +102,7 @@ json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& i
       top.push_back(std::move(alternatives));
       offsets.push_back(offset);
     }
-    offset += t.size();
+    offset += tokens_as_ids ? TokenText(tok, ids[i]).size() : t.size();  // on the text itself
   }
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},

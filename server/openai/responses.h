@@ -35,6 +35,7 @@ void SendRefusal(http::ResponseWriter& w, const Refusal& refusal);
 // OpenAI logprobs for tokens [from, end): the chat form ({"content": [...]}) or the
 // completions form ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}).
 nlohmann::json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
-                            const std::vector<TokenLogprobs>& logprobs, size_t from);
+                            const std::vector<TokenLogprobs>& logprobs, size_t from,
+                            bool tokens_as_ids = false);
 
 }  // namespace sluice::openai

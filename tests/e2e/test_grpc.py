@@ -497,3 +497,22 @@ def test_sigterm_turns_health_not_serving_while_streams_finish(sluice_bin, pb):
         t.join(120)
     assert len(results) == 4 and all(len(v) > 0 for v in results.values())
     assert s.proc.wait(60) == 0
+
+
+def test_logit_bias_allowed_ids_and_min_tokens_over_grpc(server, pb):
+    stub, _ = stub_for(server, pb)
+
+    def ids(**kw):
+        r = list(stub.Generate(pb[0].GenerateRequest(text="def f(x):", sampling=greedy(pb, 8, **kw)),
+                               timeout=30))
+        return list(r[-1].token_ids)
+
+    assert ids(logit_bias={1234: 100.0}) == [1234] * 8
+    assert set(ids(allowed_token_ids=[100, 200])) <= {100, 200}
+    with pytest.raises(grpc.RpcError) as e:
+        ids(logit_bias={10**6: 1.0})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sampling.logit_bias" in e.value.details(), e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        ids(min_tokens=9)
+    assert "sampling.min_tokens" in e.value.details(), e.value.details()
