@@ -98,29 +98,30 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms, double cost_per_hour)
                   .Add({});
   const std::vector<double> latency = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,
                                        1.0,   2.5,  5.0,   10.0, 30.0, 60.0};
+  ttft_edges_ = Buckets(latency, slo_ttft_s_);
+  latency_edges_ = Buckets(latency, 0);
+  itl_edges_ = Buckets({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0},
+                       slo_tpot_s_);
   ttft_ = &BuildHistogram()
                .Name("sluice_time_to_first_token_seconds")
                .Help("Time to first token")
                .Register(r)
-               .Add({}, Buckets(latency, slo_ttft_s_));
-  itl_ =
-      &BuildHistogram()
-           .Name("sluice_inter_token_latency_seconds")
-           .Help("Time between consecutive output tokens")
-           .Register(r)
-           .Add({},
-                Buckets({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0},
-                        slo_tpot_s_));
+               .Add({}, ttft_edges_);
+  itl_ = &BuildHistogram()
+              .Name("sluice_inter_token_latency_seconds")
+              .Help("Time between consecutive output tokens")
+              .Register(r)
+              .Add({}, itl_edges_);
   e2e_ = &BuildHistogram()
               .Name("sluice_e2e_request_latency_seconds")
               .Help("Arrival to last token")
               .Register(r)
-              .Add({}, Buckets(latency, 0));
+              .Add({}, latency_edges_);
   queue_ = &BuildHistogram()
                 .Name("sluice_request_queue_time_seconds")
                 .Help("Arrival to first scheduling")
                 .Register(r)
-                .Add({}, Buckets(latency, 0));
+                .Add({}, latency_edges_);
   step_seconds_ = &BuildHistogram()
                        .Name("sluice_engine_step_seconds")
                        .Help("Duration of engine steps with work (schedule, run, update)")
@@ -193,6 +194,12 @@ void Metrics::SetCacheConfig(int block_size, int num_blocks) {
       .Set(1);
 }
 
+void Metrics::EnableVllmCompat(const std::string& model_name) {
+  std::lock_guard<std::mutex> lock(mu_);  // a scrape may run meanwhile
+  vllm_ = std::make_unique<VllmCompatMetrics>(*registry_, model_name, ttft_edges_, itl_edges_,
+                                              latency_edges_);
+}
+
 void Metrics::ObserveStep(const StepSample& step) {
   step_seconds_->Observe(step.seconds);
   iteration_tokens_->Observe(step.num_tokens);
@@ -209,6 +216,7 @@ void Metrics::Finished(const std::string& outcome, const RequestTiming& t,
   e2e_->Observe(t.e2e_s);
   queue_->Observe(t.queue_s);
   for (double gap : t.itl_s) itl_->Observe(gap);
+  if (vllm_) vllm_->Finished(t);
   const double tpot = t.output_tokens > 1 ? (t.e2e_s - t.ttft_s) / (t.output_tokens - 1) : 0.0;
   const bool ttft_ok = slo_ttft_s_ <= 0 || t.ttft_s <= slo_ttft_s_;
   const bool tpot_ok = slo_tpot_s_ <= 0 || tpot <= slo_tpot_s_;
@@ -254,6 +262,7 @@ std::string Metrics::Scrape(const EngineStats* s) {
   if (s != nullptr) {
     std::lock_guard<std::mutex> lock(mu_);
     SetMemory(*s);
+    if (vllm_) vllm_->Sync(*s);
     waiting_tokens_->Set(static_cast<double>(s->num_waiting_tokens));
     SyncCounter(*prefill_avoided_, s->prefill_seconds_avoided, last_prefill_avoided_);
     waiting_->Set(s->num_waiting);

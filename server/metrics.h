@@ -15,6 +15,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics_vllm.h"
 
 namespace sluice {
 
@@ -45,6 +46,10 @@ class Metrics {
   // Inference Extension's prefix-cache scorer reads.
   void SetCacheConfig(int block_size, int num_blocks);
 
+  // Also exports the vllm: names (--metrics-compat vllm) for `model_name`.
+  // REQUIRES: called once, before any request is admitted.
+  void EnableVllmCompat(const std::string& model_name);
+
   // One engine step with work (from the engine thread).
   void ObserveStep(const StepSample& step);
 
@@ -66,6 +71,8 @@ class Metrics {
   prometheus::Counter *arrived_, *finished_, *slo_met_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_;
   prometheus::Histogram *step_seconds_, *iteration_tokens_;
+  prometheus::Histogram::BucketBoundaries ttft_edges_, itl_edges_, latency_edges_;
+  std::unique_ptr<VllmCompatMetrics> vllm_;
   prometheus::Gauge *waiting_tokens_, *kv_used_bytes_, *cost_per_hour_gauge_;
   prometheus::Family<prometheus::Gauge>* memory_;
   prometheus::Family<prometheus::Gauge>* device_memory_;

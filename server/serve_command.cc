@@ -34,6 +34,7 @@ struct ServeFlags {
   std::string served_model_name;
   double slo_tpot_ms = 100.0;
   double cost_per_hour = 0.0;  // USD; 0: unset
+  std::string metrics_compat;  // "vllm": also the vllm: names
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
@@ -124,6 +125,7 @@ int RunServe(ServeFlags f) {
       f.served_model_name.empty()
           ? std::filesystem::path(loaded->engine->model().model_dir).filename().string()
           : f.served_model_name;
+  if (f.metrics_compat == "vllm") state.metrics->EnableVllmCompat(state.served_model_name);
   state.engine = loaded->engine.get();
   state.tokenizer = loaded->tokenizer.get();
   state.chat_template = chat_template.get();
@@ -190,6 +192,10 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
                   "Model name in the API (default: the model directory's name)");
   cmd->add_option("--slo-tpot-ms", f->slo_tpot_ms, "TPOT SLO for Goodput")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--metrics-compat", f->metrics_compat,
+                  "vllm: also export the vllm: metric names vLLM dashboards, the Gateway API "
+                  "Inference Extension and KEDA examples query")
+      ->check(CLI::IsMember({"vllm"}));
   cmd->add_option("--cost-per-hour", f->cost_per_hour,
                   "The replica's price in USD per hour, whatever its hardware, for "
                   "sluice_cost_usd_total (0: unset)")
