@@ -109,10 +109,11 @@ def test_wrong_field_types_are_400s_naming_the_field_and_the_gateway_survives(
 
 
 def nested(depth_of_x, prompt="def f(x):"):
-    """A completion body whose unknown field "x" holds `depth_of_x` nested arrays: the
-    document nests 1 + depth_of_x levels in total (the outer object is level 1)."""
+    """A completion body whose field "user" (accepted, never read) holds `depth_of_x`
+    nested arrays: the document nests 1 + depth_of_x levels in total (the outer object is
+    level 1)."""
     return (json.dumps({**BASE, "prompt": prompt, "max_tokens": 1})[:-1]
-            + ', "x": ' + "[" * depth_of_x + "]" * depth_of_x + "}").encode()
+            + ', "user": ' + "[" * depth_of_x + "]" * depth_of_x + "}").encode()
 
 
 def is_nesting_error(r):
