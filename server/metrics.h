@@ -56,9 +56,11 @@ class Metrics {
   // The exposition text, with the engine's gauges and counters brought up to date.
   std::string Scrape(const EngineStats* stats);
 
+  // Raises `c` to an engine total it mirrors; `last` is the total already counted.
+  static void SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last);
+
  private:
-  void SyncCounter(prometheus::Counter& c, int64_t total, int64_t& last);
-  void SyncCounter(prometheus::Counter& c, double total, double& last);
+  static void SyncCounter(prometheus::Counter& c, double total, double& last);
   void SetMemory(const EngineStats& s);
 
   const double slo_ttft_s_, slo_tpot_s_;

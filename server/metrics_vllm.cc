@@ -1,7 +1,4 @@
 #include "server/metrics_vllm.h"
-
-#include <algorithm>
-
 #include "server/metrics.h"
 
 namespace sluice {
@@ -10,11 +7,6 @@ namespace {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
-
-void Sync(prometheus::Counter& c, int64_t total, int64_t& last) {
-  if (total > last) c.Increment(static_cast<double>(total - last));
-  last = std::max(last, total);
-}
 
 }  // namespace
 
@@ -61,11 +53,11 @@ void VllmCompatMetrics::Sync(const EngineStats& s) {
   running_->Set(s.num_running);
   waiting_->Set(s.num_waiting);
   kv_usage_->Set(s.kv_usage);
-  sluice::Sync(*prompt_tokens_, s.prompt_tokens, last_prompt_);
-  sluice::Sync(*generation_tokens_, s.generation_tokens, last_generation_);
-  sluice::Sync(*prefix_queries_, s.prefix_queried_tokens, last_queries_);
-  sluice::Sync(*prefix_hits_, s.prefix_hit_tokens, last_hits_);
-  sluice::Sync(*preemptions_, s.num_preemptions, last_preemptions_);
+  Metrics::SyncCounter(*prompt_tokens_, s.prompt_tokens, last_prompt_);
+  Metrics::SyncCounter(*generation_tokens_, s.generation_tokens, last_generation_);
+  Metrics::SyncCounter(*prefix_queries_, s.prefix_queried_tokens, last_queries_);
+  Metrics::SyncCounter(*prefix_hits_, s.prefix_hit_tokens, last_hits_);
+  Metrics::SyncCounter(*preemptions_, s.num_preemptions, last_preemptions_);
 }
 
 }  // namespace sluice

@@ -149,23 +149,6 @@ double HostCopyBandwidth() {
   return 2.0 * bytes / best / 1e9;
 }
 
-// Bytes one decode step must read whatever the kernels: every weight once (the embedding
-// table only where it is also the lm_head) and the KV of every context position.
-struct Roofline {
-  double weight_bytes = 0;
-  double kv_bytes_per_token = 0;
-};
-
-Roofline RooflineOf(const ModelConfig& c, int bytes_per_elem) {
-  Roofline r;
-  ForEachWeight(c, [&](int, WeightSlot slot) {
-    if (slot == WeightSlot::kEmbed && !c.tie_word_embeddings) return;
-    r.weight_bytes += static_cast<double>(SlotElements(c, slot)) * bytes_per_elem;
-  });
-  r.kv_bytes_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * bytes_per_elem;
-  return r;
-}
-
 double Percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -285,7 +268,7 @@ int Run(int argc, char** argv) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   (*engine)->Shutdown();
 
-  const Roofline roof = RooflineOf(config, options.device == "cuda" ? 2 : 4);
+  const Roofline roof = DecodeRoofline(config, options.device == "cuda" ? 2 : 4);
   std::vector<double> decode_ms;
   double batch_sum = 0, context_sum = 0, floor_sum_s = 0, decode_s = 0;
   for (const StepRecord& r : timed->steps()) {

@@ -115,6 +115,7 @@ struct Engine::Impl {
   RequestId next_id = 1;
   std::mt19937_64 seed_rng{std::random_device{}()};
   EngineStats stats;
+  Clock::time_point memory_refreshed{};  // when stats.memory was last read from the runner
   std::string last_step_error;
   std::condition_variable idle_cv;
 
@@ -479,7 +480,13 @@ void Engine::Impl::PublishStatsLocked() {
         static_cast<double>(hits - stats.prefix_hit_tokens) / stats.prefill_tokens_per_s;
   }
   stats.prefix_hit_tokens = hits;
-  stats.memory = runner->memory();
+  // The kinds change rarely (a workspace that grows) and the CUDA runner asks the driver
+  // for its figures: refreshed once a second, not on every step.
+  if (const Clock::time_point now = Now(); now - memory_refreshed >= std::chrono::seconds(1) ||
+                                           memory_refreshed == Clock::time_point{}) {
+    stats.memory = runner->memory();
+    memory_refreshed = now;
+  }
   stats.kv_used_bytes = int64_t{scheduler.kv().num_blocks() - scheduler.kv().num_free_blocks()} *
                         runner->kv_bytes_per_block();
   stats.num_evictions = scheduler.kv().num_evictions();
