@@ -51,8 +51,13 @@ absl::Status ValidateSampling(const SamplingParams& s) {
   if (s.top_k < -1)
     return Invalid("top_k", absl::StrCat("must be -1 (off), 0 (off) or positive, got ", s.top_k));
   if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) return Range("min_p", s.min_p, 0, 1);
-  if (s.max_tokens < 1)
-    return Invalid("max_tokens", absl::StrCat("must be at least 1, got ", s.max_tokens));
+  if (s.prompt_logprobs < -1 || s.prompt_logprobs > kMaxLogprobs) {
+    return Range("prompt_logprobs", s.prompt_logprobs, 0, kMaxLogprobs);
+  }
+  // Scoring a prompt needs no new token: max_tokens 0 is the prompt alone.
+  if (const int least = s.prompt_logprobs >= 0 ? 0 : 1; s.max_tokens < least) {
+    return Invalid("max_tokens", absl::StrCat("must be at least ", least, ", got ", s.max_tokens));
+  }
   if (!(std::abs(s.presence_penalty) <= 2.0f)) {
     return Range("presence_penalty", s.presence_penalty, -2, 2);
   }

@@ -39,6 +39,10 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // on generated tokens, OpenAI semantics
   float repetition_penalty = 1.0f;  // on prompt and generated tokens, transformers semantics
   int logprobs = -1;                // top alternatives to report per token; -1: no logprobs
+  // Top alternatives for each prompt token after the first, scored in the prompt's own
+  // forward pass; -1: none. Such a request reads nothing from the prefix cache until its
+  // prompt is scored (cached blocks hold no logits), and may ask max_tokens 0.
+  int prompt_logprobs = -1;
   // Added to the logits before temperature (OpenAI's logit_bias): token id, [-100, 100].
   std::vector<std::pair<int32_t, float>> logit_bias;
   std::vector<int32_t> allowed_token_ids;       // non-empty: only these may be sampled
@@ -69,7 +73,8 @@ inline absl::Status InvalidPrompt(const std::string& message) {
 // most likely alternatives.
 struct TokenLogprobs {
   float logprob = 0.0f;
-  std::vector<std::pair<int32_t, float>> top;
+  int rank = 0;  // 1 + the tokens more likely than it (vLLM's rank); 0: not known
+  std::vector<std::pair<int32_t, float>> top;  // by rank, from 1
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
@@ -81,7 +86,10 @@ const char* FinishReasonName(FinishReason r);
 struct RequestOutput {
   RequestId id = 0;
   std::vector<int32_t> new_token_ids;
-  std::vector<TokenLogprobs> logprobs;               // one per new token when requested
+  std::vector<TokenLogprobs> logprobs;  // one per new token when requested
+  // With sampling.prompt_logprobs, on the request's first output only: one per prompt
+  // token after the first (token i scored by the logits of position i - 1).
+  std::vector<TokenLogprobs> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kNone;  // set on the last output only
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;

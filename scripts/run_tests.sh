@@ -9,6 +9,10 @@ BUILD=${1:-build}
 JOBS=$(nproc)
 status=0
 
+# lm-evaluation-harness, for the prompt-logprobs suite (which must not skip here).
+bash scripts/install_eval_tools.sh || exit 1
+export SLUICE_REQUIRE_LM_EVAL=1
+
 echo "== ctest ($BUILD)"
 ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure --timeout 900 || status=1
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then

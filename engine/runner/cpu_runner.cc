@@ -35,9 +35,18 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   table_.Apply(output);
   if (output.scheduled.empty()) return StepResult{};  // a step that only retires requests
   SLUICE_ASSIGN_OR_RETURN(ForwardBatch batch, table_.Build(output));
+  // Rows that score prompt tokens come after the sampling rows, in the same pass.
+  const RequestTable::PromptScoreRows prompt_rows = table_.PromptRows(output);
+  const size_t sampling_rows = batch.logits_rows.size();
+  batch.logits_rows.insert(batch.logits_rows.end(), prompt_rows.rows.begin(),
+                           prompt_rows.rows.end());
   SLUICE_RETURN_IF_ERROR(model_->Forward(batch, cache_, logits_));
   const int vocab = model_->config().vocab_size;
   StepResult result;
+  if (!prompt_rows.empty()) {
+    result.prompt_logprobs = RequestTable::ScorePrompts(
+        prompt_rows, logits_.data() + sampling_rows * vocab, vocab, output.scheduled.size());
+  }
   size_t row = 0;
   for (RequestTable::Seq* s : table_.Advance(output)) {
     float* logits = logits_.data() + row * vocab;

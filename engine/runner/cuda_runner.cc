@@ -307,6 +307,7 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
       return absl::OutOfRangeError(absl::StrCat("position ", p, " is outside the context window"));
     }
   }
+  const RequestTable::PromptScoreRows prompt_rows = table_.PromptRows(output);
   std::vector<RequestTable::Seq*> sampling_seqs = table_.Advance(output);
   // A decode batch in which every row samples runs as graphs, padded.
   const bool decode = n == b.num_seqs() && rows == n;
@@ -327,7 +328,63 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
     cudaStreamSynchronize(stream_);
     return launched;
   }
-  return CollectSampled(sampling_seqs, rows);
+  SLUICE_ASSIGN_OR_RETURN(StepResult result, CollectSampled(sampling_seqs, rows));
+  // A row that scores a prompt token is never the last of its chunk's rows when that
+  // chunk samples, so such a step never ran as a decode graph: hidden_ and residual_
+  // still hold every row before the final norm.
+  if (!prompt_rows.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(result.prompt_logprobs,
+                            ScorePrompts(prompt_rows, output.scheduled.size()));
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<std::vector<TokenLogprobs>>> CudaRunner::ScorePrompts(
+    const RequestTable::PromptScoreRows& prompt_rows, size_t num_entries) {
+  const ModelConfig& c = config_;
+  const int h = c.hidden_size, vocab = c.vocab_size;
+  const float eps = c.rms_norm_eps;
+  std::vector<float> host_logits;
+  RequestTable::PromptScoreRows part;
+  std::vector<std::vector<TokenLogprobs>> scores(num_entries);
+  const size_t total = prompt_rows.rows.size();
+  for (size_t at = 0; at < total; at += static_cast<size_t>(max_seqs_)) {
+    const int m = static_cast<int>(std::min(total - at, static_cast<size_t>(max_seqs_)));
+    auto slice = [&](const auto& v) {
+      return std::vector(v.begin() + static_cast<ptrdiff_t>(at),
+                         v.begin() + static_cast<ptrdiff_t>(at + m));
+    };
+    part.rows = slice(prompt_rows.rows);
+    part.entries = slice(prompt_rows.entries);
+    part.targets = slice(prompt_rows.targets);
+    part.top = slice(prompt_rows.top);
+    int32_t* sel_host = host_inputs_.as<int32_t>(layout_.logits_rows);
+    std::memcpy(sel_host, part.rows.data(), sizeof(int32_t) * m);
+    int32_t* sel = inputs_.as<int32_t>(layout_.logits_rows);
+    SLUICE_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(sel, sel_host, sizeof(int32_t) * m, cudaMemcpyHostToDevice, stream_),
+             "prompt rows"));
+    SLUICE_RETURN_IF_ERROR(Kernel(kc::GatherRows(gathered_hidden_, hidden_, sel, m, h, stream_)));
+    SLUICE_RETURN_IF_ERROR(
+        Kernel(kc::GatherRows(gathered_residual_, residual_, sel, m, h, stream_)));
+    SLUICE_RETURN_IF_ERROR(Kernel(kc::FusedAddRmsNorm(gathered_hidden_, gathered_residual_,
+                                                      final_norm_, m, h, eps, stream_)));
+    SLUICE_RETURN_IF_ERROR(
+        Kernel(gemm_lm_head_->RunFloat(logits_.as<float>(), gathered_hidden_, lm_head_, nullptr, m,
+                                       gemm_ws_.as<void>(), stream_)));
+    host_logits.resize(static_cast<size_t>(m) * vocab);
+    SLUICE_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host_logits.data(), logits_.as<float>(),
+                             sizeof(float) * host_logits.size(), cudaMemcpyDeviceToHost, stream_),
+             "prompt logits"));
+    SLUICE_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "prompt scores"));
+    std::vector<std::vector<TokenLogprobs>> got =
+        RequestTable::ScorePrompts(part, host_logits.data(), vocab, num_entries);
+    for (size_t e = 0; e < num_entries; ++e) {
+      for (TokenLogprobs& t : got[e]) scores[e].push_back(std::move(t));
+    }
+  }
+  return scores;
 }
 
 size_t CudaRunner::StageInputs(const ForwardBatch& b,

@@ -185,6 +185,11 @@ class CudaRunner : public Runner {
   // on the host where penalties or logprobs need the logits), appended to their sequences.
   absl::StatusOr<StepResult> CollectSampled(const std::vector<RequestTable::Seq*>& sampling_seqs,
                                             int rows);
+  // After CollectSampled (the stream idle): the prompt scores of `prompt_rows`, from the
+  // last layer's hidden states of the step, max_seqs rows at a time through the final
+  // norm and the LM head, scored on the host.
+  absl::StatusOr<std::vector<std::vector<TokenLogprobs>>> ScorePrompts(
+      const RequestTable::PromptScoreRows& prompt_rows, size_t num_entries);
 
   // Where (layer, slot) of the weights lives; layer -1 for the per-model slots.
   static size_t WeightIndex(int layer, WeightSlot slot) {

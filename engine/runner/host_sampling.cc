@@ -89,6 +89,8 @@ TokenLogprobs Logprobs(const float* logits, int vocab, int32_t token, int top) {
   const float log_z = max_logit + static_cast<float>(std::log(sum));
   TokenLogprobs out;
   out.logprob = logits[token] - log_z;
+  out.rank = 1;
+  for (int i = 0; i < vocab; ++i) out.rank += logits[i] > logits[token];
   if (top > 0) {
     std::vector<int32_t> ids(vocab);
     for (int i = 0; i < vocab; ++i) ids[i] = i;

@@ -31,6 +31,8 @@ void RequestTable::Apply(const SchedulerOutput& output) {
     s.sampling.seed = n.seed;
     s.params = n.sampling;
     s.min_tokens_stop_ids = n.min_tokens_stop_ids;
+    s.num_prompt_tokens = static_cast<int>(n.token_ids.size()) - n.num_output_tokens;
+    s.scores_prompt = n.scores_prompt;
   }
   for (const CachedRequestData& c : output.cached_requests) {
     Seq& s = seqs_.at(c.id);
@@ -66,6 +68,38 @@ absl::StatusOr<ForwardBatch> RequestTable::Build(const SchedulerOutput& output) 
     if (st.samples) b.logits_rows.push_back(b.num_tokens() - 1);
   }
   return b;
+}
+
+RequestTable::PromptScoreRows RequestTable::PromptRows(const SchedulerOutput& output) const {
+  PromptScoreRows out;
+  int row = 0;  // the entry's first row in the batch
+  for (size_t e = 0; e < output.scheduled.size(); ++e) {
+    const ScheduledTokens& st = output.scheduled[e];
+    const Seq& s = seqs_.at(st.id);
+    if (s.scores_prompt) {
+      const int c = s.num_computed_tokens;
+      const int k = NumPromptScores(c, st.num_tokens, s.num_prompt_tokens);
+      for (int i = 0; i < k; ++i) {
+        out.rows.push_back(row + i);
+        out.entries.push_back(static_cast<int32_t>(e));
+        out.targets.push_back(s.token_ids[static_cast<size_t>(c + i + 1)]);
+        out.top.push_back(s.params.prompt_logprobs);
+      }
+    }
+    row += st.num_tokens;
+  }
+  return out;
+}
+
+std::vector<std::vector<TokenLogprobs>> RequestTable::ScorePrompts(const PromptScoreRows& rows,
+                                                                   const float* logits, int vocab,
+                                                                   size_t num_entries) {
+  std::vector<std::vector<TokenLogprobs>> scores(num_entries);
+  for (size_t i = 0; i < rows.rows.size(); ++i) {
+    scores[static_cast<size_t>(rows.entries[i])].push_back(
+        Logprobs(logits + i * static_cast<size_t>(vocab), vocab, rows.targets[i], rows.top[i]));
+  }
+  return scores;
 }
 
 std::vector<RequestTable::Seq*> RequestTable::Advance(const SchedulerOutput& output) {

@@ -24,6 +24,18 @@ class RequestTable {
     kernels::SamplingRow sampling;             // offset set per step by SamplingFor
     SamplingParams params;                     // penalties and logprobs
     std::vector<int32_t> min_tokens_stop_ids;  // NewRequestData::min_tokens_stop_ids
+    int num_prompt_tokens = 0;
+    bool scores_prompt = false;  // NewRequestData::scores_prompt
+  };
+
+  // The rows of a step's batch whose logits score prompt tokens (prompt_logprobs): the
+  // row of position p scores prompt token p + 1.
+  struct PromptScoreRows {
+    std::vector<int32_t> rows;     // token rows of the batch
+    std::vector<int32_t> entries;  // the scheduled entry of each row
+    std::vector<int32_t> targets;  // the token each row scores
+    std::vector<int> top;          // alternatives to report for each row
+    bool empty() const { return rows.empty(); }
   };
 
   explicit RequestTable(int block_size) : block_size_(block_size) {}
@@ -34,6 +46,16 @@ class RequestTable {
 
   // The step's batch in scheduling order. Block-table rows are padded to the longest.
   absl::StatusOr<ForwardBatch> Build(const SchedulerOutput& output) const;
+
+  // The rows of `output`'s batch (as Build lays it out) that score prompt tokens. Call
+  // before Advance.
+  PromptScoreRows PromptRows(const SchedulerOutput& output) const;
+
+  // StepResult::prompt_logprobs from the scores of `rows` (from row-major `logits`,
+  // [rows.rows.size(), vocab]), for a step of `num_entries` scheduled entries.
+  static std::vector<std::vector<TokenLogprobs>> ScorePrompts(const PromptScoreRows& rows,
+                                                              const float* logits, int vocab,
+                                                              size_t num_entries);
 
   // After the step ran: computed tokens advance. Returns the entries that sample, in order.
   std::vector<Seq*> Advance(const SchedulerOutput& output);

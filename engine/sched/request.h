@@ -30,6 +30,13 @@ struct Request {
   int num_cached_prompt_tokens = -1;  // prefix-cache hit at first scheduling (-1: not yet)
   int num_preemptions = 0;
   SeqBlocks kv;
+  // sampling.prompt_logprobs: the prompt's scores gathered so far (token i at i - 1),
+  // and whether they went out with the first output.
+  std::vector<TokenLogprobs> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
+
+  // The prompt still needs scoring: its KV must be computed, not read from the cache.
+  bool scores_prompt() const { return sampling.prompt_logprobs >= 0 && !prompt_logprobs_sent; }
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }

@@ -73,6 +73,7 @@ void Record(Request* r, int n, const std::vector<int32_t>& eos_token_ids,
                                 r->seed,
                                 r->num_output_tokens(),
                                 {}});
+    out.new_requests.back().scores_prompt = r->scores_prompt();
     if (r->sampling.min_tokens > 0) {
       std::vector<int32_t>& ids = out.new_requests.back().min_tokens_stop_ids;
       if (!r->sampling.ignore_eos) ids = eos_token_ids;
@@ -107,8 +108,10 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     Request* r = waiting_.front();
+    // A prompt that still needs scoring is computed whole: cached blocks hold no logits.
+    const bool lookup = !r->scores_prompt();
     if (r->kv.blocks.empty()) {
-      const int hit = kv_.AcquireCachedPrefix(r->token_ids, r->cache_salt, r->kv);
+      const int hit = lookup ? kv_.AcquireCachedPrefix(r->token_ids, r->cache_salt, r->kv) : 0;
       r->num_computed_tokens = hit;
       if (r->num_cached_prompt_tokens < 0) {
         r->num_cached_prompt_tokens = hit;
@@ -123,7 +126,7 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
     }
     // Counted once the request keeps its blocks: a failed admission is retried and would
     // count the same lookup again.
-    kv_.CountPrefixQuery(r->num_tokens(), r->num_computed_tokens);
+    if (lookup) kv_.CountPrefixQuery(r->num_tokens(), r->num_computed_tokens);
     RemoveWaiting(r);
     r->state = RequestState::kRunning;
     running_.push_back(r);
@@ -196,6 +199,23 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
                                             " tokens and ", result.logprobs.size(),
                                             " logprobs for a step that samples ", sampling));
   }
+  // Prompt scores, checked whole before anything changes.
+  bool scores = false;
+  for (size_t e = 0; e < output.scheduled.size(); ++e) {
+    const ScheduledTokens& s = output.scheduled[e];
+    auto it = requests_.find(s.id);
+    if (it == requests_.end() || !it->second->scores_prompt()) continue;
+    const Request& r = *it->second;
+    const size_t want = static_cast<size_t>(
+        NumPromptScores(r.num_computed_tokens, s.num_tokens, r.num_prompt_tokens));
+    const size_t got = e < result.prompt_logprobs.size() ? result.prompt_logprobs[e].size() : 0;
+    if (got != want) {
+      return absl::InternalError(absl::StrCat("the runner scored ", got,
+                                              " prompt tokens of request ", s.id,
+                                              " for a chunk that scores ", want));
+    }
+    scores = true;
+  }
   std::vector<RequestOutput> outputs;
   outputs.reserve(sampling);
   size_t next = 0;
@@ -206,16 +226,40 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
       continue;
     }
     Request* r = it->second.get();
+    if (scores && r->scores_prompt()) {
+      // Token c + 1 onwards; after a preemption the chunk may score tokens held already.
+      const size_t e = static_cast<size_t>(&s - output.scheduled.data());
+      const size_t first = static_cast<size_t>(r->num_computed_tokens);  // scores token first+1
+      for (size_t k = 0; k < result.prompt_logprobs[e].size(); ++k) {
+        if (first + k == r->prompt_logprobs.size()) {
+          r->prompt_logprobs.push_back(std::move(result.prompt_logprobs[e][k]));
+        }
+      }
+    }
     r->num_computed_tokens += s.num_tokens;
     if (!s.samples) {
       kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
       continue;
     }
     const size_t i = next++;
+    if (r->sampling.max_tokens == 0) {
+      // The prompt alone was asked for (its scores): the sampled token is dropped.
+      kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
+      RequestOutput o = OutputOf(*r, FinishReason::kLength);
+      o.prompt_logprobs = std::move(r->prompt_logprobs);
+      Release(r);
+      outputs.push_back(std::move(o));
+      continue;
+    }
     r->token_ids.push_back(result.sampled[i]);
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
     RequestOutput o = OutputOf(*r, CheckStop(*r));
     o.new_token_ids.push_back(result.sampled[i]);
+    if (r->scores_prompt()) {
+      o.prompt_logprobs = std::move(r->prompt_logprobs);
+      r->prompt_logprobs.clear();
+      r->prompt_logprobs_sent = true;
+    }
     const std::vector<int32_t>& stops = r->sampling.stop_token_ids;
     if (o.finish_reason == FinishReason::kStop &&
         std::find(stops.begin(), stops.end(), result.sampled[i]) != stops.end()) {

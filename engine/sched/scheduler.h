@@ -6,6 +6,7 @@
 // Thread safety: none; the engine thread owns it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -42,6 +43,9 @@ struct NewRequestData {
   // Tokens the sampler must not draw before sampling.min_tokens: the end-of-sequence
   // ids (unless ignored) and the stop token ids. Empty without min_tokens.
   std::vector<int32_t> min_tokens_stop_ids;
+  // The prompt's tokens still need their scores (sampling.prompt_logprobs): the runner
+  // returns them for each chunk (StepResult::prompt_logprobs).
+  bool scores_prompt = false;
 };
 
 // A request the runner already holds: only its new blocks.
@@ -71,10 +75,20 @@ struct SchedulerOutput {
 // The runner's answer to one SchedulerOutput: one sampled id per scheduled entry whose
 // `samples` is set, in batch order, and beside each its logprobs (empty `top` and 0 when
 // not requested). Whatever else a step learns of a request travels here too.
+// With prompt_logprobs, `prompt_logprobs` has one entry per scheduled entry (empty for
+// the others): the scores of the prompt tokens its chunk predicts, in order (the chunk
+// of positions [c, c + n) scores tokens c + 1 up to min(c + n, prompt length - 1)).
 struct StepResult {
   std::vector<int32_t> sampled;
   std::vector<TokenLogprobs> logprobs;
+  std::vector<std::vector<TokenLogprobs>> prompt_logprobs;
 };
+
+// How many prompt tokens the chunk [start, start + num_tokens) scores.
+inline int NumPromptScores(int start, int num_tokens, int num_prompt_tokens) {
+  const int last = num_prompt_tokens - 1;  // the last prompt token predicts no prompt token
+  return last <= start ? 0 : std::min(start + num_tokens, last) - start;
+}
 
 class Scheduler {
  public:

@@ -85,6 +85,8 @@ GenerationDelta Generation::Poll() {
 }
 
 void Generation::Consume(RequestOutput out, GenerationDelta& delta) {
+  if (!out.prompt_logprobs.empty()) prompt_logprobs_ = std::move(out.prompt_logprobs);
+  has_output_ = true;
   if (!out.new_token_ids.empty()) {
     if (!has_first_token_) {
       timing_.ttft_s = Seconds(arrival_, out.time);

@@ -76,6 +76,10 @@ class Generation {
   const std::string& text() const { return text_; }
   const std::vector<int32_t>& token_ids() const { return token_ids_; }
   const std::vector<TokenLogprobs>& logprobs() const { return logprobs_; }
+  // With SamplingParams::prompt_logprobs, once the first output came: one per prompt
+  // token after the first.
+  const std::vector<TokenLogprobs>& prompt_logprobs() const { return prompt_logprobs_; }
+  bool has_output() const { return has_output_; }  // the engine sent its first output
   int num_prompt_tokens() const { return num_prompt_tokens_; }
   int num_cached_tokens() const { return num_cached_tokens_; }
   const RequestTiming& timing() const { return timing_; }
@@ -102,6 +106,8 @@ class Generation {
   std::string text_;  // text handed out so far
   std::vector<int32_t> token_ids_;
   std::vector<TokenLogprobs> logprobs_;
+  std::vector<TokenLogprobs> prompt_logprobs_;
+  bool has_output_ = false;
   int num_prompt_tokens_ = 0, num_cached_tokens_ = 0;
   FinishReason finish_reason_ = FinishReason::kNone;
   std::string stop_string_;     // the stop string that ended it

@@ -179,39 +179,15 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
     }
     req.prompts.emplace_back(std::move(std::get<std::string>(text)));
   }
+  const char* max_tokens_field =
+      req.max_tokens_from_completion ? "max_completion_tokens" : "max_tokens";
   for (PromptInput& in : req.prompts) {
-    PreparedPrompt p;
-    if (auto* given = std::get_if<std::vector<int32_t>>(&in)) {
-      p.ids = std::move(*given);
-      if (req.echo) p.text = state_->tokenizer->Decode(p.ids, false);  // only echo shows it
-    } else {
-      p.text = std::move(std::get<std::string>(in));
-      // A rendered chat template already holds its special tokens.
-      auto ids = state_->tokenizer->Encode(p.text, /*add_special_tokens=*/!chat);
-      if (!ids.ok()) {
-        state_->metrics->Rejected("invalid");
-        return SendError(*writer,
-                         ApiError{400, "invalid_request_error", std::string(ids.status().message()),
-                                  chat ? "messages" : "prompt"});
-      }
-      p.ids = std::move(*ids);
-    }
-    // As OpenAI and vLLM answer: a max_tokens past what the context leaves is an error,
-    // not a silent cap (the default, when not given, is capped by the engine).
-    const int64_t room = int64_t{state_->max_model_len} - static_cast<int64_t>(p.ids.size());
-    if (req.max_tokens_given && req.sampling.max_tokens > room && room > 0) {
+    std::variant<PreparedPrompt, ApiError> p = Prepare(std::move(in), req, max_tokens_field);
+    if (auto* e = std::get_if<ApiError>(&p)) {
       state_->metrics->Rejected("invalid");
-      return SendError(
-          *writer,
-          ApiError{
-              400, "invalid_request_error",
-              absl::StrCat("this model's maximum context length is ", state_->max_model_len,
-                           " tokens; the prompt has ", p.ids.size(), " and max_tokens asks for ",
-                           req.sampling.max_tokens, " (at most ", room, ")"),
-              chat ? (req.max_tokens_from_completion ? "max_completion_tokens" : "max_tokens")
-                   : "max_tokens"});
+      return SendError(*writer, *e);
     }
-    prompts.push_back(std::move(p));
+    prompts.push_back(std::move(std::get<PreparedPrompt>(p)));
   }
   // bad_words, as vLLM reads them: each word's tokens, alone and after a space.
   for (const std::string& word : req.bad_words) {
@@ -221,6 +197,39 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
     }
   }
   CompletionJob::Start(state_, std::move(req), std::move(prompts), std::move(writer), arrival);
+}
+
+std::variant<PreparedPrompt, ApiError> Api::Prepare(PromptInput in, const CompletionRequest& req,
+                                                    const char* max_tokens_field) const {
+  PreparedPrompt p;
+  if (auto* given = std::get_if<std::vector<int32_t>>(&in)) {
+    p.ids = std::move(*given);
+    if (req.echo) {  // only echo shows it
+      p.text = state_->tokenizer->Decode(p.ids, false);
+      p.specials_in_text = true;
+    }
+  } else {
+    p.text = std::move(std::get<std::string>(in));
+    // A rendered chat template already holds its special tokens.
+    auto ids = state_->tokenizer->Encode(p.text, /*add_special_tokens=*/!req.chat);
+    if (!ids.ok()) {
+      return ApiError{400, "invalid_request_error", std::string(ids.status().message()),
+                      req.chat ? "messages" : "prompt"};
+    }
+    p.ids = std::move(*ids);
+  }
+  // As OpenAI and vLLM answer: a max_tokens past what the context leaves is an error,
+  // not a silent cap (the default, when not given, is capped by the engine).
+  const int64_t room = int64_t{state_->max_model_len} - static_cast<int64_t>(p.ids.size());
+  if (req.max_tokens_given && req.sampling.max_tokens > room && room > 0) {
+    return ApiError{
+        400, "invalid_request_error",
+        absl::StrCat("this model's maximum context length is ", state_->max_model_len,
+                     " tokens; the prompt has ", p.ids.size(), " and ", max_tokens_field,
+                     " asks for ", req.sampling.max_tokens, " (at most ", room, ")"),
+        max_tokens_field};
+  }
+  return p;
 }
 
 std::variant<std::string, ApiError> Api::RenderChat(const CompletionRequest& req) const {
@@ -247,16 +256,16 @@ void Api::TokenizerInfo(http::ResponseWriter& w) {
   auto token = [&](std::optional<int32_t> id) {
     return id ? json(tok.IdToToken(*id)) : json(nullptr);
   };
-  const std::optional<int32_t> eos =
-      tok.eos_ids().empty() ? std::nullopt : std::optional<int32_t>(tok.eos_ids().front());
+  const json eos =
+      tok.eos_ids().empty() ? json(nullptr) : json(tok.IdToToken(tok.eos_ids().front()));
   SendJson(
       w, 200,
       {{"tokenizer_class", "PreTrainedTokenizerFast"},
        {"vocab_size", tok.vocab_size()},
        {"model_max_length", state_->max_model_len},
        {"bos_token", token(tok.bos_id())},
-       {"eos_token", token(eos)},
-       {"pad_token", token(eos)},
+       {"eos_token", eos},
+       {"pad_token", eos},
        {"chat_template", tok.chat_template().empty() ? json(nullptr) : json(tok.chat_template())}});
 }
 

@@ -8,6 +8,7 @@
 
 #include "net/http_server.h"
 #include "nlohmann/json.hpp"
+#include "server/openai/completion_job.h"
 #include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
 
@@ -25,6 +26,10 @@ class Api {
  private:
   void Completions(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
                    bool chat);
+  // One prompt tokenized (a chat template's text already holds its special tokens), or
+  // the 400 it earns: not encodable, or max_tokens past what the context leaves.
+  std::variant<PreparedPrompt, ApiError> Prepare(PromptInput in, const CompletionRequest& req,
+                                                 const char* max_tokens_field) const;
   void Tokenize(const http::Request& req, http::ResponseWriter& w);
   void Detokenize(const http::Request& req, http::ResponseWriter& w);
   void Models(http::ResponseWriter& w);

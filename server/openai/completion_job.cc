@@ -101,6 +101,12 @@ void CompletionJob::Emit(Choice& c, const GenerationDelta& delta) {
   if (!req_.stream) return;
   const bool failed = delta.finished && !c.gen->error().empty();
   if (failed) return;  // reported by Finish
+  if (req_.echo && !c.echo_sent) {
+    // The prompt first, with its scores when logprobs are asked for.
+    c.echo_sent = true;
+    SendChunk(c, PromptOf(c).text, nullptr,
+              req_.logprobs >= 0 ? EchoLogprobs(c, nullptr) : json(nullptr));
+  }
   if (!delta.text.empty() || delta.finished || (req_.chat && !c.sent_role)) {
     SendChunk(c, delta.text, delta.finished ? FinishReasonText(c.gen->finish_reason()) : nullptr,
               req_.logprobs >= 0 ? ChoiceLogprobs(c, c.logprobs_sent) : json(nullptr));
@@ -133,8 +139,17 @@ void CompletionJob::SendChunk(Choice& c, const std::string& text, const char* fi
 }
 
 json CompletionJob::ChoiceLogprobs(const Choice& c, size_t from) const {
+  // Offsets of an echoing answer count from the end of the prompt.
+  size_t base = 0;
+  if (req_.echo && !req_.chat) EchoLogprobs(c, &base);
   return LogprobsJson(*state_->tokenizer, req_.chat, c.gen->token_ids(), c.gen->logprobs(), from,
-                      req_.return_tokens_as_token_ids);
+                      req_.return_tokens_as_token_ids, base);
+}
+
+json CompletionJob::EchoLogprobs(const Choice& c, size_t* end) const {
+  const PreparedPrompt& p = PromptOf(c);
+  return EchoLogprobsJson(*state_->tokenizer, p.ids, c.gen->prompt_logprobs(), req_.logprobs,
+                          req_.return_tokens_as_token_ids, p.specials_in_text, end);
 }
 
 json CompletionJob::Usage() const {
@@ -164,17 +179,33 @@ json CompletionJob::FullResponse() const {
     if (req_.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", text}};
     } else {
-      const size_t prompt_index = static_cast<size_t>(c.index / req_.n);
-      choice["text"] = req_.echo ? prompts_[prompt_index].text + text : text;
+      choice["text"] = req_.echo ? PromptOf(c).text + text : text;
+      if (req_.echo && req_.logprobs >= 0) {
+        json echoed = EchoLogprobs(c, nullptr);
+        AppendLogprobs(echoed, choice["logprobs"]);
+        choice["logprobs"] = std::move(echoed);
+      }
+      // vLLM's prompt_logprobs sits on each completions choice.
+      if (req_.prompt_logprobs >= 0) {
+        choice["prompt_logprobs"] = PromptLogprobsJson(
+            *state_->tokenizer, PromptOf(c).ids, c.gen->prompt_logprobs(), req_.prompt_logprobs);
+      }
     }
     choices.push_back(std::move(choice));
   }
-  return {{"id", id_},
-          {"object", req_.chat ? "chat.completion" : "text_completion"},
-          {"created", created_},
-          {"model", state_->served_model_name},
-          {"choices", std::move(choices)},
-          {"usage", Usage()}};
+  json response = {{"id", id_},
+                   {"object", req_.chat ? "chat.completion" : "text_completion"},
+                   {"created", created_},
+                   {"model", state_->served_model_name},
+                   {"choices", std::move(choices)},
+                   {"usage", Usage()}};
+  // ...and at the top of a chat answer (one prompt, whatever n).
+  if (req_.chat && req_.prompt_logprobs >= 0 && !choices_.empty()) {
+    response["prompt_logprobs"] =
+        PromptLogprobsJson(*state_->tokenizer, prompts_[0].ids, choices_[0].gen->prompt_logprobs(),
+                           req_.prompt_logprobs);
+  }
+  return response;
 }
 
 void CompletionJob::Cancel() {

@@ -18,7 +18,8 @@ namespace sluice::openai {
 // A prompt, tokenized.
 struct PreparedPrompt {
   std::vector<int32_t> ids;
-  std::string text;  // for echo; empty unless the request echoes
+  std::string text;               // for echo; empty unless the request echoes
+  bool specials_in_text = false;  // the text shows the special tokens (given as ids)
 };
 
 class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
@@ -39,6 +40,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     std::unique_ptr<Generation> gen;
     size_t logprobs_sent = 0;
     bool sent_role = false;
+    bool echo_sent = false;  // stream: the prompt went out first
   };
 
   void Pump();
@@ -49,6 +51,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
                  const nlohmann::json& logprobs);
   nlohmann::json Usage() const;
   nlohmann::json ChoiceLogprobs(const Choice& c, size_t from) const;
+  // The echoed prompt's logprobs (its tokens scored, the first null); *end: its length.
+  nlohmann::json EchoLogprobs(const Choice& c, size_t* end) const;
+  const PreparedPrompt& PromptOf(const Choice& c) const {
+    return prompts_[static_cast<size_t>(c.index / req_.n)];
+  }
   nlohmann::json FullResponse() const;
 
   ServerState* state_;

@@ -236,7 +236,7 @@ std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
       "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options",
       "stop", "stop_token_ids", "logprobs", "cache_salt", "priority", "min_tokens",
       "include_stop_str_in_output", "return_tokens_as_token_ids", "logit_bias", "allowed_token_ids",
-      "bad_words",
+      "bad_words", "prompt_logprobs",
       // OpenAI's end-user identifier: for the provider's abuse monitoring, which this
       // server leaves to the gateway. Accepted, and it changes nothing.
       "user"};
@@ -321,7 +321,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   SamplingParams& s = r.sampling;
   s.max_tokens = 16;
   int64_t max_tokens = chat ? std::numeric_limits<int32_t>::max() : 16;
-  rd.Integer("max_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
+  // 0 with echo: the prompt alone, scored (lm-eval's loglikelihood requests).
+  rd.Integer("max_tokens", chat ? 1 : 0, std::numeric_limits<int32_t>::max(), max_tokens);
   if (chat) rd.Integer("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), max_tokens);
   s.max_tokens = static_cast<int>(max_tokens);
   r.max_tokens_given = rd.Has("max_tokens") || (chat && rd.Has("max_completion_tokens"));
@@ -349,6 +350,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   rd.Int("min_tokens", 0, std::numeric_limits<int32_t>::max(), s.min_tokens);
   rd.Bool("include_stop_str_in_output", r.include_stop_str_in_output);
   rd.Bool("return_tokens_as_token_ids", r.return_tokens_as_token_ids);
+  rd.Int("prompt_logprobs", 0, kMaxTopLogprobs, r.prompt_logprobs);
   if (chat) {
     bool want = false;
     rd.Bool("logprobs", want);
@@ -384,12 +386,18 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
       return *e;
     }
   }
-  if (r.echo && r.stream) return Bad("echo", "'echo' is not supported with 'stream'");
-  // With logprobs, echo means the prompt's logprobs too (lm-eval's loglikelihood); an
-  // answer without them would score every prompt 0, so it is refused until they exist.
-  if (r.echo && r.logprobs >= 0) {
-    return Bad("echo", "'echo' with 'logprobs' (prompt logprobs) is not supported yet");
+  if (s.max_tokens == 0 && !r.echo) {
+    return Bad("max_tokens", "'max_tokens' must be at least 1 (0 only with 'echo')");
   }
+  if (r.prompt_logprobs >= 0 && r.stream) {
+    return Bad("prompt_logprobs", "'prompt_logprobs' is not supported with 'stream'");
+  }
+  // The prompt's scores come from its own forward pass: asked for by prompt_logprobs, by
+  // echo with logprobs (the echoed tokens carry theirs), and by echo with max_tokens 0
+  // (the engine runs such a request for its prompt alone).
+  s.prompt_logprobs = r.prompt_logprobs;
+  if (r.echo && r.logprobs >= 0) s.prompt_logprobs = std::max(s.prompt_logprobs, r.logprobs);
+  if (r.echo && s.max_tokens == 0) s.prompt_logprobs = std::max(s.prompt_logprobs, 0);
   if (auto e = ParseLogitControls(body, r)) return *e;
   if (auto e = CheckUnsupported(body, chat)) return *e;
   s.logprobs = r.logprobs;

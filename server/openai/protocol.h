@@ -42,6 +42,7 @@ struct CompletionRequest {
   bool continuous_usage = false;  // usage in every chunk (vLLM's continuous_usage_stats)
   bool echo = false;
   int logprobs = -1;                        // number of top logprobs per token; -1: none
+  int prompt_logprobs = -1;                 // vLLM's prompt_logprobs field; -1: not asked
   bool max_tokens_given = false;            // the client set max_tokens (or max_completion_tokens)
   bool max_tokens_from_completion = false;  // chat: it was max_completion_tokens
   bool include_stop_str_in_output = false;

@@ -66,7 +66,8 @@ json TokenBytes(const std::string& s) {
 }  // namespace
 
 json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
-                  const std::vector<TokenLogprobs>& logprobs, size_t from, bool tokens_as_ids) {
+                  const std::vector<TokenLogprobs>& logprobs, size_t from, bool tokens_as_ids,
+                  size_t offset_base) {
   const size_t end = std::min(ids.size(), logprobs.size());
   // vLLM's return_tokens_as_token_ids: "token_id:<id>", for tokens that are not valid
   // UTF-8 on their own.
@@ -91,7 +92,7 @@ json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& i
   }
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
        offsets = json::array();
-  size_t offset = 0;
+  size_t offset = offset_base;
   for (size_t i = 0; i < end; ++i) {
     const std::string t = text_of(ids[i]);
     if (i >= from) {
@@ -108,6 +109,70 @@ json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& i
           {"token_logprobs", token_logprobs},
           {"top_logprobs", top},
           {"text_offset", offsets}};
+}
+
+json EchoLogprobsJson(const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+                      const std::vector<TokenLogprobs>& scores, int top, bool tokens_as_ids,
+                      bool specials_in_text, size_t* end) {
+  json tokens = json::array(), token_logprobs = json::array(), tops = json::array(),
+       offsets = json::array();
+  size_t offset = 0;
+  for (size_t i = 0; i < prompt_ids.size(); ++i) {
+    const int32_t id = prompt_ids[i];
+    const std::string text = TokenText(tok, id);
+    tokens.push_back(tokens_as_ids ? absl::StrCat("token_id:", id) : text);
+    offsets.push_back(offset);
+    if (specials_in_text || !tok.IsSpecial(id)) offset += text.size();
+    const TokenLogprobs* lp = i >= 1 && i - 1 < scores.size() ? &scores[i - 1] : nullptr;
+    if (lp == nullptr) {
+      token_logprobs.push_back(nullptr);
+      tops.push_back(nullptr);
+      continue;
+    }
+    token_logprobs.push_back(lp->logprob);
+    json alternatives = json::object();
+    for (size_t r = 0; r < lp->top.size() && r < static_cast<size_t>(std::max(top, 0)); ++r) {
+      const auto& [alt, alt_lp] = lp->top[r];
+      alternatives[tokens_as_ids ? absl::StrCat("token_id:", alt) : TokenText(tok, alt)] = alt_lp;
+    }
+    tops.push_back(std::move(alternatives));
+  }
+  if (end != nullptr) *end = offset;
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", tops},
+          {"text_offset", offsets}};
+}
+
+void AppendLogprobs(json& into, const json& more) {
+  for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+    for (const json& v : more[key]) into[key].push_back(v);
+  }
+}
+
+json PromptLogprobsJson(const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+                        const std::vector<TokenLogprobs>& scores, int top) {
+  json out = json::array();
+  for (size_t i = 0; i < prompt_ids.size(); ++i) {
+    if (i == 0 || i - 1 >= scores.size()) {
+      out.push_back(nullptr);
+      continue;
+    }
+    const TokenLogprobs& lp = scores[i - 1];
+    json entry = json::object();
+    for (size_t r = 0; r < lp.top.size() && r < static_cast<size_t>(std::max(top, 0)); ++r) {
+      const auto& [alt, alt_lp] = lp.top[r];
+      entry[std::to_string(alt)] = {{"logprob", alt_lp},
+                                    {"rank", static_cast<int>(r) + 1},
+                                    {"decoded_token", TokenText(tok, alt)}};
+    }
+    // The token itself, with its own rank, whether or not it is among the top.
+    entry[std::to_string(prompt_ids[i])] = {{"logprob", lp.logprob},
+                                            {"rank", lp.rank},
+                                            {"decoded_token", TokenText(tok, prompt_ids[i])}};
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 }  // namespace sluice::openai

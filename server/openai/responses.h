@@ -34,8 +34,26 @@ void SendRefusal(http::ResponseWriter& w, const Refusal& refusal);
 
 // OpenAI logprobs for tokens [from, end): the chat form ({"content": [...]}) or the
 // completions form ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}).
+// Completions offsets start at `offset_base` (the echoed prompt's length).
 nlohmann::json LogprobsJson(const Tokenizer& tok, bool chat, const std::vector<int32_t>& ids,
                             const std::vector<TokenLogprobs>& logprobs, size_t from,
-                            bool tokens_as_ids = false);
+                            bool tokens_as_ids = false, size_t offset_base = 0);
+
+// The completions logprobs of an echoed prompt: its first token unscored (null), each
+// other scored by `scores` (one per token after the first). Offsets are measured on the
+// echoed text, where special tokens show only when `specials_in_text`; at most `top`
+// alternatives each. *end receives the offset after the last token.
+nlohmann::json EchoLogprobsJson(const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+                                const std::vector<TokenLogprobs>& scores, int top,
+                                bool tokens_as_ids, bool specials_in_text, size_t* end);
+
+// Appends the arrays of completions logprobs `more` to those of `into`.
+void AppendLogprobs(nlohmann::json& into, const nlohmann::json& more);
+
+// vLLM's prompt_logprobs: null for the first token, then for each token a map from token
+// id to {logprob, rank, decoded_token} holding the token itself and its `top` best
+// alternatives.
+nlohmann::json PromptLogprobsJson(const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+                                  const std::vector<TokenLogprobs>& scores, int top);
 
 }  // namespace sluice::openai

@@ -167,16 +167,6 @@ def test_models_retrieve(client, server):
     assert httpx.post(server.url + f"/v1/models/{MODEL}").status_code == 405
 
 
-def test_echo_with_logprobs_is_refused_until_prompt_logprobs_exist(client):
-    with pytest.raises(openai.BadRequestError) as e:
-        greedy(client, echo=True, logprobs=1)
-    assert e.value.body["param"] == "echo"
-    assert greedy(client, echo=True).choices[0].text.startswith(PROMPT)
-    with pytest.raises(openai.BadRequestError) as e:
-        greedy(client, extra_body={"prompt_logprobs": 1})
-    assert e.value.body["param"] == "prompt_logprobs"
-
-
 def test_tokenizer_info_and_tokenize_messages(server):
     info = httpx.get(server.url + "/tokenizer_info", timeout=10).json()
     assert info["vocab_size"] == 4096 and info["model_max_length"] == 2048

@@ -8,6 +8,7 @@
 #include "engine/model/generate.h"
 #include "engine/runner/cpu_runner.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/common/fixtures.h"
 
 namespace sluice {
@@ -158,6 +159,107 @@ TEST(EngineModelTest, RandomWorkloadsEqualRequestsRunAlone) {
     }
   }
   EXPECT_GT(checked, 400);
+}
+
+// Prompt logprobs against transformers: a golden prompt followed by its 32 greedy tokens,
+// scored as one prompt. Each position's best alternative is transformers' argmax, and
+// over the greedy part the top 5 and their gaps are transformers' top-5 logits.
+void ExpectGoldenScores(const nlohmann::json& c, const std::vector<TokenLogprobs>& scores,
+                        const std::string& what) {
+  const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+  const auto greedy = c["greedy_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(scores.size(), prompt.size() + greedy.size() - 1) << what;
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    ASSERT_FALSE(scores[i].top.empty()) << what;
+    EXPECT_EQ(scores[i].top[0].first, c["position_argmax"][i].get<int32_t>()) << what << " @" << i;
+  }
+  for (size_t j = 0; j + 1 < greedy.size(); ++j) {
+    const TokenLogprobs& s = scores[prompt.size() - 1 + j];
+    const auto& top5 = c["greedy_top5"][j];
+    ASSERT_EQ(s.top.size(), 5u) << what;
+    EXPECT_EQ(s.rank, 1) << what << " greedy token " << j << " is the argmax";
+    EXPECT_FLOAT_EQ(s.logprob, s.top[0].second) << what;
+    for (size_t k = 0; k < 5; ++k) {
+      EXPECT_EQ(s.top[k].first, top5[k][0].get<int32_t>()) << what << " @" << j << " #" << k;
+      const double gap = s.top[0].second - s.top[k].second;
+      const double want = top5[0][1].get<double>() - top5[k][1].get<double>();
+      EXPECT_NEAR(gap, want, 1e-3) << what << " @" << j << " #" << k;
+    }
+  }
+}
+
+std::vector<int32_t> GoldenPromptAndGreedy(const nlohmann::json& c) {
+  auto ids = c["prompt_ids"].get<std::vector<int32_t>>();
+  for (const auto& t : c["greedy_ids"]) ids.push_back(t.get<int32_t>());
+  return ids;
+}
+
+TEST(EngineModelTest, PromptLogprobsMatchTransformersAcrossChunks) {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  // Chunks of at most 16 tokens: prompts of up to 79 tokens are scored a chunk at a time,
+  // several in one step.
+  auto engine = MakeEngine(128, 8, 8, 16);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& c : golden["cases"]) {
+    SubmitParams p = Greedy(GoldenPromptAndGreedy(c), 0);
+    p.sampling.prompt_logprobs = 5;
+    auto s = engine->Submit(p);
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    auto o = streams[i]->Pop(60s);
+    ASSERT_TRUE(o.has_value());
+    EXPECT_EQ(o->finish_reason, FinishReason::kLength);
+    EXPECT_TRUE(o->new_token_ids.empty()) << "max_tokens 0 scores the prompt alone";
+    EXPECT_EQ(o->num_output_tokens, 0);
+    ExpectGoldenScores(golden["cases"][i], o->prompt_logprobs, "prompt " + std::to_string(i));
+  }
+  EXPECT_TRUE(engine->WaitIdle(5s));
+  EXPECT_EQ(engine->Stats().kv_usage, 0.0);
+}
+
+TEST(EngineModelTest, PromptLogprobsSurvivePreemptionHalfwayThroughThePrompt) {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  // 10 blocks of 8 tokens, 9 tokens a step. A decoding request of 40 + 24 tokens grows
+  // into the blocks the scored prompt (41 tokens, 8 a step) holds, and preempts it
+  // before it is scored whole, more than once.
+  auto engine = MakeEngine(10, 8, 2, 9);
+  std::vector<int32_t> other;
+  for (int i = 0; i < 40; ++i) other.push_back(100 + i * 13);
+  auto decoding = engine->Submit(Greedy(other, 24));
+  ASSERT_TRUE(decoding.ok());
+  SubmitParams p = Greedy(GoldenPromptAndGreedy(golden["cases"][0]), 0);
+  p.sampling.prompt_logprobs = 5;
+  auto scored = engine->Submit(p);
+  ASSERT_TRUE(scored.ok());
+  auto o = (*scored)->Pop(60s);
+  ASSERT_TRUE(o.has_value());
+  ExpectGoldenScores(golden["cases"][0], o->prompt_logprobs, "preempted prompt");
+  EXPECT_EQ(Wait(**decoding).ids.size(), 24u);
+  EXPECT_GE(engine->Stats().num_preemptions, 1);
+}
+
+TEST(EngineModelTest, PromptLogprobsAreComputedNotReadFromThePrefixCache) {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  const auto& c = golden["cases"][7];  // the longest prompt
+  auto engine = MakeEngine(64, 8, 4, 256);
+  const std::vector<int32_t> ids = GoldenPromptAndGreedy(c);
+  ASSERT_TRUE(Wait(**engine->Submit(Greedy(ids, 1))).reason == FinishReason::kLength);
+  ASSERT_GE(Wait(**engine->Submit(Greedy(ids, 1))).cached, 64) << "the prompt is cached";
+  SubmitParams p = Greedy(ids, 4);
+  p.sampling.prompt_logprobs = 5;
+  p.sampling.logprobs = 0;
+  auto s = engine->Submit(p);
+  ASSERT_TRUE(s.ok());
+  auto first = (*s)->Pop(60s);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->num_cached_prompt_tokens, 0);
+  ExpectGoldenScores(c, first->prompt_logprobs, "after a cache hit");
+  ASSERT_EQ(first->new_token_ids.size(), 1u);
+  ASSERT_EQ(first->logprobs.size(), 1u);
+  Result rest = Wait(**s);
+  EXPECT_EQ(rest.ids.size(), 3u) << "generation goes on after the scored prompt";
 }
 
 }  // namespace

@@ -80,7 +80,7 @@ class RecordingRunner : public Runner {
       const int32_t token = TokenFor(st.id, s.num_tokens);
       ++s.num_tokens;
       result.sampled.push_back(token);
-      result.logprobs.push_back(TokenLogprobs{-static_cast<float>(st.id), {{token, -1.0f}}});
+      result.logprobs.push_back(TokenLogprobs{-static_cast<float>(st.id), 0, {{token, -1.0f}}});
     }
     if (pct(rng_) < malformed_percent && !result.sampled.empty()) result.sampled.pop_back();
     return result;

@@ -211,5 +211,53 @@ TEST(SchedulerTest, UpdateRefusesAResultThatDoesNotMatchTheStep) {
   EXPECT_FALSE(bad_logprobs.ok());
 }
 
+// A request scoring its prompt reads nothing from the prefix cache, is told to the runner
+// as such, and gets one score per prompt token after the first, chunk by chunk, with its
+// first output; a result with the wrong number of scores changes nothing.
+TEST(SchedulerTest, PromptScoresArriveChunkByChunkAndSkipThePrefixCache) {
+  Scheduler s(SmallConfig(16, 6, 4));
+  s.Add(MakeRequest(1, 9, 1));
+  for (int step = 0; step < 3; ++step) {
+    const SchedulerOutput out = s.Schedule();
+    std::vector<int32_t> sampled;
+    for (const auto& st : out.scheduled) {
+      if (st.samples) sampled.push_back(7);
+    }
+    ASSERT_TRUE(s.Update(out, StepResult{sampled, {}, {}}).ok());
+  }
+  ASSERT_EQ(s.Find(1), nullptr);  // finished; its 8 full tokens (2 blocks) are cached
+  auto scoring = MakeRequest(2, 9, 2);
+  scoring->sampling.prompt_logprobs = 1;
+  s.Add(std::move(scoring));
+  SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.new_requests.size(), 1u);
+  EXPECT_TRUE(out.new_requests[0].scores_prompt);
+  EXPECT_EQ(out.new_requests[0].num_computed_tokens, 0) << "no prefix hit for a scored prompt";
+  ASSERT_EQ(out.scheduled[0].num_tokens, 6);
+  auto scores = [](int n, float base) {
+    std::vector<TokenLogprobs> v(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)].logprob = base - static_cast<float>(i);
+    return v;
+  };
+  EXPECT_FALSE(s.Update(out, StepResult{{}, {}, {scores(5, -1)}}).ok()) << "6 rows score 6";
+  EXPECT_EQ(s.Find(2)->num_computed_tokens, 0);
+  ASSERT_TRUE(s.Update(out, StepResult{{}, {}, {scores(6, -1)}}).ok());
+  out = s.Schedule();
+  ASSERT_EQ(out.scheduled[0].num_tokens, 3);
+  ASSERT_TRUE(out.scheduled[0].samples);
+  // Positions 6 and 7 score tokens 7 and 8; position 8 predicts the first output.
+  auto first = s.Update(out, StepResult{{7}, {}, {scores(2, -7)}});
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 1u);
+  const std::vector<TokenLogprobs>& got = (*first)[0].prompt_logprobs;
+  ASSERT_EQ(got.size(), 8u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].logprob, -1.0f - i);
+  out = s.Schedule();
+  auto second = s.Update(out, StepResult{{7}, {}, {}});
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE((*second)[0].prompt_logprobs.empty()) << "scores go out once";
+  EXPECT_EQ(s.kv().prefix_counters().queried_tokens, 9) << "the scored prompt looked nothing up";
+}
+
 }  // namespace
 }  // namespace sluice
