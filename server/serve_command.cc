@@ -33,8 +33,9 @@ struct ServeFlags {
   int port = 8000;
   std::string served_model_name;
   double slo_tpot_ms = 100.0;
-  double cost_per_hour = 0.0;  // USD; 0: unset
-  std::string metrics_compat;  // "vllm": also the vllm: names
+  double cost_per_hour = 0.0;   // USD; 0: unset
+  std::string metrics_compat;   // "vllm": also the vllm: names
+  std::string allowed_origins;  // CORS: comma-separated origins or "*"; empty: none
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
@@ -54,6 +55,12 @@ int RunServe(ServeFlags f) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ServerState state;
+  absl::StatusOr<http::CorsPolicy> cors = http::CorsPolicy::Parse(f.allowed_origins);
+  if (!cors.ok()) {
+    spdlog::error("{}", std::string(cors.status().message()));
+    return 2;
+  }
+  state.cors = *std::move(cors);
   state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms, f.cost_per_hour);
   Metrics* metrics = state.metrics.get();
   f.engine.on_step = [metrics](const StepSample& step) { metrics->ObserveStep(step); };
@@ -196,6 +203,9 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
                   "vllm: also export the vllm: metric names vLLM dashboards, the Gateway API "
                   "Inference Extension and KEDA examples query")
       ->check(CLI::IsMember({"vllm"}));
+  cmd->add_option("--allowed-origins", f->allowed_origins,
+                  "Origins browsers may call the API from (CORS), comma-separated "
+                  "(https://app.example,http://localhost:3000), or * for any; default none");
   cmd->add_option("--cost-per-hour", f->cost_per_hour,
                   "The replica's price in USD per hour, whatever its hardware, for "
                   "sluice_cost_usd_total (0: unset)")

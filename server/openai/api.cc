@@ -7,6 +7,7 @@
 #include "server/chat/chat_template.h"
 #include "server/openai/completion_job.h"
 #include "server/openai/responses.h"
+#include "server/openai/responses_api.h"
 
 namespace sluice::openai {
 
@@ -24,6 +25,7 @@ constexpr Route kRoutes[] = {
     {"/ready", "GET"},           {"/metrics", "GET"},
     {"/version", "GET"},         {"/tokenize", "POST"},
     {"/detokenize", "POST"},     {"/tokenizer_info", "GET"},
+    {"/v1/responses", "POST"},
 };
 
 std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
@@ -55,6 +57,9 @@ bool Api::CheckServing(http::ResponseWriter& w) {
 
 void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
   const std::string path = PathOf(req.target);
+  if (req.method == "OPTIONS") return Preflight(req, *writer, path);
+  // Cross-origin callers the policy allows see that it does (--allowed-origins).
+  writer = http::WithHeaders(std::move(writer), state_->cors.ResponseHeaders(req.Header("Origin")));
   // GET /v1/models/{id}: the one model this server serves, or 404 (OpenAI's retrieve).
   if (constexpr std::string_view kModel = "/v1/models/"; path.starts_with(kModel)) {
     const std::string id = path.substr(kModel.size());
@@ -125,7 +130,23 @@ void Api::Handle(const http::Request& req, std::shared_ptr<http::ResponseWriter>
   if (path == "/tokenize") return Tokenize(req, *writer);
   if (path == "/tokenizer_info") return TokenizerInfo(*writer);
   if (path == "/detokenize") return Detokenize(req, *writer);
+  if (path == "/v1/responses") return Responses(req, std::move(writer));
   Completions(req, std::move(writer), path == "/v1/chat/completions");
+}
+
+void Api::Preflight(const http::Request& req, http::ResponseWriter& w, const std::string& path) {
+  // A preflight (or a plain OPTIONS) on a known path: 204 with its methods, and the CORS
+  // permissions when the origin is allowed; browsers refuse the call otherwise.
+  std::string allow;
+  if (path.starts_with("/v1/models/")) allow = "GET";
+  for (const Route& r : kRoutes) {
+    if (path == r.path) allow = allow.empty() ? r.method : absl::StrCat(allow, ", ", r.method);
+  }
+  if (allow.empty()) {
+    return SendError(
+        w, ApiError{404, "invalid_request_error", absl::StrCat("no route for ", path), ""});
+  }
+  w.Send(204, "text/plain", "", state_->cors.PreflightHeaders(req, allow));
 }
 
 void Api::HandleAdmin(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer) {
@@ -230,6 +251,41 @@ std::variant<PreparedPrompt, ApiError> Api::Prepare(PromptInput in, const Comple
         max_tokens_field};
   }
   return p;
+}
+
+void Api::Responses(const http::Request& http_req, std::shared_ptr<http::ResponseWriter> writer) {
+  const Clock::time_point arrival = Clock::now();
+  state_->metrics->Arrived();
+  auto reject = [&](const ApiError& e) {
+    state_->metrics->Rejected("invalid");
+    SendError(*writer, e);
+  };
+  auto parsed = ParseResponsesRequest(http_req.body);
+  if (auto* e = std::get_if<ApiError>(&parsed)) return reject(*e);
+  ResponsesRequest req = std::move(std::get<ResponsesRequest>(parsed));
+  if (req.chat.model != state_->served_model_name) {
+    state_->metrics->Rejected("invalid");
+    return SendError(*writer, ApiError{404, "invalid_request_error",
+                                       absl::StrCat("the model '", req.chat.model,
+                                                    "' does not exist; this server serves '",
+                                                    state_->served_model_name, "'"),
+                                       "model"});
+  }
+  std::variant<std::string, ApiError> text = RenderChat(req.chat);
+  if (auto* e = std::get_if<ApiError>(&text)) {
+    ApiError error = *e;
+    error.param = "input";
+    return reject(error);
+  }
+  std::variant<PreparedPrompt, ApiError> prompt =
+      Prepare(std::move(std::get<std::string>(text)), req.chat, "max_output_tokens");
+  if (auto* e = std::get_if<ApiError>(&prompt)) {
+    ApiError error = *e;
+    if (error.param == "messages") error.param = "input";
+    return reject(error);
+  }
+  ResponseJob::Start(state_, std::move(req), std::move(std::get<PreparedPrompt>(prompt)),
+                     std::move(writer), arrival);
 }
 
 std::variant<std::string, ApiError> Api::RenderChat(const CompletionRequest& req) const {

@@ -26,6 +26,8 @@ class Api {
  private:
   void Completions(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
                    bool chat);
+  void Responses(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
+  void Preflight(const http::Request& req, http::ResponseWriter& w, const std::string& path);
   // One prompt tokenized (a chat template's text already holds its special tokens), or
   // the 400 it earns: not encodable, or max_tokens past what the context leaves.
   std::variant<PreparedPrompt, ApiError> Prepare(PromptInput in, const CompletionRequest& req,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/api.h"
+#include "net/cors.h"
 #include "server/metrics.h"
 #include "server/tokenizer/tokenizer.h"
 
@@ -27,6 +28,7 @@ struct ServerState {
   int block_size = 0;        // of the KV cache
   std::string architecture;  // config.json's model_type
   std::unique_ptr<Metrics> metrics;
+  http::CorsPolicy cors;  // --allowed-origins
 };
 
 // Why the server takes no new request now.

@@ -213,3 +213,67 @@ def test_metrics_compat_exports_the_vllm_names(sluice_bin, tmp_path):
             assert not problems, problems
     finally:
         s.stop()
+
+
+def preflight(url, origin, method="POST", path="/v1/chat/completions"):
+    return httpx.options(url + path, timeout=10, headers={
+        "Origin": origin, "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization,content-type"})
+
+
+def test_cors_is_off_by_default_but_preflight_is_answered(server):
+    r = preflight(server.url, "https://app.example")
+    assert r.status_code == 204
+    assert "POST" in r.headers["allow"] and "OPTIONS" in r.headers["allow"]
+    assert "access-control-allow-origin" not in r.headers
+    plain = httpx.get(server.url + "/v1/models", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in plain.headers
+    assert httpx.options(server.url + "/nowhere", timeout=10).status_code == 404
+
+
+def test_allowed_origins_lets_those_browsers_call(sluice_bin):
+    s = SluiceServer(sluice_bin, "--allowed-origins",
+                     "https://app.example, http://localhost:3000").wait_ready()
+    try:
+        r = preflight(s.url, "https://app.example")
+        assert r.status_code == 204
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert r.headers["access-control-allow-headers"] == "authorization,content-type"
+        assert int(r.headers["access-control-max-age"]) > 0
+        assert "origin" in r.headers["vary"].lower()
+        other = preflight(s.url, "https://evil.example")
+        assert other.status_code == 204 and "access-control-allow-origin" not in other.headers
+        wrong_method = preflight(s.url, "https://app.example", method="DELETE")
+        assert "access-control-allow-methods" not in wrong_method.headers
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+        call = httpx.post(s.url + "/v1/completions", json=body, timeout=30,
+                          headers={"Origin": "http://localhost:3000"})
+        assert call.status_code == 200
+        assert call.headers["access-control-allow-origin"] == "http://localhost:3000"
+        with httpx.stream("POST", s.url + "/v1/completions", json={**body, "stream": True},
+                          headers={"Origin": "https://app.example"}, timeout=30) as st:
+            assert st.headers["access-control-allow-origin"] == "https://app.example"
+            assert b"[DONE]" in b"".join(st.iter_bytes())
+        refused = httpx.post(s.url + "/v1/completions", json={**body, "n": 99}, timeout=30,
+                             headers={"Origin": "https://app.example"})
+        assert refused.status_code == 400  # errors carry the permission too, to be readable
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        models = httpx.get(s.url + "/v1/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in models.headers
+    finally:
+        s.stop()
+    star = SluiceServer(sluice_bin, "--allowed-origins", "*").wait_ready()
+    try:
+        assert preflight(star.url, "https://any.example").headers[
+            "access-control-allow-origin"] == "*"
+    finally:
+        star.stop()
+
+
+def test_a_malformed_allowed_origin_stops_the_server_naming_it(sluice_bin):
+    run = subprocess.run([sluice_bin, "serve", "--port", "0", "--allowed-origins",
+                          "https://app.example/path"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2
+    assert "https://app.example/path" in run.stdout + run.stderr
