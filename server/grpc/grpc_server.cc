@@ -17,6 +17,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "server/core/generation.h"
+#include "server/grpc/reflection_v1.h"
 #include "sluice/v1/generation.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -31,6 +32,30 @@ grpc::Status Invalid(const std::string& field, const std::string& message) {
 }
 
 // RESOURCE_EXHAUSTED with google.rpc.RetryInfo in grpc-status-details-bin.
+// A request from its bytes, or INVALID_ARGUMENT naming the message that did not parse.
+template <class M>
+grpc::Status Parse(const grpc::ByteBuffer& bytes, M* msg) {
+  std::vector<grpc::Slice> slices;
+  std::string data;
+  if (bytes.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      data.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    if (msg->ParseFromString(data)) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the request (", data.size(), " bytes) is not a valid ",
+                                   M::descriptor()->full_name(),
+                                   ": malformed protobuf, or a string field that is not UTF-8"));
+}
+
+template <class M>
+grpc::ByteBuffer Serialize(const M& msg) {
+  const std::string data = msg.SerializeAsString();
+  grpc::Slice slice(data);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 grpc::Status Overloaded(const std::string& message, int64_t retry_ms) {
   google::rpc::RetryInfo retry;
   retry.mutable_retry_delay()->set_seconds(retry_ms / 1000);
@@ -138,10 +163,10 @@ std::string NewRequestId() {
 // One Generate call: a Generation from the request core, encoded as GenerateResponses.
 // The engine thread's notifier and gRPC's callbacks meet under mu; one write is in
 // flight at a time. Owned by gRPC until OnDone.
-class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  GenerateReactor(ServerState* state, const v1::GenerateRequest* req)
-      : state_(state), req_(*req), arrival_(Clock::now()) {
+  GenerateReactor(ServerState* state, v1::GenerateRequest req)
+      : state_(state), req_(std::move(req)), arrival_(Clock::now()) {
     Begin();
   }
 
@@ -272,7 +297,8 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
       final_written_ = true;
     }
     writing_ = true;
-    StartWrite(&current_);
+    current_bytes_ = Serialize(current_);
+    StartWrite(&current_bytes_);
   }
 
   ServerState* state_;
@@ -282,66 +308,98 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   std::unique_ptr<Generation> gen_;
   std::string request_id_;
   v1::GenerateResponse pending_, current_;
+  grpc::ByteBuffer current_bytes_;  // current_, as written
   bool writing_ = false, final_ = false, final_written_ = false, finish_called_ = false;
   std::optional<grpc::Status> deferred_finish_;
 };
 
-class GenerationService final : public v1::Generation::CallbackService {
+// A call that ends before it starts: its request did not parse.
+class RefusedWriteReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit RefusedWriteReactor(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+// The methods take their requests as bytes and parse them here, so that a malformed
+// message is an INVALID_ARGUMENT naming it (grpc++ itself would answer UNIMPLEMENTED,
+// with no message).
+using RawGeneration = v1::Generation::WithRawCallbackMethod_Generate<
+    v1::Generation::WithRawCallbackMethod_Tokenize<v1::Generation::WithRawCallbackMethod_Detokenize<
+        v1::Generation::WithRawCallbackMethod_GetModelInfo<v1::Generation::CallbackService>>>>;
+
+class GenerationService final : public RawGeneration {
  public:
   explicit GenerationService(ServerState* state) : state_(state) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext*, const v1::GenerateRequest* request) override {
-    return new GenerateReactor(state_, request);
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext*,
+                                                       const grpc::ByteBuffer* bytes) override {
+    v1::GenerateRequest request;
+    if (grpc::Status s = Parse(*bytes, &request); !s.ok()) return new RefusedWriteReactor(s);
+    return new GenerateReactor(state_, std::move(request));
   }
 
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
-                                     const v1::TokenizeRequest* req,
-                                     v1::TokenizeResponse* resp) override {
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override {
+    return Unary<v1::TokenizeRequest, v1::TokenizeResponse>(ctx, req, resp,
+                                                            &GenerationService::DoTokenize);
+  }
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* req,
+                                       grpc::ByteBuffer* resp) override {
+    return Unary<v1::DetokenizeRequest, v1::DetokenizeResponse>(ctx, req, resp,
+                                                                &GenerationService::DoDetokenize);
+  }
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* req,
+                                         grpc::ByteBuffer* resp) override {
+    return Unary<v1::GetModelInfoRequest, v1::ModelInfo>(ctx, req, resp,
+                                                         &GenerationService::DoGetModelInfo);
+  }
+
+ private:
+  // Parses the request, runs `handler` and serializes its answer.
+  template <class Req, class Resp>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* bytes,
+                                  grpc::ByteBuffer* out,
+                                  grpc::Status (GenerationService::*handler)(const Req&, Resp*)) {
     auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status s = Loaded(); !s.ok()) return reactor->Finish(s), reactor;
-    auto ids = state_->tokenizer->Encode(req->text(), req->add_special_tokens());
-    if (!ids.ok()) {
-      reactor->Finish(Invalid("text", std::string(ids.status().message())));
-      return reactor;
-    }
-    for (int32_t id : *ids) resp->add_token_ids(id);
-    reactor->Finish(grpc::Status::OK);
+    Req req;
+    Resp resp;
+    grpc::Status s = Parse(*bytes, &req);
+    if (s.ok()) s = Loaded();
+    if (s.ok()) s = (this->*handler)(req, &resp);
+    if (s.ok()) *out = Serialize(resp);
+    reactor->Finish(s);
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
-                                       const v1::DetokenizeRequest* req,
-                                       v1::DetokenizeResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status s = Loaded(); !s.ok()) return reactor->Finish(s), reactor;
+  grpc::Status DoTokenize(const v1::TokenizeRequest& req, v1::TokenizeResponse* resp) {
+    auto ids = state_->tokenizer->Encode(req.text(), req.add_special_tokens());
+    if (!ids.ok()) return Invalid("text", std::string(ids.status().message()));
+    for (int32_t id : *ids) resp->add_token_ids(id);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status DoDetokenize(const v1::DetokenizeRequest& req, v1::DetokenizeResponse* resp) {
     const int vocab = state_->tokenizer->vocab_size();
-    for (int i = 0; i < req->token_ids_size(); ++i) {
-      if (req->token_ids(i) < 0 || req->token_ids(i) >= vocab) {
-        reactor->Finish(
-            Invalid(absl::StrCat("token_ids[", i, "]"),
-                    absl::StrCat(req->token_ids(i), " is not in the vocabulary of ", vocab)));
-        return reactor;
+    for (int i = 0; i < req.token_ids_size(); ++i) {
+      if (req.token_ids(i) < 0 || req.token_ids(i) >= vocab) {
+        return Invalid(absl::StrCat("token_ids[", i, "]"),
+                       absl::StrCat(req.token_ids(i), " is not in the vocabulary of ", vocab));
       }
     }
-    std::vector<int32_t> ids(req->token_ids().begin(), req->token_ids().end());
+    std::vector<int32_t> ids(req.token_ids().begin(), req.token_ids().end());
     resp->set_text(state_->tokenizer->Decode(ids, /*skip_special_tokens=*/false));
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return grpc::Status::OK;
   }
 
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
-                                         const v1::GetModelInfoRequest*,
-                                         v1::ModelInfo* info) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status s = Loaded(); !s.ok()) return reactor->Finish(s), reactor;
+  grpc::Status DoGetModelInfo(const v1::GetModelInfoRequest&, v1::ModelInfo* info) {
     info->set_name(state_->served_model_name);
     info->set_context_window(state_->max_model_len);
     info->set_block_size(state_->block_size);
     info->set_architecture(state_->architecture);
     info->set_vocab_size(state_->tokenizer->vocab_size());
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return grpc::Status::OK;
   }
 
  private:
@@ -360,6 +418,7 @@ class GenerationService final : public v1::Generation::CallbackService {
 struct GrpcServer::Impl {
   ServerState* state;
   std::unique_ptr<GenerationService> service;
+  std::unique_ptr<grpc::Service> reflection_v1;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
 };
@@ -378,6 +437,11 @@ absl::Status GrpcServer::Start(const std::string& host, int port) {
   const std::string address = absl::StrCat(host, ":", port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl_->port);
   builder.RegisterService(impl_->service.get());
+  // v1 beside grpc++'s v1alpha, both listing every service, health's included.
+  impl_->reflection_v1 = MakeReflectionV1({"sluice.v1.Generation", "grpc.health.v1.Health",
+                                           "grpc.reflection.v1.ServerReflection",
+                                           "grpc.reflection.v1alpha.ServerReflection"});
+  builder.RegisterService(impl_->reflection_v1.get());
   impl_->server = builder.BuildAndStart();
   if (!impl_->server || impl_->port == 0) {
     return absl::UnavailableError(absl::StrCat("gRPC: cannot listen on ", address));

@@ -516,3 +516,82 @@ def test_logit_bias_allowed_ids_and_min_tokens_over_grpc(server, pb):
     with pytest.raises(grpc.RpcError) as e:
         ids(min_tokens=9)
     assert "sampling.min_tokens" in e.value.details(), e.value.details()
+
+
+@pytest.fixture(scope="module")
+def reflection_v1(tmp_path_factory):
+    """Stubs of grpc.reflection.v1 from the repository's .proto (grpcio-reflection 1.68's
+    Python package has v1alpha only)."""
+    out = tmp_path_factory.mktemp("reflection_v1")
+    from grpc_tools import protoc
+    assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
+                        str(ROOT / "proto" / "grpc" / "reflection" / "v1" / "reflection.proto")
+                        ]) == 0
+    # Loaded by path: the package name grpc.* is grpcio's own.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "reflection_v1_pb2", out / "grpc" / "reflection" / "v1" / "reflection_pb2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reflect(channel, m, **request):
+    call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=m.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=m.ServerReflectionResponse.FromString)
+    return list(call(iter([m.ServerReflectionRequest(**request)]), timeout=10))[0]
+
+
+def test_reflection_v1_lists_and_describes_every_service(server, pb, reflection_v1):
+    # What `grpcurl list` and `grpcurl describe` ask (v1 first, as current grpcurl does).
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    _, channel = stub_for(server, pb)
+    names = {s.name for s in reflect(channel, reflection_v1, list_services="")
+             .list_services_response.service}
+    assert {"sluice.v1.Generation", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection"} <= names
+    for symbol, methods in (("grpc.health.v1.Health", {"Check", "Watch"}),
+                            ("sluice.v1.Generation", {"Generate", "Tokenize"})):
+        answer = reflect(channel, reflection_v1, file_containing_symbol=symbol)
+        files = answer.file_descriptor_response.file_descriptor_proto
+        assert files, answer
+        pool = descriptor_pool.DescriptorPool()
+        protos = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+        for proto in reversed(protos):  # the asked-for file first, its imports after
+            pool.Add(proto)
+        service = pool.FindServiceByName(symbol)
+        assert methods <= {m.name for m in service.methods}
+    missing = reflect(channel, reflection_v1, file_containing_symbol="no.such.Service")
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    by_name = reflect(channel, reflection_v1, file_by_filename="sluice/v1/generation.proto")
+    assert by_name.file_descriptor_response.file_descriptor_proto
+    # v1alpha describes health too now that its descriptors are in the pool.
+    alpha = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = list(alpha.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="grpc.health.v1.Health")])))[0]
+    assert answer.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.parametrize("method, streaming", [
+    ("/sluice.v1.Generation/Generate", True), ("/sluice.v1.Generation/Tokenize", False),
+    ("/sluice.v1.Generation/Detokenize", False), ("/sluice.v1.Generation/GetModelInfo", False)])
+def test_malformed_messages_are_invalid_argument_naming_the_type(server, pb, method, streaming):
+    _, channel = stub_for(server, pb)
+    raw = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = (channel.unary_stream if streaming else channel.unary_unary)(method, **raw)
+    # Bytes that are no protobuf; then a field 1 holding invalid UTF-8 (or a cut varint),
+    # which an empty message (GetModelInfoRequest) keeps as an unknown field.
+    cases = [b"\xff\xff\xff\xff\x0f junk"]
+    if not method.endswith("GetModelInfo"):
+        cases.append(b"\x0a\x05\xc3\x28\xa0\xa1\xff")
+    for garbage in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            result = call(garbage, timeout=10)
+            if streaming:
+                list(result)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "not a valid sluice.v1." in e.value.details()
+    # The server is still up and answering.
+    stub, _ = stub_for(server, pb)
+    assert stub.Tokenize(pb[0].TokenizeRequest(text="x = 1")).token_ids
