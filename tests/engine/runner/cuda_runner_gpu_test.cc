@@ -270,6 +270,44 @@ TEST(CudaRunnerTest, RandomWeightsMatchTheCpuBackend) {
   EXPECT_LT(max_diff, 1.0f);
 }
 
+// Prompt logprobs on the device (the final norm and LM head over the step's hidden
+// states, max_seqs rows at a time) against the CPU backend's, on a prompt of two chunks.
+TEST(CudaRunnerTest, PromptLogprobsMatchTheCpuBackend) {
+  auto cpu_model = CpuModel::LoadRandom(TinyModelDir(), 11);
+  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
+  const ModelConfig config = (*cpu_model)->config();
+  auto cpu = MakeEngine(std::make_unique<CpuRunner>(std::move(*cpu_model), 1024, 16), config, 4);
+  auto gpu = CudaEngine(TinyModelDir(), 4, false, /*random=*/true);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(gpu, nullptr);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 700; ++i) prompt.push_back(5 + (i * 37) % 4000);  // 2 chunks of <= 512
+  SubmitParams p = Greedy(prompt, 0);
+  p.sampling.prompt_logprobs = 3;
+  auto scores = [&](Engine& e) {
+    auto s = e.Submit(p);
+    EXPECT_TRUE(s.ok()) << s.status();
+    auto o = s.ok() ? (*s)->Pop(120s) : std::nullopt;
+    EXPECT_TRUE(o.has_value());
+    return o ? o->prompt_logprobs : std::vector<TokenLogprobs>{};
+  };
+  const std::vector<TokenLogprobs> a = scores(*cpu), b = scores(*gpu);
+  ASSERT_EQ(a.size(), prompt.size() - 1);
+  ASSERT_EQ(b.size(), prompt.size() - 1);
+  float max_diff = 0;
+  size_t same_top = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(a[i].logprob - b[i].logprob));
+    same_top += !a[i].top.empty() && !b[i].top.empty() && a[i].top[0].first == b[i].top[0].first;
+  }
+  std::printf(
+      "PROMPT_LOGPROBS 699 scores: max |d logprob| cpu (fp32) vs cuda (bf16) %.4f, "
+      "same top token %zu/%zu\n",
+      max_diff, same_top, a.size());
+  EXPECT_LT(max_diff, 1.0f);
+  EXPECT_GE(same_top * 10, a.size() * 9);
+}
+
 TEST(CudaRunnerTest, ModelThatDoesNotFitIsRefusedWithNumbers) {
   CudaRunnerOptions o;
   o.model_dir = TinyModelDir();
