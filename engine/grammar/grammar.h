@@ -1,0 +1,121 @@
+// Context-free grammars over bytes, the common form every constraint compiles to (JSON
+// Schema, regular expressions, EBNF, choices). A grammar is a set of rules; each rule's
+// body is compiled to a byte-level automaton whose edges read a byte range or call
+// another rule, so a matcher runs the whole grammar as a pushdown automaton (matcher.h).
+// Thread safety: a built Grammar is immutable and shared freely.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace sluice::grammar {
+
+// A set of bytes.
+struct ByteSet {
+  std::array<uint64_t, 4> bits{};
+  void Add(int b) { bits[static_cast<size_t>(b) >> 6] |= uint64_t{1} << (b & 63); }
+  void AddRange(int lo, int hi) {
+    for (int b = lo; b <= hi; ++b) Add(b);
+  }
+  bool Has(int b) const { return (bits[static_cast<size_t>(b) >> 6] >> (b & 63)) & 1; }
+  bool Empty() const { return (bits[0] | bits[1] | bits[2] | bits[3]) == 0; }
+  ByteSet Complement() const;
+};
+
+// A rule body before compilation.
+struct Expr {
+  enum class Kind { kEmpty, kBytes, kSeq, kAlt, kRule, kRepeat };
+  Kind kind = Kind::kEmpty;
+  ByteSet bytes;            // kBytes
+  std::vector<Expr> items;  // kSeq, kAlt; kRepeat: the one repeated
+  int rule = -1;            // kRule: the rule called
+  int min = 0, max = -1;    // kRepeat: at least min, at most max (-1: no bound)
+
+  static Expr Empty() { return Expr{}; }
+  static Expr Bytes(ByteSet set);
+  static Expr Byte(uint8_t b);
+  static Expr Literal(absl::string_view text);
+  static Expr Seq(std::vector<Expr> items);
+  static Expr Alt(std::vector<Expr> items);
+  static Expr Rule(int rule);
+  static Expr Repeat(Expr item, int min, int max);
+  static Expr Optional(Expr item) { return Repeat(std::move(item), 0, 1); }
+  static Expr Star(Expr item) { return Repeat(std::move(item), 0, -1); }
+  static Expr Plus(Expr item) { return Repeat(std::move(item), 1, -1); }
+};
+
+// Code points [lo, hi] (each a Unicode scalar value, surrogates left out) as the UTF-8
+// byte sequences that spell them: an alternation of byte-range sequences.
+Expr CodepointRange(uint32_t lo, uint32_t hi);
+// Any of `ranges` (inclusive pairs), or with `negate` any scalar value outside them.
+Expr CodepointClass(std::vector<std::pair<uint32_t, uint32_t>> ranges, bool negate);
+
+// Bounds on what a grammar may grow to: a schema or pattern past them is refused (a 400
+// naming the bound) instead of slowing everything else down.
+struct Limits {
+  int max_rules = 20000;
+  int max_nodes = 500000;  // automaton nodes over all rules
+  int max_repeat = 2000;   // {m,n} bounds
+};
+
+// One compiled rule: nodes 0..N-1, node n's edges are edges[edge_begin[n], edge_begin[n+1]).
+struct RuleFsm {
+  struct Edge {
+    uint8_t lo = 0, hi = 0;  // a byte in [lo, hi], when rule < 0
+    int32_t rule = -1;       // >= 0: call this rule, continuing at `to` when it returns
+    int32_t to = 0;
+  };
+  int32_t start = 0;
+  std::vector<int32_t> edge_begin;  // num_nodes + 1
+  std::vector<Edge> edges;          // per node: byte edges (by lo) first, then calls
+  std::vector<int32_t> call_begin;  // per node: index of its first call edge
+  std::vector<uint8_t> final;       // the rule may end here
+  int num_nodes() const { return static_cast<int>(final.size()); }
+};
+
+class Grammar {
+ public:
+  const std::vector<RuleFsm>& rules() const { return rules_; }
+  const std::string& rule_name(int r) const { return names_[static_cast<size_t>(r)]; }
+  int root() const { return root_; }
+  int num_nodes() const { return num_nodes_; }
+
+ private:
+  friend class GrammarBuilder;
+  std::vector<RuleFsm> rules_;
+  std::vector<std::string> names_;
+  int root_ = 0;
+  int num_nodes_ = 0;
+};
+
+// Declares rules, sets their bodies, and compiles them: Thompson automata, epsilon
+// edges removed. Refuses left recursion (a rule that can call itself before reading a
+// byte), rules left without a body, and grammars past the limits.
+class GrammarBuilder {
+ public:
+  explicit GrammarBuilder(Limits limits = {}) : limits_(limits) {}
+
+  // A new rule's id; names need not be unique (helpers get numbered names).
+  int AddRule(std::string name);
+  // The rule of that name, or -1.
+  int Find(absl::string_view name) const;
+  void SetBody(int rule, Expr body);
+  int num_rules() const { return static_cast<int>(names_.size()); }
+  const Limits& limits() const { return limits_; }
+
+  absl::StatusOr<std::shared_ptr<const Grammar>> Build(int root) &&;
+
+ private:
+  Limits limits_;
+  std::vector<std::string> names_;
+  std::vector<Expr> bodies_;
+  std::vector<bool> has_body_;
+};
+
+}  // namespace sluice::grammar
