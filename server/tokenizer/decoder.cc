@@ -38,6 +38,18 @@ class ByteLevelDecoder : public Decoder {
     }
     tokens->assign(1, utf8::Lossy(bytes));
   }
+  void TokenBytes(std::string* token) const override {
+    std::string bytes;
+    size_t pos = 0;
+    while (pos < token->size()) {
+      const int len = utf8::SequenceLength(*token, pos);
+      const int b = len == 0 ? -1 : utf8::CodePointToByte(utf8::DecodeAt(*token, pos, len));
+      if (b < 0) return;  // not a byte-level token: its text is its bytes
+      bytes.push_back(static_cast<char>(b));
+      pos += len;
+    }
+    *token = std::move(bytes);
+  }
 };
 
 class MetaspaceDecoder : public Decoder {
@@ -50,6 +62,9 @@ class MetaspaceDecoder : public Decoder {
       token = absl::StrReplaceAll(token, {{replacement_, " "}});
       if (i == 0 && strip_first_ && absl::StartsWith(token, " ")) token.erase(0, 1);
     }
+  }
+  void TokenBytes(std::string* token) const override {
+    *token = absl::StrReplaceAll(*token, {{replacement_, " "}});
   }
 
  private:
@@ -64,6 +79,9 @@ class ReplaceDecoder : public Decoder {
   void DecodeChain(std::vector<std::string>* tokens) const override {
     if (pattern_.empty()) return;
     for (std::string& token : *tokens) token = absl::StrReplaceAll(token, {{pattern_, content_}});
+  }
+  void TokenBytes(std::string* token) const override {
+    if (!pattern_.empty()) *token = absl::StrReplaceAll(*token, {{pattern_, content_}});
   }
 
  private:
@@ -102,6 +120,9 @@ class ByteFallbackDecoder : public Decoder {
     flush();
     *tokens = std::move(out);
   }
+  void TokenBytes(std::string* token) const override {
+    if (const int b = ParseByte(*token); b >= 0) *token = std::string(1, static_cast<char>(b));
+  }
 
  private:
   static int HexDigit(char c) {
@@ -122,6 +143,7 @@ class FuseDecoder : public Decoder {
   void DecodeChain(std::vector<std::string>* tokens) const override {
     tokens->assign(1, absl::StrJoin(*tokens, ""));
   }
+  void TokenBytes(std::string*) const override {}
 };
 
 class StripDecoder : public Decoder {
@@ -138,6 +160,8 @@ class StripDecoder : public Decoder {
       }
     }
   }
+  // Stripping is of the whole text's ends, not of a token wherever it stands.
+  void TokenBytes(std::string*) const override {}
 
  private:
   std::string content_;
@@ -151,6 +175,9 @@ class SequenceDecoder : public Decoder {
       : parts_(std::move(parts)) {}
   void DecodeChain(std::vector<std::string>* tokens) const override {
     for (const auto& part : parts_) part->DecodeChain(tokens);
+  }
+  void TokenBytes(std::string* token) const override {
+    for (const auto& part : parts_) part->TokenBytes(token);
   }
 
  private:

@@ -19,6 +19,10 @@ class Decoder {
   // Rewrites the token strings in place; the decoded text is their concatenation.
   // The output strings are valid UTF-8.
   virtual void DecodeChain(std::vector<std::string>* tokens) const = 0;
+  // One token's own bytes, what it adds wherever it stands: the byte mapping and
+  // replacements, without what depends on its place (stripping the first space) and
+  // without replacing bytes that are not UTF-8 on their own. Grammars match on these.
+  virtual void TokenBytes(std::string* token) const = 0;
 };
 
 // Builds the decoder described by `config`; an unsupported type is InvalidArgument

@@ -105,6 +105,13 @@ std::string Tokenizer::IdToToken(int32_t id) const {
   return model_->IdToToken(id);
 }
 
+std::string Tokenizer::TokenBytes(int32_t id) const {
+  if (const AddedToken* added = added_->Find(id)) return added->special ? "" : added->content;
+  std::string token = model_->IdToToken(id);
+  if (decoder_ != nullptr) decoder_->TokenBytes(&token);
+  return token;
+}
+
 bool Tokenizer::IsSpecial(int32_t id) const {
   const AddedToken* added = added_->Find(id);
   return added != nullptr && added->special;

@@ -55,6 +55,9 @@ class Tokenizer {
   std::string IdToToken(int32_t id) const;
   // True for an added token marked special.
   bool IsSpecial(int32_t id) const;
+  // The bytes token `id` adds to the text wherever it stands (raw, possibly part of a
+  // UTF-8 sequence); empty for special and unknown tokens.
+  std::string TokenBytes(int32_t id) const;
 
   // From tokenizer_config.json: the bos token's id, if it names one.
   std::optional<int32_t> bos_id() const { return bos_id_; }
