@@ -84,6 +84,9 @@ absl::Status ValidateSampling(const SamplingParams& s) {
   for (const std::vector<int32_t>& word : s.bad_words) {
     if (word.empty()) return Invalid("bad_words", "holds an empty word");
   }
+  if (s.constraint && (!s.constraint->grammar || !s.constraint->vocab)) {
+    return Invalid("constraint", "needs a grammar and a vocabulary");
+  }
   if (s.min_tokens < 0 || s.min_tokens > s.max_tokens) {
     return Invalid("min_tokens", absl::StrCat("must be between 0 and max_tokens (", s.max_tokens,
                                               "), got ", s.min_tokens));

@@ -26,6 +26,18 @@ namespace sluice {
 using RequestId = uint64_t;
 using Clock = std::chrono::steady_clock;
 
+namespace grammar {
+class Grammar;
+class Vocabulary;
+}  // namespace grammar
+
+// Structured outputs: the generated text must match `grammar`, token by token through
+// `vocab` (each token's bytes). Built by a front with engine/grammar/compile.h.
+struct OutputConstraint {
+  std::shared_ptr<const grammar::Grammar> grammar;
+  std::shared_ptr<const grammar::Vocabulary> vocab;
+};
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
   int top_k = 0;
@@ -48,6 +60,9 @@ struct SamplingParams {
   std::vector<int32_t> allowed_token_ids;       // non-empty: only these may be sampled
   std::vector<std::vector<int32_t>> bad_words;  // token sequences never completed
   int min_tokens = 0;  // end-of-sequence and stop tokens are not sampled before this many
+  // Only tokens the grammar allows are sampled (and logprobs are of that masked
+  // distribution); the request stops once the grammar admits nothing but the end.
+  std::shared_ptr<const OutputConstraint> constraint;
 };
 
 // The ranges every front accepts. An error is InvalidArgument whose message starts with

@@ -62,6 +62,7 @@ class Matcher {
   // Only the end may come: no byte continues any stack.
   bool OnlyEndAllowed() const { return history_.back().tops.empty(); }
   int num_accepted() const { return static_cast<int>(history_.size()) - 1; }
+  int vocab_size() const { return vocab_->size(); }
 
  private:
   // A rule frame: at `node` of `rule`, returning to `parent` (-1: the bottom).

@@ -52,11 +52,14 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
     float* logits = logits_.data() + row * vocab;
     ++row;
     int32_t id = 0;
-    SLUICE_ASSIGN_OR_RETURN(TokenLogprobs logprobs,
-                            RequestTable::SampleOnHost(*s, logits, vocab, /*draw=*/true, &id));
+    bool grammar_done = false;
+    SLUICE_ASSIGN_OR_RETURN(
+        TokenLogprobs logprobs,
+        RequestTable::SampleOnHost(*s, logits, vocab, /*draw=*/true, &id, &grammar_done));
     RequestTable::Append(*s, id);
     result.sampled.push_back(id);
     result.logprobs.push_back(std::move(logprobs));
+    result.grammar_done.push_back(grammar_done);
   }
   return result;
 }

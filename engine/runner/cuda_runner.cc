@@ -440,13 +440,16 @@ absl::StatusOr<StepResult> CudaRunner::CollectSampled(
     RequestTable::Seq& s = *sampling_seqs[i];
     int32_t id = sampled[i];
     TokenLogprobs logprobs;
+    bool grammar_done = false;
     if (!host_logits[i].empty()) {
-      SLUICE_ASSIGN_OR_RETURN(logprobs, RequestTable::SampleOnHost(s, host_logits[i].data(), vocab,
-                                                                   /*draw=*/false, &id));
+      SLUICE_ASSIGN_OR_RETURN(logprobs,
+                              RequestTable::SampleOnHost(s, host_logits[i].data(), vocab,
+                                                         /*draw=*/false, &id, &grammar_done));
     }
     RequestTable::Append(s, id);
     result.sampled.push_back(id);
     result.logprobs.push_back(std::move(logprobs));
+    result.grammar_done.push_back(grammar_done);
   }
   return result;
 }

@@ -11,7 +11,7 @@
 namespace sluice {
 
 // Whether `p` changes the logits before sampling: penalties, logit_bias,
-// allowed_token_ids, bad_words or min_tokens.
+// allowed_token_ids, bad_words, min_tokens or a grammar.
 bool AdjustsLogits(const SamplingParams& p);
 
 // Applies to `logits` [vocab], in this order: repetition (over prompt and output),

@@ -1,6 +1,7 @@
 #include "engine/runner/request_table.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,15 @@ void RequestTable::Apply(const SchedulerOutput& output) {
     s.min_tokens_stop_ids = n.min_tokens_stop_ids;
     s.num_prompt_tokens = static_cast<int>(n.token_ids.size()) - n.num_output_tokens;
     s.scores_prompt = n.scores_prompt;
+    s.matcher.reset();
+    if (n.sampling.constraint) {
+      // After a preemption the grammar replays the output it had accepted.
+      s.matcher = std::make_shared<grammar::Matcher>(n.sampling.constraint->grammar,
+                                                     n.sampling.constraint->vocab);
+      for (size_t i = static_cast<size_t>(s.num_prompt_tokens); i < n.token_ids.size(); ++i) {
+        s.matcher->AcceptToken(n.token_ids[i]);
+      }
+    }
   }
   for (const CachedRequestData& c : output.cached_requests) {
     Seq& s = seqs_.at(c.id);
@@ -118,8 +128,22 @@ kernels::SamplingRow RequestTable::SamplingFor(const Seq& s) {
   return row;
 }
 
-absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(const Seq& s, float* logits, int vocab,
-                                                         bool draw, int32_t* id) {
+absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(Seq& s, float* logits, int vocab,
+                                                         bool draw, int32_t* id,
+                                                         bool* grammar_done) {
+  *grammar_done = false;
+  if (s.matcher) {
+    const int allowed = s.matcher->vocab_size();
+    std::vector<uint32_t> mask((static_cast<size_t>(allowed) + 31) / 32);
+    s.matcher->FillMask(mask.data());
+    bool any = false;
+    for (int t = 0; t < vocab; ++t) {
+      const bool ok = t < allowed && ((mask[static_cast<size_t>(t) >> 5] >> (t & 31)) & 1);
+      if (!ok) logits[t] = -std::numeric_limits<float>::infinity();
+      any = any || ok;
+    }
+    if (!any) return absl::InternalError("the request's grammar allows no token");
+  }
   const bool want_logprobs = s.params.logprobs >= 0;
   std::vector<float> raw;
   if (want_logprobs) raw.assign(logits, logits + vocab);
@@ -128,6 +152,12 @@ absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(const Seq& s, float* lo
     const kernels::SamplingRow row = SamplingFor(s);
     const kernels::Status k = kernels::cpu::Sample(id, logits, &row, 1, vocab);
     if (!k.ok()) return absl::InternalError(k.message());
+  }
+  if (s.matcher) {
+    if (!s.matcher->AcceptToken(*id)) {
+      return absl::InternalError(absl::StrCat("the grammar refused sampled token ", *id));
+    }
+    *grammar_done = s.matcher->Terminated() || s.matcher->OnlyEndAllowed();
   }
   return want_logprobs ? Logprobs(raw.data(), vocab, *id, s.params.logprobs) : TokenLogprobs{};
 }

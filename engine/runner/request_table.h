@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "engine/grammar/matcher.h"
 #include "engine/model/cpu_model.h"
 #include "engine/sched/scheduler.h"
 #include "sluice/kernels/sampling.h"
@@ -26,6 +27,8 @@ class RequestTable {
     std::vector<int32_t> min_tokens_stop_ids;  // NewRequestData::min_tokens_stop_ids
     int num_prompt_tokens = 0;
     bool scores_prompt = false;  // NewRequestData::scores_prompt
+    // With a constraint: the grammar's state after the output so far.
+    std::shared_ptr<grammar::Matcher> matcher;
   };
 
   // The rows of a step's batch whose logits score prompt tokens (prompt_logprobs): the
@@ -68,8 +71,11 @@ class RequestTable {
   // for them, then the adjustments (AdjustLogits) and the seeded draw into *id. With
   // `draw` false, *id holds a draw made elsewhere (on the device), redrawn only when an
   // adjustment changes the distribution.
-  static absl::StatusOr<TokenLogprobs> SampleOnHost(const Seq& s, float* logits, int vocab,
-                                                    bool draw, int32_t* id);
+  // With a constraint, the tokens the grammar does not allow are masked first (the
+  // logprobs are of the masked distribution), the token is advanced in the grammar, and
+  // *grammar_done says whether the grammar admits anything but the end after it.
+  static absl::StatusOr<TokenLogprobs> SampleOnHost(Seq& s, float* logits, int vocab, bool draw,
+                                                    int32_t* id, bool* grammar_done);
 
   // Appends the sampled token to `s`.
   static void Append(Seq& s, int32_t id);

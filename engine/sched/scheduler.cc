@@ -194,7 +194,8 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
   size_t sampling = 0;
   for (const ScheduledTokens& s : output.scheduled) sampling += s.samples;
   if (result.sampled.size() != sampling ||
-      (!result.logprobs.empty() && result.logprobs.size() != sampling)) {
+      (!result.logprobs.empty() && result.logprobs.size() != sampling) ||
+      (!result.grammar_done.empty() && result.grammar_done.size() != sampling)) {
     return absl::InternalError(absl::StrCat("the runner returned ", result.sampled.size(),
                                             " tokens and ", result.logprobs.size(),
                                             " logprobs for a step that samples ", sampling));
@@ -253,7 +254,12 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
     }
     r->token_ids.push_back(result.sampled[i]);
     kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
-    RequestOutput o = OutputOf(*r, CheckStop(*r));
+    FinishReason reason = CheckStop(*r);
+    // A grammar that admits only the end stops the request, as the end token would.
+    if (reason == FinishReason::kNone && i < result.grammar_done.size() && result.grammar_done[i]) {
+      reason = FinishReason::kStop;
+    }
+    RequestOutput o = OutputOf(*r, reason);
     o.new_token_ids.push_back(result.sampled[i]);
     if (r->scores_prompt()) {
       o.prompt_logprobs = std::move(r->prompt_logprobs);

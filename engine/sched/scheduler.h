@@ -78,10 +78,13 @@ struct SchedulerOutput {
 // With prompt_logprobs, `prompt_logprobs` has one entry per scheduled entry (empty for
 // the others): the scores of the prompt tokens its chunk predicts, in order (the chunk
 // of positions [c, c + n) scores tokens c + 1 up to min(c + n, prompt length - 1)).
+// With constraints, `grammar_done` has one entry per sampled token (or none): set when
+// the request's grammar admits nothing more after it, so that it stops there.
 struct StepResult {
   std::vector<int32_t> sampled;
   std::vector<TokenLogprobs> logprobs;
   std::vector<std::vector<TokenLogprobs>> prompt_logprobs;
+  std::vector<uint8_t> grammar_done;
 };
 
 // How many prompt tokens the chunk [start, start + num_tokens) scores.

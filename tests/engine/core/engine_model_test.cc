@@ -5,10 +5,13 @@
 #include <random>
 
 #include "engine/api.h"
+#include "engine/grammar/compile.h"
+#include "engine/grammar/matcher.h"
 #include "engine/model/generate.h"
 #include "engine/runner/cpu_runner.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/tokenizer.h"
 #include "tests/common/fixtures.h"
 
 namespace sluice {
@@ -260,6 +263,80 @@ TEST(EngineModelTest, PromptLogprobsAreComputedNotReadFromThePrefixCache) {
   ASSERT_EQ(first->logprobs.size(), 1u);
   Result rest = Wait(**s);
   EXPECT_EQ(rest.ids.size(), 3u) << "generation goes on after the scored prompt";
+}
+
+std::shared_ptr<const grammar::Vocabulary> TinyVocabulary() {
+  static std::shared_ptr<const grammar::Vocabulary> vocab = [] {
+    auto tok = Tokenizer::FromDir(testing::TinyModelDir());
+    EXPECT_TRUE(tok.ok()) << tok.status();
+    std::vector<std::string> bytes;
+    for (int32_t id = 0; id < (*tok)->vocab_size(); ++id) bytes.push_back((*tok)->TokenBytes(id));
+    return std::make_shared<const grammar::Vocabulary>(std::move(bytes),
+                                                       TinyModel()->config().eos_token_ids);
+  }();
+  return vocab;
+}
+
+std::string TextOf(const std::vector<int32_t>& ids) {
+  std::string text;
+  for (int32_t id : ids) text += TinyVocabulary()->bytes(id);
+  return text;
+}
+
+// A JSON Schema constraint on the real model: every output parses and has the schema's
+// shape, stops by the grammar (not by length), and equals itself run alone when the
+// batch is preempted (the matcher replays the output it had).
+TEST(EngineModelTest, ConstrainedOutputsFollowTheSchemaUnderPreemption) {
+  const std::string schema = R"({"type":"object","properties":{
+      "name":{"type":"string","maxLength":12},"count":{"type":"integer","minimum":0,"maximum":99},
+      "ok":{"type":"boolean"}},"required":["name","count","ok"]})";
+  auto g = grammar::CompileJsonSchema(schema);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto constraint = std::make_shared<OutputConstraint>(OutputConstraint{*g, TinyVocabulary()});
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  auto request = [&](const nlohmann::json& c, float temperature, uint64_t seed) {
+    SubmitParams p = Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 96);
+    p.sampling.ignore_eos = false;
+    p.sampling.temperature = temperature;
+    p.sampling.seed = seed;
+    p.sampling.constraint = constraint;
+    return p;
+  };
+  std::vector<SubmitParams> reqs;
+  for (const auto& c : golden["cases"]) {
+    reqs.push_back(request(c, 0.0f, 1));
+    reqs.push_back(request(c, 1.0f, 7));
+  }
+  auto run = [&](int num_blocks, int max_seqs) {
+    auto engine = MakeEngine(num_blocks, 8, max_seqs, 64);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const SubmitParams& p : reqs) streams.push_back(*engine->Submit(p));
+    std::vector<Result> out;
+    for (auto& s : streams) out.push_back(Wait(*s));
+    return std::make_pair(std::move(out), engine->Stats().num_preemptions);
+  };
+  const auto [alone, unused] = run(256, 1);
+  const auto [together, preemptions] = run(20, 16);
+  EXPECT_GT(preemptions, 0);
+  int stopped = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const std::string text = TextOf(alone[i].ids);
+    EXPECT_EQ(together[i].ids, alone[i].ids) << "request " << i;
+    if (alone[i].reason != FinishReason::kStop) continue;  // cut by max_tokens
+    ++stopped;
+    const auto parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(parsed.is_discarded()) << text;
+    EXPECT_TRUE(parsed["name"].is_string() && parsed["name"].get<std::string>().size() <= 12)
+        << text;
+    EXPECT_TRUE(parsed["count"].is_number_integer() && parsed["count"] >= 0 &&
+                parsed["count"] <= 99)
+        << text;
+    EXPECT_TRUE(parsed["ok"].is_boolean()) << text;
+    EXPECT_EQ(parsed.size(), 3u) << text;
+  }
+  std::printf("CONSTRAINED %d/%zu stopped by the grammar; e.g. %s | %s\n", stopped, reqs.size(),
+              TextOf(alone[0].ids).c_str(), TextOf(alone[1].ids).c_str());
+  EXPECT_GE(stopped, static_cast<int>(reqs.size()) * 3 / 4);
 }
 
 }  // namespace
