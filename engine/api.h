@@ -232,6 +232,7 @@ struct ModelInfo {
   int max_model_len = 0;
   int block_size = 0;
   int num_kv_blocks = 0;
+  std::vector<int32_t> eos_token_ids;  // the model's and the tokenizer's
 };
 
 // What the engine says of itself, for readiness and liveness probes.

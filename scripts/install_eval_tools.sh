@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs lm-evaluation-harness into .venv-eval (for the prompt-logprobs end-to-end
-# test), once per version of scripts/requirements-eval.txt. Called by run_tests.sh.
+# Installs lm-evaluation-harness and LangChain into .venv-eval (for the end-to-end
+# suites that drive them), once per version of scripts/requirements-eval.txt. Called by
+# run_tests.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-eval

@@ -33,9 +33,10 @@ struct ServeFlags {
   int port = 8000;
   std::string served_model_name;
   double slo_tpot_ms = 100.0;
-  double cost_per_hour = 0.0;   // USD; 0: unset
-  std::string metrics_compat;   // "vllm": also the vllm: names
-  std::string allowed_origins;  // CORS: comma-separated origins or "*"; empty: none
+  double cost_per_hour = 0.0;    // USD; 0: unset
+  std::string metrics_compat;    // "vllm": also the vllm: names
+  std::string allowed_origins;   // CORS: comma-separated origins or "*"; empty: none
+  std::string tool_call_parser;  // hermes, llama3_json, mistral; empty: none
   double drain_timeout_s = 30.0;
   size_t max_body_bytes = 1 << 20;
   int io_threads = 2;
@@ -61,6 +62,7 @@ int RunServe(ServeFlags f) {
     return 2;
   }
   state.cors = *std::move(cors);
+  state.tool_call_parser = f.tool_call_parser;
   state.metrics = std::make_unique<Metrics>(f.engine.slo_ttft_ms, f.slo_tpot_ms, f.cost_per_hour);
   Metrics* metrics = state.metrics.get();
   f.engine.on_step = [metrics](const StepSample& step) { metrics->ObserveStep(step); };
@@ -135,6 +137,9 @@ int RunServe(ServeFlags f) {
   if (f.metrics_compat == "vllm") state.metrics->EnableVllmCompat(state.served_model_name);
   state.engine = loaded->engine.get();
   state.tokenizer = loaded->tokenizer.get();
+  state.constraints = std::make_unique<ConstraintCache>(
+      GrammarVocabulary(*loaded->tokenizer, loaded->engine->model().vocab_size,
+                        loaded->engine->model().eos_token_ids));
   state.chat_template = chat_template.get();
   const ModelInfo& model = loaded->engine->model();
   state.max_model_len = model.max_model_len;
@@ -203,6 +208,11 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
                   "vllm: also export the vllm: metric names vLLM dashboards, the Gateway API "
                   "Inference Extension and KEDA examples query")
       ->check(CLI::IsMember({"vllm"}));
+  cmd->add_option("--tool-call-parser", f->tool_call_parser,
+                  "How the model writes tool calls, for tool_choice auto (and the format "
+                  "required calls are forced into): hermes (<tool_call> blocks, Qwen2.5 and "
+                  "Qwen3), llama3_json, mistral")
+      ->check(CLI::IsMember({"hermes", "llama3_json", "mistral"}));
   cmd->add_option("--allowed-origins", f->allowed_origins,
                   "Origins browsers may call the API from (CORS), comma-separated "
                   "(https://app.example,http://localhost:3000), or * for any; default none");

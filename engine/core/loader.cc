@@ -214,7 +214,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   info.architecture = config.model_type;
   info.summary = config.Summary();
   if (!o.quiet) LogMemoryPlan(*runner, config);
-  return Engine::Create(EngineConfigFor(o, config), std::move(runner), std::move(info));
+  EngineConfig ec = EngineConfigFor(o, config);
+  info.eos_token_ids = ec.eos_token_ids;
+  return Engine::Create(std::move(ec), std::move(runner), std::move(info));
 }
 
 }  // namespace sluice

@@ -50,6 +50,18 @@ absl::StatusOr<std::shared_ptr<const Grammar>> CompileJsonSchema(absl::string_vi
                                                                  const JsonOptions& options = {},
                                                                  const Limits& limits = {});
 
+// Tool calls in a model's format: JSON values valid against `schema`, each between
+// `prefix` and `suffix`, from `min` to `max` of them separated by `separator`, the
+// whole between `open` and `close` (hermes: <tool_call> blocks; mistral: [TOOL_CALLS]
+// then a JSON list).
+struct JsonFraming {
+  std::string open, prefix, suffix, separator, close;
+  int min = 1, max = 1;
+};
+absl::StatusOr<std::shared_ptr<const Grammar>> CompileJsonSchemaFramed(
+    absl::string_view schema, const JsonFraming& framing, const JsonOptions& options = {},
+    const Limits& limits = {});
+
 // Used by CompileJsonSchema and tests: a regex as an expression over bytes in `builder`
 // (rules it needs are added there). Inside a JSON string `json_string` keeps '"', '\'
 // and control characters out of what the pattern's classes and '.' match.

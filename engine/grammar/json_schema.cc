@@ -140,11 +140,89 @@ class SchemaCompiler {
       Expr u = Expr::Seq(
           {Expr::Byte('u'), Expr::Alt({Expr::Seq({Expr::Bytes(hex_low), h, h, h}),
                                        Expr::Seq({Expr::Bytes(d), Expr::Bytes(d0_7), h, h})})});
+      escape_tail_ = b_.AddRule("json_escape");
+      b_.SetBody(escape_tail_, Expr::Alt({Expr::Bytes(esc), u}));
       b_.SetBody(char_rule_,
                  Expr::Alt({CodepointClass({{0, 0x1F}, {'"', '"'}, {'\\', '\\'}}, /*negate=*/true),
-                            Expr::Seq({Expr::Byte('\\'), Expr::Alt({Expr::Bytes(esc), u})})}));
+                            Expr::Seq({Expr::Byte('\\'), Expr::Rule(escape_tail_)})}));
     }
     return Expr::Rule(char_rule_);
+  }
+
+  // What follows a backslash in a JSON string.
+  Expr EscapeTail() {
+    Char();
+    return Expr::Rule(escape_tail_);
+  }
+
+  // A JSON string whose characters (written unescaped) spell none of `keys`: a trie of
+  // the keys, left at any other character; ending on a key's last node is refused.
+  // NOTE: a key spelled with escapes ("\u0069d" for "id") is not recognised as one.
+  Expr KeyOtherThan(const std::vector<std::string>& keys) {
+    struct Node {
+      std::vector<std::pair<uint32_t, int>> kids;
+      bool terminal = false;
+    };
+    std::vector<Node> trie(1);
+    for (const std::string& k : keys) {
+      int n = 0;
+      for (size_t i = 0; i < k.size();) {
+        const unsigned char c = static_cast<unsigned char>(k[i]);
+        const int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        uint32_t cp = len == 1 ? c : (c & (0x7F >> len));
+        for (int j = 1; j < len && i + j < k.size(); ++j) cp = (cp << 6) | (k[i + j] & 0x3F);
+        i += static_cast<size_t>(len);
+        int next = -1;
+        for (const auto& [kc, kn] : trie[static_cast<size_t>(n)].kids) {
+          if (kc == cp) next = kn;
+        }
+        if (next < 0) {
+          next = static_cast<int>(trie.size());
+          trie[static_cast<size_t>(n)].kids.emplace_back(cp, next);
+          trie.emplace_back();
+        }
+        n = next;
+      }
+      trie[static_cast<size_t>(n)].terminal = true;
+    }
+    const Expr rest = Expr::Seq({Expr::Star(Char()), Expr::Byte('"')});
+    std::vector<int> rules(trie.size());
+    for (size_t n = 0; n < trie.size(); ++n) rules[n] = b_.AddRule(absl::StrCat("key_other_", n));
+    for (size_t n = 0; n < trie.size(); ++n) {
+      std::vector<Expr> alts;
+      if (!trie[n].terminal) alts.push_back(Expr::Byte('"'));
+      std::vector<std::pair<uint32_t, uint32_t>> taken = {{0, 0x1F}, {'"', '"'}, {'\\', '\\'}};
+      for (const auto& [cp, kid] : trie[n].kids) {
+        taken.emplace_back(cp, cp);
+        std::string bytes;
+        AppendCodepoint(cp, bytes);
+        alts.push_back(
+            Expr::Seq({Expr::Literal(bytes), Expr::Rule(rules[static_cast<size_t>(kid)])}));
+      }
+      // Any other character, or an escape, leaves the keys behind.
+      alts.push_back(Expr::Seq({CodepointClass(taken, /*negate=*/true), rest}));
+      alts.push_back(Expr::Seq({Expr::Byte('\\'), EscapeTail(), rest}));
+      b_.SetBody(rules[n], Expr::Alt(std::move(alts)));
+    }
+    return Expr::Seq({Expr::Byte('"'), Expr::Rule(rules[0])});
+  }
+
+  static void AppendCodepoint(uint32_t cp, std::string& out) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
   }
 
   Expr String(int min = 0, int max = -1) {
@@ -420,16 +498,13 @@ class SchemaCompiler {
         if (absl::Status st = Unenforced(path, "pattern with format"); !st.ok()) return st;
       }
       std::string p = s["pattern"].get<std::string>();
-      // A JSON Schema pattern matches anywhere in the string unless anchored.
-      if (!p.starts_with("^"))
-        p = ".*(?:" + p + ")";
-      else
-        p = p.substr(1);
-      if (!(p.ends_with("$") && !p.ends_with("\\$")))
-        p = "(?:" + p + ").*";
-      else
-        p.pop_back();
-      pattern = p;
+      // A JSON Schema pattern matches anywhere in the string unless anchored: strip the
+      // anchors it has, and let anything stand where it has none.
+      const bool at_start = p.starts_with("^");
+      if (at_start) p.erase(0, 1);
+      const bool at_end = p.ends_with("$") && !p.ends_with("\\$");
+      if (at_end) p.pop_back();
+      pattern = absl::StrCat(at_start ? "" : ".*", "(?:", p, ")", at_end ? "" : ".*");
     }
     if (!pattern.empty()) {
       if (*min > 0 || *max >= 0) {
@@ -445,7 +520,13 @@ class SchemaCompiler {
   }
 
   static std::string FormatPattern(const std::string& format) {
-    static const std::string kDate = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
+    // Calendar days only: 29 February in leap years, 31 in the long months; years from 1.
+    static const std::string kYear = "([1-9]\\d{3}|0[1-9]\\d\\d|00[1-9]\\d|000[1-9])";
+    static const std::string kLeap =
+        "(\\d\\d(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)";
+    static const std::string kDate =
+        absl::StrCat("(", kYear, "-((0[1-9]|1[0-2])-(0[1-9]|1\\d|2[0-8])|(0[13-9]|1[0-2])-(29|30)|",
+                     "(0[13578]|1[02])-31)|", kLeap, "-02-29)");
     static const std::string kTime =
         "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,6})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
     if (format == "date") return kDate;
@@ -632,8 +713,11 @@ class SchemaCompiler {
       if (!(ap.is_boolean() && !ap.get<bool>())) {
         absl::StatusOr<Expr> value = Compile(ap, path + "/additionalProperties");
         if (!value.ok()) return value;
-        // NOTE: an extra key may repeat a declared one; JSON parsers keep the last.
-        extra = Expr::Seq({String(), Ws(), Expr::Byte(':'), Ws(), *std::move(value)});
+        // An extra key is never a declared one (a parser would keep the last of the two).
+        std::vector<std::string> declared;
+        for (const auto& [key, unused] : props.items()) declared.push_back(key);
+        for (const std::string& r : required) declared.push_back(r);
+        extra = Expr::Seq({KeyOtherThan(declared), Ws(), Expr::Byte(':'), Ws(), *std::move(value)});
       }
     }
     // Keys in declared order, optional ones skippable: after[i] is the rest from key i
@@ -748,7 +832,7 @@ class SchemaCompiler {
   const JsonOptions& options_;
   GrammarBuilder& b_;
   absl::flat_hash_map<std::string, int> refs_;
-  int any_value_ = -1, char_rule_ = -1, number_rule_ = -1;
+  int any_value_ = -1, char_rule_ = -1, number_rule_ = -1, escape_tail_ = -1;
   int depth_ = 0;
   bool exclusive_ = false;
 };
@@ -776,6 +860,32 @@ absl::StatusOr<std::shared_ptr<const Grammar>> CompileJsonSchema(absl::string_vi
   absl::StatusOr<Expr> body = c.Compile(parsed, "");
   if (!body.ok()) return body.status();
   builder.SetBody(root, *std::move(body));
+  return std::move(builder).Build(root);
+}
+
+absl::StatusOr<std::shared_ptr<const Grammar>> CompileJsonSchemaFramed(absl::string_view schema,
+                                                                       const JsonFraming& framing,
+                                                                       const JsonOptions& options,
+                                                                       const Limits& limits) {
+  const json parsed = json::parse(schema, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return absl::InvalidArgumentError("the schema is not valid JSON");
+  if (framing.min < 1 || (framing.max >= 0 && framing.max < framing.min)) {
+    return absl::InvalidArgumentError("the framing needs 1 <= min <= max");
+  }
+  GrammarBuilder builder(limits);
+  SchemaCompiler c(parsed, options, builder);
+  const int root = builder.AddRule("root");
+  const int item = builder.AddRule("item");
+  absl::StatusOr<Expr> value = c.Compile(parsed, "");
+  if (!value.ok()) return value.status();
+  builder.SetBody(item, Expr::Seq({Expr::Literal(framing.prefix), *std::move(value),
+                                   Expr::Literal(framing.suffix)}));
+  const int more_min = framing.min - 1, more_max = framing.max < 0 ? -1 : framing.max - 1;
+  builder.SetBody(
+      root, Expr::Seq({Expr::Literal(framing.open), Expr::Rule(item),
+                       Expr::Repeat(Expr::Seq({Expr::Literal(framing.separator), Expr::Rule(item)}),
+                                    more_min, more_max),
+                       Expr::Literal(framing.close)}));
   return std::move(builder).Build(root);
 }
 

@@ -8,6 +8,7 @@
 #include "server/openai/completion_job.h"
 #include "server/openai/responses.h"
 #include "server/openai/responses_api.h"
+#include "server/openai/tool_calls.h"
 
 namespace sluice::openai {
 
@@ -191,6 +192,31 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
                                                     state_->served_model_name, "'"),
                                        "model"});
   }
+  ToolPlan tools;
+  if (chat) {
+    std::variant<ToolPlan, ApiError> plan =
+        PlanTools(req, ToolFormatOf(state_->tool_call_parser).value_or(std::nullopt));
+    if (auto* e = std::get_if<ApiError>(&plan)) {
+      state_->metrics->Rejected("invalid");
+      return SendError(*writer, *e);
+    }
+    tools = std::move(std::get<ToolPlan>(plan));
+    // A forced call is itself an output constraint.
+    if (std::optional<ConstraintSpec> forced = ToolConstraint(tools)) {
+      if (req.constraint) {
+        state_->metrics->Rejected("invalid");
+        return SendError(*writer, ApiError{400, "invalid_request_error",
+                                           "give 'tool_choice' (required or a function) or "
+                                           "an output format, not both",
+                                           "tool_choice"});
+      }
+      req.constraint = std::move(forced);
+    }
+  }
+  if (std::optional<ApiError> e = Constrain(req)) {
+    state_->metrics->Rejected("invalid");
+    return SendError(*writer, *e);
+  }
   std::vector<PreparedPrompt> prompts;
   if (chat) {
     std::variant<std::string, ApiError> text = RenderChat(req);
@@ -217,7 +243,8 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
       if (ids.ok() && !ids->empty()) req.sampling.bad_words.push_back(std::move(*ids));
     }
   }
-  CompletionJob::Start(state_, std::move(req), std::move(prompts), std::move(writer), arrival);
+  CompletionJob::Start(state_, std::move(req), std::move(prompts), std::move(writer), arrival,
+                       std::move(tools));
 }
 
 std::variant<PreparedPrompt, ApiError> Api::Prepare(PromptInput in, const CompletionRequest& req,
@@ -271,6 +298,7 @@ void Api::Responses(const http::Request& http_req, std::shared_ptr<http::Respons
                                                     state_->served_model_name, "'"),
                                        "model"});
   }
+  if (std::optional<ApiError> e = Constrain(req.chat)) return reject(*e);
   std::variant<std::string, ApiError> text = RenderChat(req.chat);
   if (auto* e = std::get_if<ApiError>(&text)) {
     ApiError error = *e;
@@ -286,6 +314,22 @@ void Api::Responses(const http::Request& http_req, std::shared_ptr<http::Respons
   }
   ResponseJob::Start(state_, std::move(req), std::move(std::get<PreparedPrompt>(prompt)),
                      std::move(writer), arrival);
+}
+
+std::optional<ApiError> Api::Constrain(CompletionRequest& req) const {
+  if (!req.constraint) return std::nullopt;
+  if (state_->constraints == nullptr) {
+    return ApiError{503, "service_unavailable", "structured outputs are not ready yet", ""};
+  }
+  absl::StatusOr<std::shared_ptr<const OutputConstraint>> c =
+      state_->constraints->Get(*req.constraint);
+  if (!c.ok()) {
+    return ApiError{400, "invalid_request_error",
+                    absl::StrCat("'", req.constraint->field, "': ", c.status().message()),
+                    req.constraint->field};
+  }
+  req.sampling.constraint = *std::move(c);
+  return std::nullopt;
 }
 
 std::variant<std::string, ApiError> Api::RenderChat(const CompletionRequest& req) const {

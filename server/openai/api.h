@@ -27,6 +27,9 @@ class Api {
   void Completions(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
                    bool chat);
   void Responses(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer);
+  // Compiles req.constraint (through the cache) into req.sampling.constraint, or the 400
+  // naming the field whose schema, pattern or grammar does not compile.
+  std::optional<ApiError> Constrain(CompletionRequest& req) const;
   void Preflight(const http::Request& req, http::ResponseWriter& w, const std::string& path);
   // One prompt tokenized (a chat template's text already holds its special tokens), or
   // the 400 it earns: not encodable, or max_tokens past what the context leaves.

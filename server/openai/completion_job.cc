@@ -30,8 +30,10 @@ const char* FinishReasonText(FinishReason r) {
 
 void CompletionJob::Start(ServerState* state, CompletionRequest request,
                           std::vector<PreparedPrompt> prompts,
-                          std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival) {
+                          std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival,
+                          ToolPlan tools) {
   auto job = std::make_shared<CompletionJob>(state, std::move(request), std::move(prompts), writer);
+  job->tools_ = std::move(tools);
   // Submit every choice; a refusal of any aborts the ones already admitted (their
   // Generations abort as they go).
   for (size_t p = 0; p < job->prompts_.size(); ++p) {
@@ -101,6 +103,7 @@ void CompletionJob::Emit(Choice& c, const GenerationDelta& delta) {
   if (!req_.stream) return;
   const bool failed = delta.finished && !c.gen->error().empty();
   if (failed) return;  // reported by Finish
+  if (tools_.active()) return EmitToolCalls(c, delta);
   if (req_.echo && !c.echo_sent) {
     // The prompt first, with its scores when logprobs are asked for.
     c.echo_sent = true;
@@ -136,6 +139,104 @@ void CompletionJob::SendChunk(Choice& c, const std::string& text, const char* fi
                 {"choices", json::array({choice})}};
   if (req_.include_usage) chunk["usage"] = req_.continuous_usage ? Usage() : json(nullptr);
   writer_->WriteChunk(SseEvent(chunk));
+}
+
+void CompletionJob::SendDelta(Choice& c, json delta, const char* finish_reason) {
+  if (!c.sent_role) delta["role"] = "assistant";
+  c.sent_role = true;
+  json choice = {{"index", c.index},
+                 {"delta", std::move(delta)},
+                 {"logprobs", nullptr},
+                 {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}};
+  if (finish_reason != nullptr) choice["stop_reason"] = c.gen->stop_reason();
+  json chunk = {{"id", id_},
+                {"object", "chat.completion.chunk"},
+                {"created", created_},
+                {"model", state_->served_model_name},
+                {"choices", json::array({std::move(choice)})}};
+  if (req_.include_usage) chunk["usage"] = req_.continuous_usage ? Usage() : json(nullptr);
+  writer_->WriteChunk(SseEvent(chunk));
+}
+
+void CompletionJob::EmitToolCalls(Choice& c, const GenerationDelta& delta) {
+  if (tools_.choice == ToolPlan::Choice::kNamed) {
+    // The text is the arguments: the call opens with its name, then grows.
+    if (!c.call_opened) {
+      c.call_opened = true;
+      call_ids_.resize(choices_.size());
+      call_ids_[static_cast<size_t>(c.index)] = ParseToolCalls(tools_, "").calls[0].id;
+      SendDelta(c,
+                {{"tool_calls",
+                  json::array({{{"index", 0},
+                                {"id", call_ids_[static_cast<size_t>(c.index)]},
+                                {"type", "function"},
+                                {"function", {{"name", tools_.named}, {"arguments", ""}}}}})}},
+                nullptr);
+    }
+    if (!delta.text.empty()) {
+      SendDelta(c,
+                {{"tool_calls",
+                  json::array({{{"index", 0}, {"function", {{"arguments", delta.text}}}}})}},
+                nullptr);
+    }
+    if (delta.finished) SendDelta(c, json::object(), "tool_calls");
+    return;
+  }
+  if (!delta.finished) return;  // parsed once the turn has ended
+  const AssistantTurn turn = ParseToolCalls(tools_, c.gen->text());
+  if (!turn.content.empty()) SendDelta(c, {{"content", turn.content}}, nullptr);
+  for (size_t i = 0; i < turn.calls.size(); ++i) {
+    const ToolCall& call = turn.calls[i];
+    SendDelta(
+        c,
+        {{"tool_calls", json::array({{{"index", i},
+                                      {"id", call.id},
+                                      {"type", "function"},
+                                      {"function", {{"name", call.name}, {"arguments", ""}}}}})}},
+        nullptr);
+    // Arguments in pieces of up to 32 bytes, cut between UTF-8 characters.
+    size_t at = 0;
+    while (at < call.arguments.size()) {
+      size_t end = std::min(call.arguments.size(), at + 32);
+      while (end < call.arguments.size() &&
+             (static_cast<unsigned char>(call.arguments[end]) & 0xC0) == 0x80) {
+        ++end;
+      }
+      SendDelta(
+          c,
+          {{"tool_calls",
+            json::array({{{"index", i},
+                          {"function", {{"arguments", call.arguments.substr(at, end - at)}}}}})}},
+          nullptr);
+      at = end;
+    }
+  }
+  const char* reason = nullptr;
+  Message(c, &reason);
+  SendDelta(c, json::object(), reason);
+}
+
+json CompletionJob::Message(const Choice& c, const char** finish_reason) const {
+  *finish_reason = FinishReasonText(c.gen->finish_reason());
+  json message = {{"role", "assistant"}, {"content", c.gen->text()}};
+  if (!tools_.active()) return message;
+  AssistantTurn turn = ParseToolCalls(tools_, c.gen->text());
+  if (turn.calls.empty()) return message;
+  if (tools_.choice == ToolPlan::Choice::kNamed &&
+      static_cast<size_t>(c.index) < call_ids_.size() &&
+      !call_ids_[static_cast<size_t>(c.index)].empty()) {
+    turn.calls[0].id = call_ids_[static_cast<size_t>(c.index)];
+  }
+  json calls = json::array();
+  for (const ToolCall& call : turn.calls) {
+    calls.push_back({{"id", call.id},
+                     {"type", "function"},
+                     {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+  }
+  message["content"] = turn.content.empty() ? json(nullptr) : json(turn.content);
+  message["tool_calls"] = std::move(calls);
+  if (c.gen->finish_reason() == FinishReason::kStop) *finish_reason = "tool_calls";
+  return message;
 }
 
 json CompletionJob::ChoiceLogprobs(const Choice& c, size_t from) const {
@@ -177,7 +278,9 @@ json CompletionJob::FullResponse() const {
                    {"stop_reason", c.gen->stop_reason()},
                    {"logprobs", req_.logprobs >= 0 ? ChoiceLogprobs(c, 0) : json(nullptr)}};
     if (req_.chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", text}};
+      const char* reason = nullptr;
+      choice["message"] = Message(c, &reason);
+      choice["finish_reason"] = reason;
     } else {
       choice["text"] = req_.echo ? PromptOf(c).text + text : text;
       if (req_.echo && req_.logprobs >= 0) {

@@ -12,6 +12,7 @@
 #include "server/core/generation.h"
 #include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
+#include "server/openai/tool_calls.h"
 
 namespace sluice::openai {
 
@@ -28,7 +29,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // (400 / 429 with Retry-After / 503).
   static void Start(ServerState* state, CompletionRequest request,
                     std::vector<PreparedPrompt> prompts,
-                    std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival);
+                    std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival,
+                    ToolPlan tools = {});
 
   CompletionJob(ServerState* state, CompletionRequest request, std::vector<PreparedPrompt> prompts,
                 std::shared_ptr<http::ResponseWriter> writer);
@@ -40,7 +42,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     std::unique_ptr<Generation> gen;
     size_t logprobs_sent = 0;
     bool sent_role = false;
-    bool echo_sent = false;  // stream: the prompt went out first
+    bool echo_sent = false;    // stream: the prompt went out first
+    bool call_opened = false;  // stream, named tool: the call's name went out
   };
 
   void Pump();
@@ -57,6 +60,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     return prompts_[static_cast<size_t>(c.index / req_.n)];
   }
   nlohmann::json FullResponse() const;
+  // Tool calls in a stream: a named call's arguments as they come; other calls, parsed
+  // once the turn has ended, name first and then their arguments in pieces.
+  void EmitToolCalls(Choice& c, const GenerationDelta& delta);
+  void SendDelta(Choice& c, nlohmann::json delta, const char* finish_reason);
+  nlohmann::json Message(const Choice& c, const char** finish_reason) const;
 
   ServerState* state_;
   CompletionRequest req_;
@@ -65,6 +73,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::string id_;
   int64_t created_;
   std::vector<Choice> choices_;
+  ToolPlan tools_;
+  std::vector<std::string> call_ids_;  // stream, named tool: each choice's call id
   bool finished_ = false;
   bool cancelled_ = false;
 };

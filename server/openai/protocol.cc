@@ -157,6 +157,13 @@ std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& r) {
     if (!body["tools"].is_array()) return Bad("tools", "'tools' must be a list");
     r.tools = body["tools"];
   }
+  if (body.contains("tool_choice")) r.tool_choice = body["tool_choice"];
+  if (body.contains("parallel_tool_calls") && !body["parallel_tool_calls"].is_null()) {
+    if (!body["parallel_tool_calls"].is_boolean()) {
+      return Bad("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+    }
+    r.parallel_tool_calls = body["parallel_tool_calls"].get<bool>();
+  }
   if (body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()) {
     if (!body["chat_template_kwargs"].is_object()) {
       return Bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
@@ -228,6 +235,157 @@ std::optional<ApiError> ParseLogitControls(const json& body, CompletionRequest& 
   return std::nullopt;
 }
 
+}  // namespace
+
+std::variant<std::optional<ConstraintSpec>, ApiError> ParseResponseFormat(const json& f,
+                                                                          const std::string& field,
+                                                                          bool flat_schema) {
+  if (!f.is_object() || !f.contains("type") || !f["type"].is_string()) {
+    return Bad(field, absl::StrCat("'", field, "' must be an object with a 'type'"));
+  }
+  const std::string type = f["type"].get<std::string>();
+  if (type == "text") return std::optional<ConstraintSpec>();
+  ConstraintSpec spec;
+  spec.field = field;
+  if (type == "json_object") {
+    spec.kind = ConstraintSpec::Kind::kJsonObject;
+    return std::optional<ConstraintSpec>(std::move(spec));
+  }
+  if (type != "json_schema") {
+    return Bad(field + ".type",
+               absl::StrCat("'", field, ".type' must be text, json_object or json_schema"));
+  }
+  // Chat: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}; the
+  // Responses API puts name, schema and strict beside type.
+  const std::string where = flat_schema ? field : field + ".json_schema";
+  const json& js = flat_schema ? f : (f.contains("json_schema") ? f["json_schema"] : json());
+  if (!js.is_object()) return Bad(where, absl::StrCat("'", where, "' must be an object"));
+  if (js.contains("name") && !js["name"].is_string()) {
+    return Bad(where + ".name", "'name' must be a string");
+  }
+  if (js.contains("strict") && !js["strict"].is_null() && !js["strict"].is_boolean()) {
+    return Bad(where + ".strict", "'strict' must be a boolean");
+  }
+  spec.kind = ConstraintSpec::Kind::kJsonSchema;
+  spec.strict = js.value("strict", false) == true;
+  spec.field = where + ".schema";
+  if (!js.contains("schema") || js["schema"].is_null()) {
+    spec.text = "{}";  // no schema: any JSON value
+  } else if (js["schema"].is_object() || js["schema"].is_boolean()) {
+    spec.text = js["schema"].dump();
+  } else {
+    return Bad(where + ".schema", "'schema' must be a JSON Schema object");
+  }
+  return std::optional<ConstraintSpec>(std::move(spec));
+}
+
+namespace {
+
+// response_format, vLLM's structured_outputs and its older guided_* fields: at most one.
+std::optional<ApiError> ParseConstraint(const json& body, CompletionRequest& r) {
+  auto given = [&](const char* k) { return body.contains(k) && !body[k].is_null(); };
+  std::vector<std::string> sources;
+  for (const char* k : {"response_format", "structured_outputs", "guided_json", "guided_regex",
+                        "guided_choice", "guided_grammar"}) {
+    if (given(k)) sources.push_back(k);
+  }
+  if (sources.size() > 1) {
+    return Bad(sources[1], absl::StrCat("give one output constraint: '", sources[0], "' and '",
+                                        sources[1], "' were both given"));
+  }
+  if (sources.empty()) return std::nullopt;
+  const std::string& field = sources[0];
+  const json& v = body[field];
+  ConstraintSpec spec;
+  spec.field = field;
+  auto json_text = [&](const json& schema, const std::string& where) -> std::optional<ApiError> {
+    if (schema.is_string()) {
+      spec.text = schema.get<std::string>();
+    } else if (schema.is_object() || schema.is_boolean()) {
+      spec.text = schema.dump();
+    } else {
+      return Bad(where, absl::StrCat("'", where, "' must be a JSON Schema (object or text)"));
+    }
+    spec.kind = ConstraintSpec::Kind::kJsonSchema;
+    spec.field = where;
+    return std::nullopt;
+  };
+  auto choices = [&](const json& c, const std::string& where) -> std::optional<ApiError> {
+    if (!c.is_array() || c.empty()) {
+      return Bad(where, absl::StrCat("'", where, "' must be a non-empty list of strings"));
+    }
+    for (const json& x : c) {
+      if (!x.is_string()) return Bad(where, absl::StrCat("'", where, "' must hold strings"));
+      spec.choices.push_back(x.get<std::string>());
+    }
+    spec.kind = ConstraintSpec::Kind::kChoice;
+    return std::nullopt;
+  };
+  auto text = [&](const json& t, const std::string& where,
+                  ConstraintSpec::Kind kind) -> std::optional<ApiError> {
+    if (!t.is_string()) return Bad(where, absl::StrCat("'", where, "' must be a string"));
+    spec.text = t.get<std::string>();
+    spec.kind = kind;
+    spec.field = where;
+    return std::nullopt;
+  };
+  if (field == "response_format") {
+    auto parsed = ParseResponseFormat(v, field, /*flat_schema=*/false);
+    if (auto* e = std::get_if<ApiError>(&parsed)) return *e;
+    r.constraint = std::get<std::optional<ConstraintSpec>>(parsed);
+    return std::nullopt;
+  }
+  if (field == "guided_json") {
+    if (auto e = json_text(v, field)) return e;
+  } else if (field == "guided_regex") {
+    if (auto e = text(v, field, ConstraintSpec::Kind::kRegex)) return e;
+  } else if (field == "guided_choice") {
+    if (auto e = choices(v, field)) return e;
+  } else if (field == "guided_grammar") {
+    if (auto e = text(v, field, ConstraintSpec::Kind::kGrammar)) return e;
+  } else {  // structured_outputs: {json | regex | choice | grammar | json_object}
+    if (!v.is_object()) return Bad(field, "'structured_outputs' must be an object");
+    int kinds = 0;
+    for (const auto& [key, value] : v.items()) {
+      const std::string where = absl::StrCat(field, ".", key);
+      if (value.is_null()) continue;
+      if (key == "disable_any_whitespace") {
+        if (!value.is_boolean()) return Bad(where, "'disable_any_whitespace' must be a boolean");
+        spec.allow_space = !value.get<bool>();
+        continue;
+      }
+      ++kinds;
+      std::optional<ApiError> e;
+      if (key == "json") {
+        e = json_text(value, where);
+      } else if (key == "regex") {
+        e = text(value, where, ConstraintSpec::Kind::kRegex);
+      } else if (key == "choice") {
+        e = choices(value, where);
+        spec.field = where;
+      } else if (key == "grammar") {
+        e = text(value, where, ConstraintSpec::Kind::kGrammar);
+      } else if (key == "json_object") {
+        if (value != true) return Bad(where, "'json_object' must be true");
+        spec.kind = ConstraintSpec::Kind::kJsonObject;
+        spec.field = where;
+      } else {
+        return Bad(where, absl::StrCat("'", key,
+                                       "' is not a kind of structured output here "
+                                       "(json, regex, choice, grammar, json_object)"));
+      }
+      if (e) return e;
+    }
+    if (kinds != 1) {
+      return Bad(field,
+                 "'structured_outputs' must give exactly one of json, regex, choice, "
+                 "grammar, json_object");
+    }
+  }
+  r.constraint = std::move(spec);
+  return std::nullopt;
+}
+
 // Every field is honoured or refused: what this server does not do is a 400 naming it,
 // never a 200 that ignored it.
 std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
@@ -236,7 +394,8 @@ std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
       "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options",
       "stop", "stop_token_ids", "logprobs", "cache_salt", "priority", "min_tokens",
       "include_stop_str_in_output", "return_tokens_as_token_ids", "logit_bias", "allowed_token_ids",
-      "bad_words", "prompt_logprobs",
+      "bad_words", "prompt_logprobs", "response_format", "structured_outputs", "guided_json",
+      "guided_regex", "guided_choice", "guided_grammar",
       // OpenAI's end-user identifier: for the provider's abuse monitoring, which this
       // server leaves to the gateway. Accepted, and it changes nothing.
       "user"};
@@ -245,11 +404,11 @@ std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
   static const absl::flat_hash_set<std::string> chat_only = {"messages",
                                                              "tools",
                                                              "tool_choice",
+                                                             "parallel_tool_calls",
                                                              "chat_template_kwargs",
                                                              "add_generation_prompt",
                                                              "top_logprobs",
-                                                             "max_completion_tokens",
-                                                             "response_format"};
+                                                             "max_completion_tokens"};
   for (const auto& [key, value] : body.items()) {
     if (common.contains(key) || (chat ? chat_only : completions).contains(key)) continue;
     return Bad(key, absl::StrCat("'", key, "' is not a parameter of ",
@@ -267,22 +426,6 @@ std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
     if (!b.is_number_integer() || b.get<int64_t>() != n) {
       return Bad("best_of",
                  "'best_of' other than 'n' is not supported: every sequence is returned");
-    }
-  }
-  if (chat && given("response_format")) {
-    const json& f = body["response_format"];
-    if (!f.is_object() || f.value("type", "") != "text") {
-      return Bad("response_format",
-                 "'response_format' supports only {\"type\": \"text\"} (structured outputs "
-                 "are not available yet)");
-    }
-  }
-  if (chat && given("tool_choice")) {
-    const json& t = body["tool_choice"];
-    if (!t.is_string() || t.get<std::string>() != "auto") {
-      return Bad("tool_choice",
-                 "'tool_choice' supports only \"auto\" (the model decides; forced or "
-                 "disabled tool calls need structured outputs)");
     }
   }
   return std::nullopt;
@@ -400,6 +543,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   if (r.echo && s.max_tokens == 0) s.prompt_logprobs = std::max(s.prompt_logprobs, 0);
   if (auto e = ParseLogitControls(body, r)) return *e;
   if (auto e = CheckUnsupported(body, chat)) return *e;
+  if (auto e = ParseConstraint(body, r)) return *e;
   s.logprobs = r.logprobs;
   absl::Status valid = ValidateSampling(s);
   if (valid.ok()) valid = ValidateStops(r.stop);

@@ -10,6 +10,7 @@
 
 #include "engine/api.h"
 #include "nlohmann/json.hpp"
+#include "server/core/constraints.h"
 
 namespace sluice::openai {
 
@@ -32,6 +33,8 @@ struct CompletionRequest {
   // Chat only, in the client's key order (the template's tojson reproduces it).
   nlohmann::ordered_json messages;
   nlohmann::ordered_json tools;
+  nlohmann::ordered_json tool_choice;  // as given; the API plans it (tool_calls.h)
+  std::optional<bool> parallel_tool_calls;
   nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   bool add_generation_prompt = true;
   SamplingParams sampling;
@@ -50,7 +53,16 @@ struct CompletionRequest {
   std::vector<std::string> bad_words;       // tokenized with the prompt
   std::string cache_salt;
   int priority = 0;
+  // Structured outputs: response_format, structured_outputs or guided_*; compiled by
+  // the API (ConstraintCache) into sampling.constraint.
+  std::optional<ConstraintSpec> constraint;
 };
+
+// A response_format object (chat, completions, and the Responses API's text.format,
+// whose json_schema fields sit at the top) as a constraint; nullopt for text. `field`
+// names it in errors.
+std::variant<std::optional<ConstraintSpec>, ApiError> ParseResponseFormat(
+    const nlohmann::ordered_json& format, const std::string& field, bool flat_schema);
 
 // Parses a JSON body. `chat` selects the chat schema.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& body,

@@ -144,15 +144,24 @@ std::variant<ResponsesRequest, ApiError> ParseResponsesRequest(const std::string
     return Bad("truncation",
                "'truncation' must be \"disabled\": a prompt past the context is a 400");
   }
+  std::optional<ConstraintSpec> format;
+  json text_format = {{"type", "text"}};
   if (given("text")) {
     const json& t = body["text"];
-    const bool text_format =
-        t.is_object() && (!t.contains("format") ||
-                          (t["format"].is_object() && t["format"].value("type", "") == "text"));
-    if (!text_format || t.size() > (t.contains("format") ? 1u : 0u)) {
-      return Bad("text",
-                 "'text' supports only {\"format\": {\"type\": \"text\"}} (structured "
-                 "outputs are not available yet)");
+    if (!t.is_object()) return Bad("text", "'text' must be an object");
+    for (const auto& [key, value] : t.items()) {
+      if (key != "format") {
+        return Bad(absl::StrCat("text.", key), absl::StrCat("'text.", key, "' is not supported"));
+      }
+    }
+    if (t.contains("format") && !t["format"].is_null()) {
+      // Parsed again in order: a schema keeps its properties' order.
+      const auto ordered = nlohmann::ordered_json::parse(text, nullptr, false);
+      auto parsed =
+          ParseResponseFormat(ordered["text"]["format"], "text.format", /*flat_schema=*/true);
+      if (auto* e = std::get_if<ApiError>(&parsed)) return *e;
+      format = std::get<std::optional<ConstraintSpec>>(parsed);
+      text_format = t["format"];
     }
   }
   if (given("metadata")) {
@@ -198,6 +207,8 @@ std::variant<ResponsesRequest, ApiError> ParseResponsesRequest(const std::string
     return error;
   }
   r.chat = std::move(std::get<CompletionRequest>(parsed));
+  r.chat.constraint = std::move(format);
+  r.text_format = std::move(text_format);
   if (given("metadata")) r.metadata = body["metadata"];
   if (given("user")) r.user = body["user"];
   return r;
@@ -302,7 +313,7 @@ json ResponseJob::ResponseObject(const std::string& status) const {
             {"reasoning", {{"effort", nullptr}, {"summary", nullptr}}},
             {"store", false},
             {"temperature", c.sampling.temperature},
-            {"text", {{"format", {{"type", "text"}}}}},
+            {"text", {{"format", req_.text_format}}},
             {"tool_choice", "none"},
             {"tools", json::array()},
             {"top_p", c.sampling.top_p},

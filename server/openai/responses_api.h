@@ -24,6 +24,7 @@ struct ResponsesRequest {
   nlohmann::json max_output_tokens = nullptr;
   nlohmann::json metadata = nlohmann::json::object();
   nlohmann::json user = nullptr;
+  nlohmann::json text_format = {{"type", "text"}};  // text.format, echoed back
 };
 
 // Parses a /v1/responses body: a 400 names the field at fault in the Responses API's own

@@ -9,6 +9,7 @@
 
 #include "engine/api.h"
 #include "net/cors.h"
+#include "server/core/constraints.h"
 #include "server/metrics.h"
 #include "server/tokenizer/tokenizer.h"
 
@@ -28,7 +29,9 @@ struct ServerState {
   int block_size = 0;        // of the KV cache
   std::string architecture;  // config.json's model_type
   std::unique_ptr<Metrics> metrics;
-  http::CorsPolicy cors;  // --allowed-origins
+  http::CorsPolicy cors;                         // --allowed-origins
+  std::unique_ptr<ConstraintCache> constraints;  // set once loaded
+  std::string tool_call_parser;                  // --tool-call-parser; empty: none
 };
 
 // Why the server takes no new request now.

@@ -122,8 +122,8 @@ def test_unsupported_fields_answer_400_naming_them(client):
     assert greedy(client, user="someone").choices[0].text  # documented as accepted
     chat = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     for extra, field in (({"top_logprobs": 2}, "top_logprobs"),
-                         ({"response_format": {"type": "json_object"}}, "response_format"),
-                         ({"tool_choice": "required"}, "tool_choice"),
+                         ({"response_format": {"type": "xml"}}, "response_format.type"),
+                         ({"tool_choice": "required"}, "tool_choice"),  # no tools
                          ({"prompt": "x"}, "prompt")):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(**chat, extra_body=extra)

@@ -93,7 +93,8 @@ def test_max_output_tokens_ends_incomplete(client):
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"temperature": 5}, "temperature"),
     ({"reasoning": {"effort": "high"}}, "reasoning"),
-    ({"text": {"format": {"type": "json_object"}}}, "text"),
+    ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
+    ({"text": {"verbosity": "low"}}, "text.verbosity"),
     ({"best_of": 2}, "best_of"),
     ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]},
      "input[0].type"),
@@ -117,3 +118,20 @@ def test_store_false_and_unknown_model(client, server):
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-4o", input="hi", max_output_tokens=2)
     assert httpx.get(server.url + "/v1/responses", timeout=10).status_code == 405
+
+
+def test_text_format_constrains_the_output(client):
+    import json
+    obj = client.responses.create(model=MODEL, input="A JSON object please.", max_output_tokens=64,
+                                  text={"format": {"type": "json_object"}}, temperature=0)
+    if obj.status == "completed":
+        assert isinstance(json.loads(obj.output_text), dict)
+    assert obj.text.format.type == "json_object"
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
+                                                     "maximum": 9}}, "required": ["n"]}
+    r = client.responses.create(model=MODEL, input="A number.", max_output_tokens=32,
+                                temperature=0, text={"format": {"type": "json_schema",
+                                                                "name": "num", "schema": schema}})
+    assert r.status == "completed"
+    assert 0 <= json.loads(r.output_text)["n"] <= 9
+    assert r.text.format.type == "json_schema"

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/grammar/compile.h"
 #include "engine/grammar/matcher.h"
 #include "gtest/gtest.h"
@@ -254,6 +255,28 @@ TEST(JsonSchemaTest, RefsRecursionUnionsFormatsAndPatterns) {
   EXPECT_TRUE(Accepts(types, "null"));
   EXPECT_TRUE(Accepts(types, "-4"));
   EXPECT_FALSE(Accepts(types, "4.5"));
+}
+
+TEST(JsonSchemaTest, ExtraKeysAreNeverDeclaredOnesDatesAreRealAndAnchorsStrip) {
+  auto extra = Schema(R"({"properties":{"id":{"type":"integer"}},"required":["id"],
+      "additionalProperties":{"type":"string"}})");
+  EXPECT_FALSE(Accepts(extra, R"({"id":1, "id":"x"})"));
+  EXPECT_TRUE(Accepts(extra, R"({"id":1, "ida":"x", "i":"y", "":"z"})"));
+  auto date = Schema(R"({"type":"string","format":"date"})");
+  for (const char* ok : {"2024-02-29", "2000-02-29", "2023-01-31", "2023-04-30", "0001-01-01",
+                         "1999-12-31", "0004-02-29"}) {
+    EXPECT_TRUE(Accepts(date, absl::StrCat("\"", ok, "\""))) << ok;
+  }
+  for (const char* no : {"2023-02-29", "1900-02-29", "2023-02-30", "2023-04-31", "0000-01-01",
+                         "2023-13-01", "2023-00-10", "2023-06-00"}) {
+    EXPECT_FALSE(Accepts(date, absl::StrCat("\"", no, "\""))) << no;
+  }
+  auto tail = Schema(R"({"type":"string","pattern":"[0-9]{3}$"})");
+  EXPECT_TRUE(Accepts(tail, R"("ab123")"));
+  EXPECT_FALSE(Accepts(tail, R"("123a")"));
+  auto head = Schema(R"({"type":"string","pattern":"^ab"})");
+  EXPECT_TRUE(Accepts(head, R"("abc")"));
+  EXPECT_FALSE(Accepts(head, R"("cab")"));
 }
 
 TEST(JsonSchemaTest, StrictRefusesWhatItCannotEnforceNamingIt) {
