@@ -57,6 +57,10 @@ Matcher::Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const V
   history_.push_back(std::move(start));
 }
 
+int32_t Matcher::DepthOf(int32_t parent) const {
+  return parent < 0 ? 0 : frames_[static_cast<size_t>(parent)].depth + 1;
+}
+
 int32_t Matcher::Intern(int32_t rule, int32_t node, int32_t parent) {
   const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(rule)) << 44) ^
                        (static_cast<uint64_t>(static_cast<uint32_t>(node)) << 24) ^
@@ -67,32 +71,40 @@ int32_t Matcher::Intern(int32_t rule, int32_t node, int32_t parent) {
     const Frame& f = frames_[static_cast<size_t>(it->second)];
     if (f.rule == rule && f.node == node && f.parent == parent) return it->second;
     // A collision (only past 2^20 rules or nodes): a fresh, uninterned frame.
-    frames_.push_back({rule, node, parent});
+    frames_.push_back({rule, node, parent, DepthOf(parent)});
     return static_cast<int32_t>(frames_.size()) - 1;
   }
-  frames_.push_back({rule, node, parent});
+  frames_.push_back({rule, node, parent, DepthOf(parent)});
   return it->second;
 }
 
 void Matcher::Expand(int32_t frame, State& out) {
-  if (visit_mark_.size() <= static_cast<size_t>(frame)) {
-    visit_mark_.resize(frames_.size() * 2 + 16, 0);
-  }
-  if (visit_mark_[static_cast<size_t>(frame)] == visit_epoch_) return;
-  visit_mark_[static_cast<size_t>(frame)] = visit_epoch_;
-  const Frame f = frames_[static_cast<size_t>(frame)];
-  const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
-  if (fsm.call_begin[f.node] > fsm.edge_begin[f.node]) out.tops.push_back(frame);
-  for (int32_t i = fsm.call_begin[f.node]; i < fsm.edge_begin[f.node + 1]; ++i) {
-    const RuleFsm::Edge e = fsm.edges[static_cast<size_t>(i)];
-    const int32_t back = Intern(f.rule, e.to, f.parent);
-    Expand(Intern(e.rule, grammar_->rules()[static_cast<size_t>(e.rule)].start, back), out);
-  }
-  if (fsm.final[f.node]) {
-    if (f.parent < 0) {
-      out.can_end = true;
-    } else {
-      Expand(f.parent, out);
+  // Iterative: a right-recursive grammar can stack many frames that all end at once.
+  std::vector<int32_t>& work = expand_work_;
+  work.clear();
+  work.push_back(frame);
+  while (!work.empty()) {
+    const int32_t id = work.back();
+    work.pop_back();
+    if (visit_mark_.size() <= static_cast<size_t>(id))
+      visit_mark_.resize(frames_.size() * 2 + 16, 0);
+    if (visit_mark_[static_cast<size_t>(id)] == visit_epoch_) continue;
+    visit_mark_[static_cast<size_t>(id)] = visit_epoch_;
+    const Frame f = frames_[static_cast<size_t>(id)];
+    const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
+    if (fsm.call_begin[f.node] > fsm.edge_begin[f.node]) out.tops.push_back(id);
+    for (int32_t i = fsm.call_begin[f.node]; i < fsm.edge_begin[f.node + 1]; ++i) {
+      const RuleFsm::Edge e = fsm.edges[static_cast<size_t>(i)];
+      if (f.depth + 1 >= kMaxDepth) break;  // too deep: the call is not taken
+      const int32_t back = Intern(f.rule, e.to, f.parent);
+      work.push_back(Intern(e.rule, grammar_->rules()[static_cast<size_t>(e.rule)].start, back));
+    }
+    if (fsm.final[f.node]) {
+      if (f.parent < 0) {
+        out.can_end = true;
+      } else {
+        work.push_back(f.parent);
+      }
     }
   }
 }

@@ -45,6 +45,10 @@ class Vocabulary {
 
 class Matcher {
  public:
+  // Rule calls nest at most this deep: a call past it is not taken (so a right-recursive
+  // grammar, which stacks a frame per repetition, stays bounded in work per token).
+  static constexpr int32_t kMaxDepth = 1000;
+
   Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab);
 
   // Tokens allowed next: bit id of `mask` (vocab size bits, 32 per word) is set for each.
@@ -68,12 +72,14 @@ class Matcher {
   // A rule frame: at `node` of `rule`, returning to `parent` (-1: the bottom).
   struct Frame {
     int32_t rule, node, parent;
+    int32_t depth;  // frames below it
   };
   struct State {
     std::vector<int32_t> tops;  // frames at a node with byte edges, sorted, unique
     bool can_end = false;
   };
   int32_t Intern(int32_t rule, int32_t node, int32_t parent);
+  int32_t DepthOf(int32_t parent) const;
   void Expand(int32_t frame, State& out);
   // The state after byte b from `from`; empty tops and !can_end when b is not allowed.
   void Step(const State& from, uint8_t b, State& out);
@@ -86,6 +92,7 @@ class Matcher {
   std::vector<State> history_;                       // [0]: the start; one per accept
   std::vector<State> walk_;                          // per trie depth, during FillMask
   std::vector<int32_t> visit_mark_;                  // Expand's visited set, by frame
+  std::vector<int32_t> expand_work_;                 // Expand's frames still to visit
   int32_t visit_epoch_ = 0;
   bool terminated_ = false;
 };

@@ -94,6 +94,22 @@ TEST(EbnfTest, ErrorsNameTheLineAndColumn) {
   EXPECT_FALSE(CompileEbnf("root ::= [b-a]").ok());
 }
 
+// A right-recursive rule stacks a frame per byte: ending them all at once neither
+// recurses as deep (which could overflow the stack) nor goes past kMaxDepth (which
+// would make each token cost more than the last without bound).
+TEST(EbnfTest, DeepRightRecursionIsBoundedAndEndsWithoutDeepCalls) {
+  auto g = Ebnf("root ::= \"a\" root | \"a\"");
+  ASSERT_NE(g, nullptr);
+  Matcher m(g, ByteVocab());
+  ASSERT_TRUE(m.AcceptBytes(std::string(Matcher::kMaxDepth - 1, 'a')));
+  EXPECT_TRUE(m.CanEnd());
+  EXPECT_FALSE(m.AcceptBytes(std::string(Matcher::kMaxDepth, 'a'))) << "past the bound";
+  std::vector<uint32_t> mask(9);
+  m.FillMask(mask.data());
+  EXPECT_TRUE((mask['a' >> 5] >> ('a' & 31)) & 1);
+  EXPECT_TRUE((mask[256 >> 5] >> (256 & 31)) & 1) << "the end";
+}
+
 TEST(EbnfTest, RecursionThatReadsFirstIsFine) {
   auto g = Ebnf("root ::= \"(\" root* \")\"");
   ASSERT_NE(g, nullptr);
