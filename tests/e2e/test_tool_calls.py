@@ -1,8 +1,8 @@
 """Tool calls through the official openai client: tool_choice required and named are
 forced by a grammar over the tools' parameter schemas, plain and streamed (name first,
 arguments in pieces), and their arguments validate; auto needs --tool-call-parser (400
-without, as vLLM answers) and then parses hermes <tool_call> blocks; parallel_tool_calls
-false gives one call; bad tools and choices are 400s naming the field; LangChain's
+without, as vLLM answers) and then parses hermes <tool_call> blocks, llama3_json and
+mistral calls; parallel_tool_calls false gives one call; bad tools and choices are 400s naming the field; LangChain's
 bind_tools and with_structured_output work against the server."""
 import json
 import os
@@ -207,3 +207,33 @@ print(json.dumps({{"calls": msg.tool_calls, "person": person.model_dump()}}))
     assert [c["name"] for c in out["calls"]] == ["add"]
     assert isinstance(out["calls"][0]["args"]["a"], int)
     assert 0 <= out["person"]["age"] <= 120 and len(out["person"]["name"]) <= 16
+
+
+@pytest.mark.parametrize("parser, written, calls_key", [
+    ("llama3_json", '{"name": "add", "parameters": {"a": 2, "b": 3}}; '
+                    '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}',
+     "parameters"),
+    ("mistral", '[TOOL_CALLS][{"name": "add", "arguments": {"a": 2, "b": 3}}, '
+                '{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}]',
+     "arguments"),
+])
+def test_llama3_json_and_mistral_parsers(sluice_bin, parser, written, calls_key):
+    s = SluiceServer(sluice_bin, "--slo-ttft-ms", "0", "--tool-call-parser", parser).wait_ready()
+    try:
+        client = client_of(s)
+        # auto: a grammar writes the format, the parser finds both calls.
+        r = client.chat.completions.create(
+            model=MODEL, messages=ASK, tools=TOOLS, tool_choice="auto", max_tokens=200,
+            extra_body={"structured_outputs": {"grammar": "root ::= " + json.dumps(written)}})
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        assert [(t.function.name, json.loads(t.function.arguments)) for t in c.message.tool_calls] == [
+            ("add", {"a": 2, "b": 3}), ("get_weather", {"city": "Oslo", "unit": "celsius"})]
+        # required: forced in the parser's own format, and parsed back.
+        forced = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS,
+                                                tool_choice="required", max_tokens=400,
+                                                temperature=0)
+        assert forced.choices[0].finish_reason == "tool_calls"
+        check_calls(forced.choices[0].message.tool_calls)
+    finally:
+        s.stop()
