@@ -144,11 +144,13 @@ void CompletionJob::SendChunk(Choice& c, const std::string& text, const char* fi
 void CompletionJob::SendDelta(Choice& c, json delta, const char* finish_reason) {
   if (!c.sent_role) delta["role"] = "assistant";
   c.sent_role = true;
+  // A call's tokens carry their logprobs on the chunk that ends the choice.
+  const bool last = finish_reason != nullptr;
   json choice = {{"index", c.index},
                  {"delta", std::move(delta)},
-                 {"logprobs", nullptr},
+                 {"logprobs", last && req_.logprobs >= 0 ? ChoiceLogprobs(c, 0) : json(nullptr)},
                  {"finish_reason", finish_reason ? json(finish_reason) : json(nullptr)}};
-  if (finish_reason != nullptr) choice["stop_reason"] = c.gen->stop_reason();
+  if (last) choice["stop_reason"] = c.gen->stop_reason();
   json chunk = {{"id", id_},
                 {"object", "chat.completion.chunk"},
                 {"created", created_},

@@ -109,6 +109,13 @@ def test_streamed_calls_open_with_the_name_then_the_arguments(server, choice):
                                             stream=True)
     calls, reasons, order = streamed_calls(stream)
     assert reasons == ["tool_calls"]
+    # Asked for, logprobs come on the last chunk, one per generated token.
+    last = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS,
+                                               tool_choice=choice, max_tokens=200, temperature=0,
+                                               stream=True, logprobs=True,
+                                               stream_options={"include_usage": True}))
+    ends = [c for c in last if c.choices and c.choices[0].finish_reason]
+    assert len(ends[0].choices[0].logprobs.content) == last[-1].usage.completion_tokens
     want = plain.choices[0].message.tool_calls
     assert [(c["name"], c["arguments"]) for c in calls] == \
         [(w.function.name, w.function.arguments) for w in want]
