@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "\r%d/%zu schemas", ++done, suite.size());
   }
   std::fprintf(stderr, "\n");
-  std::ofstream(out_dir + "/sluice.json") << nlohmann::json{{"vocab_ms", vocab_ms},
-                                                            {"results", results}};
+  std::ofstream(out_dir + "/sluice.json")
+      << nlohmann::json{{"vocab_ms", vocab_ms}, {"results", results}};
   return 0;
 }
