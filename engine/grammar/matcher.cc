@@ -173,8 +173,18 @@ void Matcher::Walk(int32_t trie_node, int depth, uint32_t* mask) {
 }
 
 void Matcher::FillMask(uint32_t* mask) {
-  std::memset(mask, 0, sizeof(uint32_t) * ((static_cast<size_t>(vocab_->size()) + 31) / 32));
+  const size_t words = (static_cast<size_t>(vocab_->size()) + 31) / 32;
+  std::memset(mask, 0, sizeof(uint32_t) * words);
   if (Terminated()) return;
+  // A state seen lately (a loop inside a string, a repeated structure) has its mask.
+  const State& now = history_.back();
+  for (auto it = mask_cache_.begin(); it != mask_cache_.end(); ++it) {
+    if (it->can_end == now.can_end && it->tops == now.tops) {
+      std::memcpy(mask, it->mask.data(), sizeof(uint32_t) * words);
+      if (it != mask_cache_.begin()) mask_cache_.splice(mask_cache_.begin(), mask_cache_, it);
+      return;
+    }
+  }
   // The walk's frames are temporary: drop them (and their interning) afterwards.
   const size_t mark = frames_.size();
   if (walk_.empty()) walk_.resize(1);
@@ -192,6 +202,9 @@ void Matcher::FillMask(uint32_t* mask) {
   if (CanEnd()) {
     for (int32_t id : vocab_->end_ids()) mask[id >> 5] |= uint32_t{1} << (id & 31);
   }
+  // History states hold only frames that outlive walks, so their ids stay meaningful.
+  mask_cache_.push_front({now.tops, now.can_end, std::vector<uint32_t>(mask, mask + words)});
+  if (mask_cache_.size() > kMaskCache) mask_cache_.pop_back();
 }
 
 }  // namespace sluice::grammar

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,7 +93,15 @@ class Matcher {
   std::vector<State> history_;                       // [0]: the start; one per accept
   std::vector<State> walk_;                          // per trie depth, during FillMask
   std::vector<int32_t> visit_mark_;                  // Expand's visited set, by frame
-  std::vector<int32_t> expand_work_;                 // Expand's frames still to visit
+  std::vector<int32_t> expand_work_;
+  // The masks of the last states seen, most recent first.
+  struct CachedMask {
+    std::vector<int32_t> tops;
+    bool can_end;
+    std::vector<uint32_t> mask;
+  };
+  static constexpr size_t kMaskCache = 8;
+  std::list<CachedMask> mask_cache_;  // Expand's frames still to visit
   int32_t visit_epoch_ = 0;
   bool terminated_ = false;
 };
