@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/grammar/compile.h"
+#include "engine/grammar/text_parsing.h"
 #include "nlohmann/json.hpp"
 
 namespace sluice::grammar {
@@ -195,7 +196,7 @@ class SchemaCompiler {
       for (const auto& [cp, kid] : trie[n].kids) {
         taken.emplace_back(cp, cp);
         std::string bytes;
-        AppendCodepoint(cp, bytes);
+        AppendUtf8(cp, bytes);
         alts.push_back(
             Expr::Seq({Expr::Literal(bytes), Expr::Rule(rules[static_cast<size_t>(kid)])}));
       }
@@ -205,24 +206,6 @@ class SchemaCompiler {
       b_.SetBody(rules[n], Expr::Alt(std::move(alts)));
     }
     return Expr::Seq({Expr::Byte('"'), Expr::Rule(rules[0])});
-  }
-
-  static void AppendCodepoint(uint32_t cp, std::string& out) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
   }
 
   Expr String(int min = 0, int max = -1) {

@@ -57,14 +57,23 @@ Matcher::Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const V
   history_.push_back(std::move(start));
 }
 
+namespace {
+
+// (rule, node, parent) mixed into the interning key; a hit is confirmed against the frame.
+uint64_t FrameKey(int32_t rule, int32_t node, int32_t parent) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(rule)) << 44) ^
+         (static_cast<uint64_t>(static_cast<uint32_t>(node)) << 24) ^
+         static_cast<uint64_t>(static_cast<uint32_t>(parent + 1));
+}
+
+}  // namespace
+
 int32_t Matcher::DepthOf(int32_t parent) const {
   return parent < 0 ? 0 : frames_[static_cast<size_t>(parent)].depth + 1;
 }
 
 int32_t Matcher::Intern(int32_t rule, int32_t node, int32_t parent) {
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(rule)) << 44) ^
-                       (static_cast<uint64_t>(static_cast<uint32_t>(node)) << 24) ^
-                       static_cast<uint64_t>(static_cast<uint32_t>(parent + 1));
+  const uint64_t key = FrameKey(rule, node, parent);
   // The key mixes three fields: confirm a hit against the frame itself.
   auto [it, inserted] = interned_.try_emplace(key, static_cast<int32_t>(frames_.size()));
   if (!inserted) {
@@ -192,9 +201,7 @@ void Matcher::FillMask(uint32_t* mask) {
   Walk(0, 0, mask);
   for (size_t f = mark; f < frames_.size(); ++f) {
     const Frame& fr = frames_[f];
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(fr.rule)) << 44) ^
-                         (static_cast<uint64_t>(static_cast<uint32_t>(fr.node)) << 24) ^
-                         static_cast<uint64_t>(static_cast<uint32_t>(fr.parent + 1));
+    const uint64_t key = FrameKey(fr.rule, fr.node, fr.parent);
     auto it = interned_.find(key);
     if (it != interned_.end() && it->second == static_cast<int32_t>(f)) interned_.erase(it);
   }

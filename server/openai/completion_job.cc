@@ -166,7 +166,7 @@ void CompletionJob::EmitToolCalls(Choice& c, const GenerationDelta& delta) {
     if (!c.call_opened) {
       c.call_opened = true;
       call_ids_.resize(choices_.size());
-      call_ids_[static_cast<size_t>(c.index)] = ParseToolCalls(tools_, "").calls[0].id;
+      call_ids_[static_cast<size_t>(c.index)] = NewToolCallId();
       SendDelta(c,
                 {{"tool_calls",
                   json::array({{{"index", 0},

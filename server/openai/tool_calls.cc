@@ -18,10 +18,14 @@ ApiError Bad(const std::string& param, const std::string& message) {
   return ApiError{400, "invalid_request_error", message, param};
 }
 
-std::string NewCallId() {
+}  // namespace
+
+std::string NewToolCallId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return absl::StrFormat("call_%016x%08x", rng(), static_cast<uint32_t>(rng()));
 }
+
+namespace {
 
 // The key a format writes a call's arguments under.
 const char* ArgumentsKey(ToolFormat f) {
@@ -49,7 +53,7 @@ std::optional<ToolCall> CallOf(const json& j, ToolFormat f) {
   const json* args =
       j.contains(key) ? &j[key] : (j.contains("arguments") ? &j["arguments"] : nullptr);
   ToolCall c;
-  c.id = NewCallId();
+  c.id = NewToolCallId();
   c.name = j["name"].get<std::string>();
   c.arguments =
       args == nullptr ? "{}" : (args->is_string() ? args->get<std::string>() : args->dump());
@@ -178,7 +182,7 @@ AssistantTurn ParseToolCalls(const ToolPlan& plan, const std::string& text) {
     return turn;
   }
   if (plan.choice == ToolPlan::Choice::kNamed) {
-    turn.calls.push_back({NewCallId(), plan.named, text});
+    turn.calls.push_back({NewToolCallId(), plan.named, text});
     return turn;
   }
   const ToolFormat f = plan.parser.value_or(ToolFormat::kJsonList);

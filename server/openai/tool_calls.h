@@ -49,6 +49,9 @@ struct AssistantTurn {
   std::vector<ToolCall> calls;
 };
 
+// A fresh tool call id ("call_..." as OpenAI's).
+std::string NewToolCallId();
+
 // The calls in `text` as the plan's format writes them (named: the text is the
 // arguments). Text that does not parse as calls stays content.
 AssistantTurn ParseToolCalls(const ToolPlan& plan, const std::string& text);
