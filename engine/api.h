@@ -27,15 +27,19 @@ using RequestId = uint64_t;
 using Clock = std::chrono::steady_clock;
 
 namespace grammar {
+class Automaton;
 class Grammar;
 class Vocabulary;
 }  // namespace grammar
 
 // Structured outputs: the generated text must match `grammar`, token by token through
 // `vocab` (each token's bytes). Built by a front with engine/grammar/compile.h.
+// `automaton`, when set, is the grammar's state machine shared by every request that
+// uses this constraint (its transitions and masks computed once for all of them).
 struct OutputConstraint {
   std::shared_ptr<const grammar::Grammar> grammar;
   std::shared_ptr<const grammar::Vocabulary> vocab;
+  std::shared_ptr<grammar::Automaton> automaton;
 };
 
 struct SamplingParams {

@@ -8,7 +8,7 @@ namespace sluice::grammar {
 
 Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t> end_ids)
     : bytes_(std::move(token_bytes)), end_ids_(std::move(end_ids)) {
-  // Built as lists of (byte, child) per node, then flattened with children by byte.
+  // Built as lists of (byte, child) per node, then laid out depth first, children by byte.
   std::vector<std::vector<std::pair<uint8_t, int32_t>>> children(1);
   std::vector<std::vector<int32_t>> tokens(1);
   for (size_t id = 0; id < bytes_.size(); ++id) {
@@ -30,31 +30,51 @@ Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t
     }
     tokens[static_cast<size_t>(node)].push_back(static_cast<int32_t>(id));
   }
-  trie_.child_begin.push_back(0);
+  for (auto& c : children) std::sort(c.begin(), c.end());
+  // Iterative depth-first layout: (node, byte into it, depth); a node's end is set
+  // when the walk has left its subtree.
+  struct Item {
+    int32_t node;
+    uint8_t byte;
+    uint16_t depth;
+  };
+  std::vector<Item> todo;
+  std::vector<int32_t> open;  // laid-out ancestors still open, by depth
+  for (auto it = children[0].rbegin(); it != children[0].rend(); ++it) {
+    todo.push_back({it->second, it->first, 1});
+  }
   trie_.token_begin.push_back(0);
-  for (size_t n = 0; n < children.size(); ++n) {
-    std::sort(children[n].begin(), children[n].end());
-    for (const auto& [b, c] : children[n]) {
-      trie_.child_byte.push_back(b);
-      trie_.child_node.push_back(c);
+  while (!todo.empty()) {
+    const Item item = todo.back();
+    todo.pop_back();
+    const int32_t pos = trie_.size();
+    while (open.size() >= item.depth) {
+      trie_.end[static_cast<size_t>(open.back())] = pos;
+      open.pop_back();
     }
-    trie_.child_begin.push_back(static_cast<int32_t>(trie_.child_byte.size()));
-    trie_.token_ids.insert(trie_.token_ids.end(), tokens[n].begin(), tokens[n].end());
+    trie_.byte.push_back(item.byte);
+    trie_.depth.push_back(item.depth);
+    trie_.end.push_back(0);
+    const auto& here = tokens[static_cast<size_t>(item.node)];
+    trie_.token_ids.insert(trie_.token_ids.end(), here.begin(), here.end());
     trie_.token_begin.push_back(static_cast<int32_t>(trie_.token_ids.size()));
+    trie_.max_depth = std::max<int>(trie_.max_depth, item.depth);
+    open.push_back(pos);
+    const auto& kids = children[static_cast<size_t>(item.node)];
+    for (auto it = kids.rbegin(); it != kids.rend(); ++it) {
+      todo.push_back({it->second, it->first, static_cast<uint16_t>(item.depth + 1)});
+    }
+  }
+  for (int32_t n : open) trie_.end[static_cast<size_t>(n)] = trie_.size();
+  trie_.root_child.fill(-1);
+  for (int32_t i = 0; i < trie_.size(); ++i) {
+    if (trie_.depth[static_cast<size_t>(i)] == 1)
+      trie_.root_child[trie_.byte[static_cast<size_t>(i)]] = i;
   }
 }
 
 bool Vocabulary::is_end(int32_t id) const {
   return std::find(end_ids_.begin(), end_ids_.end(), id) != end_ids_.end();
-}
-
-Matcher::Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab)
-    : grammar_(std::move(grammar)), vocab_(std::move(vocab)) {
-  State start;
-  ++visit_epoch_;
-  Expand(Intern(grammar_->root(), grammar_->rules()[grammar_->root()].start, -1), start);
-  std::sort(start.tops.begin(), start.tops.end());
-  history_.push_back(std::move(start));
 }
 
 namespace {
@@ -68,26 +88,98 @@ uint64_t FrameKey(int32_t rule, int32_t node, int32_t parent) {
 
 }  // namespace
 
-int32_t Matcher::DepthOf(int32_t parent) const {
-  return parent < 0 ? 0 : frames_[static_cast<size_t>(parent)].depth + 1;
+Automaton::Automaton(std::shared_ptr<const Grammar> grammar,
+                     std::shared_ptr<const Vocabulary> vocab, Bounds bounds)
+    : grammar_(std::move(grammar)), vocab_(std::move(vocab)), bounds_(bounds) {
+  // Byte classes: bytes between the same edge boundaries behave alike in every state.
+  bool boundary[257] = {};
+  boundary[0] = true;
+  for (const RuleFsm& fsm : grammar_->rules()) {
+    for (const RuleFsm::Edge& e : fsm.edges) {
+      if (e.rule >= 0) continue;
+      boundary[e.lo] = true;
+      boundary[e.hi + 1] = true;
+    }
+  }
+  int c = -1;
+  for (int b = 0; b < 256; ++b) {
+    if (boundary[b]) ++c;
+    class_of_[b] = static_cast<uint8_t>(c);
+  }
+  num_classes_ = c + 1;
+  absl::MutexLock lock(&mu_);
+  StartAfresh();
 }
 
-int32_t Matcher::Intern(int32_t rule, int32_t node, int32_t parent) {
-  const uint64_t key = FrameKey(rule, node, parent);
-  // The key mixes three fields: confirm a hit against the frame itself.
-  auto [it, inserted] = interned_.try_emplace(key, static_cast<int32_t>(frames_.size()));
+size_t Automaton::num_states() const {
+  absl::MutexLock lock(&mu_);
+  return states_.size();
+}
+
+uint64_t Automaton::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+void Automaton::StartAfresh() {
+  ++generation_;
+  frames_.clear();
+  frame_index_.clear();
+  states_.clear();
+  state_index_.clear();
+  next_.clear();
+  visit_mark_.clear();
+  masks_.clear();
+  mask_index_.clear();
+  State start;
+  ++visit_epoch_;
+  Expand(InternFrame(grammar_->root(), grammar_->rules()[grammar_->root()].start, -1), start);
+  std::sort(start.tops.begin(), start.tops.end());
+  start_ = InternState(std::move(start));
+}
+
+void Automaton::MaybeStartAfresh() {
+  if (next_.size() > bounds_.max_transitions || frames_.size() > bounds_.max_frames) {
+    StartAfresh();
+  }
+}
+
+int32_t Automaton::InternFrame(int32_t rule, int32_t node, int32_t parent) {
+  const int32_t depth = parent < 0 ? 0 : frames_[static_cast<size_t>(parent)].depth + 1;
+  auto [it, inserted] =
+      frame_index_.try_emplace(FrameKey(rule, node, parent), static_cast<int32_t>(frames_.size()));
   if (!inserted) {
     const Frame& f = frames_[static_cast<size_t>(it->second)];
     if (f.rule == rule && f.node == node && f.parent == parent) return it->second;
-    // A collision (only past 2^20 rules or nodes): a fresh, uninterned frame.
-    frames_.push_back({rule, node, parent, DepthOf(parent)});
+    // A collision (only past 2^20 rules or nodes): a fresh, unindexed frame.
+    frames_.push_back({rule, node, parent, depth});
     return static_cast<int32_t>(frames_.size()) - 1;
   }
-  frames_.push_back({rule, node, parent, DepthOf(parent)});
+  frames_.push_back({rule, node, parent, depth});
   return it->second;
 }
 
-void Matcher::Expand(int32_t frame, State& out) {
+int32_t Automaton::InternState(State s) {
+  std::vector<int32_t> key = s.tops;
+  key.push_back(s.can_end ? -2 : -3);
+  auto [it, inserted] =
+      state_index_.try_emplace(std::move(key), static_cast<int32_t>(states_.size()));
+  if (inserted) {
+    for (int32_t top : s.tops) {
+      const Frame& f = frames_[static_cast<size_t>(top)];
+      const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
+      for (int32_t i = fsm.edge_begin[f.node]; i < fsm.call_begin[f.node]; ++i) {
+        s.first.AddRange(fsm.edges[static_cast<size_t>(i)].lo,
+                         fsm.edges[static_cast<size_t>(i)].hi);
+      }
+    }
+    states_.push_back(std::move(s));
+    next_.resize(next_.size() + static_cast<size_t>(num_classes_), kUnknown);
+  }
+  return it->second;
+}
+
+void Automaton::Expand(int32_t frame, State& out) {
   // Iterative: a right-recursive grammar can stack many frames that all end at once.
   std::vector<int32_t>& work = expand_work_;
   work.clear();
@@ -95,8 +187,9 @@ void Matcher::Expand(int32_t frame, State& out) {
   while (!work.empty()) {
     const int32_t id = work.back();
     work.pop_back();
-    if (visit_mark_.size() <= static_cast<size_t>(id))
+    if (visit_mark_.size() <= static_cast<size_t>(id)) {
       visit_mark_.resize(frames_.size() * 2 + 16, 0);
+    }
     if (visit_mark_[static_cast<size_t>(id)] == visit_epoch_) continue;
     visit_mark_[static_cast<size_t>(id)] = visit_epoch_;
     const Frame f = frames_[static_cast<size_t>(id)];
@@ -105,8 +198,9 @@ void Matcher::Expand(int32_t frame, State& out) {
     for (int32_t i = fsm.call_begin[f.node]; i < fsm.edge_begin[f.node + 1]; ++i) {
       const RuleFsm::Edge e = fsm.edges[static_cast<size_t>(i)];
       if (f.depth + 1 >= kMaxDepth) break;  // too deep: the call is not taken
-      const int32_t back = Intern(f.rule, e.to, f.parent);
-      work.push_back(Intern(e.rule, grammar_->rules()[static_cast<size_t>(e.rule)].start, back));
+      const int32_t back = InternFrame(f.rule, e.to, f.parent);
+      work.push_back(
+          InternFrame(e.rule, grammar_->rules()[static_cast<size_t>(e.rule)].start, back));
     }
     if (fsm.final[f.node]) {
       if (f.parent < 0) {
@@ -118,43 +212,166 @@ void Matcher::Expand(int32_t frame, State& out) {
   }
 }
 
-void Matcher::Step(const State& from, uint8_t b, State& out) {
-  out.tops.clear();
-  out.can_end = false;
+int32_t Automaton::ComputeNext(int32_t state, uint8_t b) {
+  State out;
   ++visit_epoch_;
-  for (int32_t top : from.tops) {
+  // By index: Expand interns frames, never states, so states_ does not move here.
+  for (int32_t top : states_[static_cast<size_t>(state)].tops) {
     const Frame f = frames_[static_cast<size_t>(top)];
     const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
     for (int32_t i = fsm.edge_begin[f.node]; i < fsm.call_begin[f.node]; ++i) {
       const RuleFsm::Edge& e = fsm.edges[static_cast<size_t>(i)];
       if (e.lo > b) break;  // byte edges are sorted by lo
-      if (b <= e.hi) Expand(Intern(f.rule, e.to, f.parent), out);
+      if (b <= e.hi) Expand(InternFrame(f.rule, e.to, f.parent), out);
     }
   }
+  if (out.tops.empty() && !out.can_end) return kDead;
   std::sort(out.tops.begin(), out.tops.end());
+  return InternState(std::move(out));
+}
+
+int32_t Automaton::Next(int32_t state, uint8_t b) {
+  const size_t slot = static_cast<size_t>(state) * static_cast<size_t>(num_classes_) + class_of_[b];
+  int32_t to = next_[slot];
+  if (to == kUnknown) {
+    to = ComputeNext(state, b);
+    next_[slot] = to;  // by index: InternState may have grown next_
+  }
+  return to;
+}
+
+void Automaton::Walk(int32_t state, uint32_t* mask) {
+  const Vocabulary::Trie& t = vocab_->trie();
+  walk_.resize(static_cast<size_t>(t.max_depth) + 1);
+  walk_[0] = state;
+  const size_t classes = static_cast<size_t>(num_classes_);
+  // The root's subtrees one first byte at a time, only those the state can read (most
+  // states read few bytes, and the root has a child for nearly every byte).
+  const ByteSet first = states_[static_cast<size_t>(state)].first;
+  for (int b = 0; b < 256; ++b) {
+    int32_t i = t.root_child[static_cast<size_t>(b)];
+    if (i < 0 || !first.Has(b) || Next(state, static_cast<uint8_t>(b)) == kDead) continue;
+    const int32_t subtree_end = t.end[static_cast<size_t>(i)];
+    while (i < subtree_end) {
+      const int depth = t.depth[static_cast<size_t>(i)];
+      const uint8_t byte = t.byte[static_cast<size_t>(i)];
+      const int32_t from = walk_[static_cast<size_t>(depth) - 1];
+      int32_t to = next_[static_cast<size_t>(from) * classes + class_of_[byte]];
+      if (to == kUnknown) to = Next(from, byte);
+      if (to == kDead) {
+        i = t.end[static_cast<size_t>(i)];  // nothing in this subtree is allowed
+        continue;
+      }
+      walk_[static_cast<size_t>(depth)] = to;
+      for (int32_t k = t.token_begin[static_cast<size_t>(i)];
+           k < t.token_begin[static_cast<size_t>(i) + 1]; ++k) {
+        const int32_t id = t.token_ids[static_cast<size_t>(k)];
+        mask[id >> 5] |= uint32_t{1} << (id & 31);
+      }
+      ++i;
+    }
+  }
+}
+
+void Automaton::FillMask(int32_t state, uint32_t* mask) {
+  const size_t words = (static_cast<size_t>(vocab_->size()) + 31) / 32;
+  if (auto hit = mask_index_.find(state); hit != mask_index_.end()) {
+    const auto it = hit->second;
+    std::memcpy(mask, it->mask.data(), sizeof(uint32_t) * words);
+    if (it != masks_.begin()) masks_.splice(masks_.begin(), masks_, it);
+    return;
+  }
+  std::memset(mask, 0, sizeof(uint32_t) * words);
+  Walk(state, mask);
+  if (states_[static_cast<size_t>(state)].can_end) {
+    for (int32_t id : vocab_->end_ids()) mask[id >> 5] |= uint32_t{1} << (id & 31);
+  }
+  const size_t capacity = bounds_.mask_cache_bytes / (sizeof(uint32_t) * words);
+  if (capacity == 0) return;
+  if (masks_.size() >= capacity) {
+    masks_.splice(masks_.begin(), masks_, std::prev(masks_.end()));  // reuse the oldest
+    mask_index_.erase(masks_.front().state);
+    masks_.front().state = state;
+    std::memcpy(masks_.front().mask.data(), mask, sizeof(uint32_t) * words);
+  } else {
+    masks_.push_front({state, std::vector<uint32_t>(mask, mask + words)});
+  }
+  mask_index_[state] = masks_.begin();
+}
+
+Matcher::Matcher(std::shared_ptr<Automaton> automaton) : automaton_(std::move(automaton)) {
+  absl::MutexLock lock(&automaton_->mu_);
+  generation_ = automaton_->generation_;
+  Push(automaton_->start_);
+}
+
+Matcher::Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab)
+    : Matcher(std::make_shared<Automaton>(std::move(grammar), std::move(vocab))) {}
+
+void Matcher::Push(int32_t state) {
+  const Automaton::State& s = automaton_->states_[static_cast<size_t>(state)];
+  history_.push_back(state);
+  can_end_.push_back(s.can_end);
+  only_end_.push_back(s.tops.empty());
+}
+
+int32_t Matcher::Run(int32_t state, const char* bytes, size_t n) {
+  for (size_t i = 0; i < n && state != Automaton::kDead; ++i) {
+    state = automaton_->Next(state, static_cast<uint8_t>(bytes[i]));
+  }
+  return state;
+}
+
+void Matcher::Sync() {
+  automaton_->MaybeStartAfresh();
+  if (generation_ == automaton_->generation_) return;
+  // The automaton started afresh: the same bytes lead to the same configurations.
+  generation_ = automaton_->generation_;
+  int32_t state = automaton_->start_;
+  history_[0] = state;
+  size_t begin = 0;
+  for (size_t k = 0; k < ends_.size(); ++k) {
+    state = Run(state, bytes_.data() + begin, ends_[k] - begin);
+    history_[k + 1] = state;
+    begin = ends_[k];
+  }
+}
+
+void Matcher::FillMask(uint32_t* mask) {
+  if (Terminated()) {
+    std::memset(mask, 0, sizeof(uint32_t) * ((static_cast<size_t>(vocab_size()) + 31) / 32));
+    return;
+  }
+  absl::MutexLock lock(&automaton_->mu_);
+  Sync();
+  automaton_->FillMask(history_.back(), mask);
 }
 
 bool Matcher::AcceptBytes(const std::string& bytes) {
   if (Terminated()) return false;
-  State cur = history_.back(), next;
-  for (char ch : bytes) {
-    Step(cur, static_cast<uint8_t>(ch), next);
-    if (next.tops.empty() && !next.can_end) return false;
-    std::swap(cur, next);
-  }
-  history_.push_back(std::move(cur));
+  absl::MutexLock lock(&automaton_->mu_);
+  Sync();
+  const int32_t state = Run(history_.back(), bytes.data(), bytes.size());
+  if (state == Automaton::kDead) return false;
+  bytes_ += bytes;
+  ends_.push_back(bytes_.size());
+  Push(state);
   return true;
 }
 
 bool Matcher::AcceptToken(int32_t id) {
-  if (Terminated() || id < 0 || id >= vocab_->size()) return false;
-  if (vocab_->is_end(id)) {
+  if (Terminated() || id < 0 || id >= vocab_size()) return false;
+  const Vocabulary& vocab = automaton_->vocab();
+  if (vocab.is_end(id)) {
     if (!CanEnd()) return false;
-    history_.push_back(history_.back());
+    absl::MutexLock lock(&automaton_->mu_);
+    Sync();
+    ends_.push_back(bytes_.size());
+    Push(history_.back());
     terminated_ = true;
     return true;
   }
-  const std::string& bytes = vocab_->bytes(id);
+  const std::string& bytes = vocab.bytes(id);
   if (bytes.empty()) return false;  // a special token: never part of a grammar's text
   return AcceptBytes(bytes);
 }
@@ -162,56 +379,13 @@ bool Matcher::AcceptToken(int32_t id) {
 void Matcher::Rollback(int n) {
   n = std::min(n, num_accepted());
   if (n <= 0) return;
-  history_.resize(history_.size() - static_cast<size_t>(n));
+  const size_t keep = ends_.size() - static_cast<size_t>(n);
+  bytes_.resize(keep == 0 ? 0 : ends_[keep - 1]);
+  ends_.resize(keep);
+  history_.resize(keep + 1);
+  can_end_.resize(keep + 1);
+  only_end_.resize(keep + 1);
   terminated_ = false;  // an end token is always the last accepted
-}
-
-void Matcher::Walk(int32_t trie_node, int depth, uint32_t* mask) {
-  const Vocabulary::Trie& t = vocab_->trie();
-  for (int32_t i = t.token_begin[trie_node]; i < t.token_begin[trie_node + 1]; ++i) {
-    const int32_t id = t.token_ids[static_cast<size_t>(i)];
-    mask[id >> 5] |= uint32_t{1} << (id & 31);
-  }
-  if (walk_.size() <= static_cast<size_t>(depth + 1)) walk_.resize(static_cast<size_t>(depth) + 2);
-  for (int32_t c = t.child_begin[trie_node]; c < t.child_begin[trie_node + 1]; ++c) {
-    if (walk_[depth].tops.empty()) return;  // nothing continues: no longer token fits
-    Step(walk_[depth], t.child_byte[static_cast<size_t>(c)], walk_[depth + 1]);
-    if (walk_[depth + 1].tops.empty() && !walk_[depth + 1].can_end) continue;
-    Walk(t.child_node[static_cast<size_t>(c)], depth + 1, mask);
-  }
-}
-
-void Matcher::FillMask(uint32_t* mask) {
-  const size_t words = (static_cast<size_t>(vocab_->size()) + 31) / 32;
-  std::memset(mask, 0, sizeof(uint32_t) * words);
-  if (Terminated()) return;
-  // A state seen lately (a loop inside a string, a repeated structure) has its mask.
-  const State& now = history_.back();
-  for (auto it = mask_cache_.begin(); it != mask_cache_.end(); ++it) {
-    if (it->can_end == now.can_end && it->tops == now.tops) {
-      std::memcpy(mask, it->mask.data(), sizeof(uint32_t) * words);
-      if (it != mask_cache_.begin()) mask_cache_.splice(mask_cache_.begin(), mask_cache_, it);
-      return;
-    }
-  }
-  // The walk's frames are temporary: drop them (and their interning) afterwards.
-  const size_t mark = frames_.size();
-  if (walk_.empty()) walk_.resize(1);
-  walk_[0] = history_.back();
-  Walk(0, 0, mask);
-  for (size_t f = mark; f < frames_.size(); ++f) {
-    const Frame& fr = frames_[f];
-    const uint64_t key = FrameKey(fr.rule, fr.node, fr.parent);
-    auto it = interned_.find(key);
-    if (it != interned_.end() && it->second == static_cast<int32_t>(f)) interned_.erase(it);
-  }
-  frames_.resize(mark);
-  if (CanEnd()) {
-    for (int32_t id : vocab_->end_ids()) mask[id >> 5] |= uint32_t{1} << (id & 31);
-  }
-  // History states hold only frames that outlive walks, so their ids stay meaningful.
-  mask_cache_.push_front({now.tops, now.can_end, std::vector<uint32_t>(mask, mask + words)});
-  if (mask_cache_.size() > kMaskCache) mask_cache_.pop_back();
 }
 
 }  // namespace sluice::grammar

@@ -1,17 +1,26 @@
 // Running a grammar over generated tokens: which tokens may come next (a bitmask over
 // the vocabulary), advancing on the sampled one, and rolling back (for speculative
-// drafts). The matcher is a pushdown automaton over bytes: its state is the set of rule
-// stacks that are consistent with the bytes so far, stacks shared in an arena.
-// Thread safety: a Vocabulary is immutable and shared; a Matcher belongs to one request.
+// drafts).
+//
+// The grammar runs as a pushdown automaton over bytes. A configuration (the set of rule
+// stacks consistent with the bytes so far) becomes a state of an Automaton, built lazily
+// and shared by every request with the same grammar: each state's transition on a byte
+// class is computed once, so a mask is a walk over the vocabulary's trie in which each
+// node costs one table lookup, and repeated states reuse their masks.
+// Thread safety: a Vocabulary is immutable and shared. An Automaton is shared and locks
+// itself. A Matcher belongs to one request (one thread at a time).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/grammar/grammar.h"
 
 namespace sluice::grammar {
@@ -29,12 +38,18 @@ class Vocabulary {
   const std::vector<int32_t>& end_ids() const { return end_ids_; }
   bool is_end(int32_t id) const;
 
-  // Trie node n's children are child_byte/child_node[child_begin[n], child_begin[n + 1]),
-  // by byte; the tokens spelled exactly by node n are token_ids[token_begin[n], ...).
+  // The trie of the tokens' byte strings in depth-first order, the root left out: node i
+  // is reached from its parent (the nearest node before it of depth depth[i] - 1) by
+  // byte[i], its subtree is [i, end[i]), and it spells exactly the tokens
+  // token_ids[token_begin[i], token_begin[i + 1]).
   struct Trie {
-    std::vector<int32_t> child_begin, token_begin;
-    std::vector<uint8_t> child_byte;
-    std::vector<int32_t> child_node, token_ids;
+    std::vector<uint8_t> byte;
+    std::vector<uint16_t> depth;  // 1 for the root's children
+    std::vector<int32_t> end, token_begin;
+    std::vector<int32_t> token_ids;
+    std::array<int32_t, 256> root_child;  // the root's child by byte, or -1
+    int max_depth = 0;
+    int size() const { return static_cast<int>(byte.size()); }
   };
   const Trie& trie() const { return trie_; }
 
@@ -44,12 +59,94 @@ class Vocabulary {
   Trie trie_;
 };
 
-class Matcher {
+// The configurations of one grammar reached so far, as numbered states with memoized
+// byte transitions and the masks of recent states. Grows on demand; past its bounds it
+// starts afresh (a new generation) and matchers replay their bytes.
+class Automaton {
  public:
   // Rule calls nest at most this deep: a call past it is not taken (so a right-recursive
   // grammar, which stacks a frame per repetition, stays bounded in work per token).
   static constexpr int32_t kMaxDepth = 1000;
 
+  struct Bounds {
+    size_t max_transitions = size_t{1} << 22;  // states x byte classes
+    size_t max_frames = size_t{1} << 22;
+    // Masks of recent states: 64 at a 128k vocabulary, 2,048 at 4k.
+    size_t mask_cache_bytes = size_t{1} << 20;
+  };
+
+  Automaton(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab,
+            Bounds bounds);
+  Automaton(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab)
+      : Automaton(std::move(grammar), std::move(vocab), Bounds{}) {}
+
+  const Vocabulary& vocab() const { return *vocab_; }
+  const std::shared_ptr<const Vocabulary>& shared_vocab() const { return vocab_; }
+  int num_byte_classes() const { return num_classes_; }
+  // For tests and metrics.
+  size_t num_states() const;
+  uint64_t generation() const;
+
+ private:
+  friend class Matcher;
+  static constexpr int32_t kDead = -1, kUnknown = -2;
+
+  // A rule frame: at `node` of `rule`, returning to `parent` (-1: the bottom).
+  struct Frame {
+    int32_t rule, node, parent;
+    int32_t depth;  // frames below it
+  };
+  struct State {
+    std::vector<int32_t> tops;  // frames at a node with byte edges, sorted, unique
+    bool can_end = false;
+    ByteSet first;  // the bytes some top reads
+  };
+
+  // All below need mu_ held.
+  void StartAfresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeStartAfresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t Next(int32_t state, uint8_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t ComputeNext(int32_t state, uint8_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t InternState(State s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t InternFrame(int32_t rule, int32_t node, int32_t parent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Expand(int32_t frame, State& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FillMask(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Walk(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::shared_ptr<const Grammar> grammar_;
+  const std::shared_ptr<const Vocabulary> vocab_;
+  const Bounds bounds_;
+  uint8_t class_of_[256] = {};  // bytes no edge tells apart share a class
+  int num_classes_ = 0;
+
+  mutable absl::Mutex mu_;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t start_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Frame> frames_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, int32_t> frame_index_ ABSL_GUARDED_BY(mu_);
+  std::vector<State> states_ ABSL_GUARDED_BY(mu_);
+  // Key: the state's tops, then -2 when it can end or -3 when it cannot.
+  absl::flat_hash_map<std::vector<int32_t>, int32_t> state_index_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> next_ ABSL_GUARDED_BY(mu_);         // [state * num_classes_ + class]
+  std::vector<int32_t> visit_mark_ ABSL_GUARDED_BY(mu_);   // Expand's visited set, by frame
+  std::vector<int32_t> expand_work_ ABSL_GUARDED_BY(mu_);  // Expand's frames to visit
+  int32_t visit_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int32_t> walk_ ABSL_GUARDED_BY(mu_);  // the walk's state per trie depth
+  struct CachedMask {
+    int32_t state;
+    std::vector<uint32_t> mask;
+  };
+  std::list<CachedMask> masks_ ABSL_GUARDED_BY(mu_);  // most recent first
+  absl::flat_hash_map<int32_t, std::list<CachedMask>::iterator> mask_index_ ABSL_GUARDED_BY(mu_);
+};
+
+class Matcher {
+ public:
+  static constexpr int32_t kMaxDepth = Automaton::kMaxDepth;
+
+  explicit Matcher(std::shared_ptr<Automaton> automaton);
+  // With an automaton of its own.
   Matcher(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab);
 
   // Tokens allowed next: bit id of `mask` (vocab size bits, 32 per word) is set for each.
@@ -61,48 +158,28 @@ class Matcher {
   // Undoes the last `n` accepted tokens (or byte strings).
   void Rollback(int n);
   // The bytes so far form a whole sentence of the grammar (end-of-sequence may come).
-  bool CanEnd() const { return history_.back().can_end; }
+  bool CanEnd() const { return can_end_.back(); }
   // An end token was accepted: nothing more may come.
   bool Terminated() const { return terminated_; }
   // Only the end may come: no byte continues any stack.
-  bool OnlyEndAllowed() const { return history_.back().tops.empty(); }
-  int num_accepted() const { return static_cast<int>(history_.size()) - 1; }
-  int vocab_size() const { return vocab_->size(); }
+  bool OnlyEndAllowed() const { return only_end_.back(); }
+  int num_accepted() const { return static_cast<int>(ends_.size()); }
+  int vocab_size() const { return automaton_->vocab().size(); }
 
  private:
-  // A rule frame: at `node` of `rule`, returning to `parent` (-1: the bottom).
-  struct Frame {
-    int32_t rule, node, parent;
-    int32_t depth;  // frames below it
-  };
-  struct State {
-    std::vector<int32_t> tops;  // frames at a node with byte edges, sorted, unique
-    bool can_end = false;
-  };
-  int32_t Intern(int32_t rule, int32_t node, int32_t parent);
-  int32_t DepthOf(int32_t parent) const;
-  void Expand(int32_t frame, State& out);
-  // The state after byte b from `from`; empty tops and !can_end when b is not allowed.
-  void Step(const State& from, uint8_t b, State& out);
-  void Walk(int32_t trie_node, int depth, uint32_t* mask);
+  // Brings history_ up to the automaton's generation (it may have started afresh).
+  void Sync() ABSL_EXCLUSIVE_LOCKS_REQUIRED(automaton_->mu_);
+  // The state after `bytes` from `state`, or Automaton::kDead.
+  int32_t Run(int32_t state, const char* bytes, size_t n)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(automaton_->mu_);
+  void Push(int32_t state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(automaton_->mu_);
 
-  std::shared_ptr<const Grammar> grammar_;
-  std::shared_ptr<const Vocabulary> vocab_;
-  std::vector<Frame> frames_;
-  absl::flat_hash_map<uint64_t, int32_t> interned_;  // (rule, node, parent) -> frame
-  std::vector<State> history_;                       // [0]: the start; one per accept
-  std::vector<State> walk_;                          // per trie depth, during FillMask
-  std::vector<int32_t> visit_mark_;                  // Expand's visited set, by frame
-  std::vector<int32_t> expand_work_;
-  // The masks of the last states seen, most recent first.
-  struct CachedMask {
-    std::vector<int32_t> tops;
-    bool can_end;
-    std::vector<uint32_t> mask;
-  };
-  static constexpr size_t kMaskCache = 8;
-  std::list<CachedMask> mask_cache_;  // Expand's frames still to visit
-  int32_t visit_epoch_ = 0;
+  std::shared_ptr<Automaton> automaton_;
+  uint64_t generation_ = 0;
+  std::vector<int32_t> history_;          // [0]: the start; one state per accept
+  std::vector<bool> can_end_, only_end_;  // per history entry
+  std::string bytes_;                     // everything accepted, for a replay
+  std::vector<size_t> ends_;              // where each accept ends in bytes_
   bool terminated_ = false;
 };
 

@@ -69,7 +69,9 @@ absl::StatusOr<std::shared_ptr<const OutputConstraint>> ConstraintCache::Get(
   absl::StatusOr<std::shared_ptr<const OutputConstraint>> made;
   absl::StatusOr<std::shared_ptr<const grammar::Grammar>> g = Compile(spec);
   if (g.ok()) {
-    made = std::make_shared<const OutputConstraint>(OutputConstraint{*std::move(g), vocab_});
+    auto automaton = std::make_shared<grammar::Automaton>(*g, vocab_);
+    made = std::make_shared<const OutputConstraint>(
+        OutputConstraint{*std::move(g), vocab_, std::move(automaton)});
   } else {
     made = g.status();
   }

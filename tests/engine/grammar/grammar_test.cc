@@ -377,5 +377,50 @@ TEST(MatcherTest, MaskEqualsTryingEveryTokenAndRollbackRestores) {
   EXPECT_FALSE(m.AcceptToken(end));
 }
 
+// Matchers sharing one automaton agree with a matcher of its own, also when the shared
+// one is so small that it keeps starting afresh (and its matchers replay their bytes).
+TEST(MatcherTest, SharedAndRestartingAutomataGiveTheSameMasks) {
+  auto g = CompileJsonSchema(R"({"type":"object","properties":{
+      "name":{"type":"string","maxLength":6},"tags":{"type":"array","items":{"enum":["a","bc"]}}},
+      "required":["name","tags"]})");
+  ASSERT_TRUE(g.ok()) << g.status();
+  const std::shared_ptr<const Vocabulary> vocab = ByteVocab();
+  auto shared = std::make_shared<Automaton>(*g, vocab);
+  Automaton::Bounds tiny;
+  tiny.max_transitions = 64;
+  tiny.max_frames = 16;
+  tiny.mask_cache_bytes = 0;
+  auto restarting = std::make_shared<Automaton>(*g, vocab, tiny);
+  std::mt19937 rng(5);
+  const size_t words = (static_cast<size_t>(vocab->size()) + 31) / 32;
+  for (int run = 0; run < 50; ++run) {
+    Matcher own(*g, vocab), a(shared), b(restarting);
+    for (int t = 0; t < 40 && !own.Terminated(); ++t) {
+      std::vector<uint32_t> m0(words), m1(words), m2(words);
+      own.FillMask(m0.data());
+      a.FillMask(m1.data());
+      b.FillMask(m2.data());
+      ASSERT_EQ(m0, m1) << "run " << run << " step " << t;
+      ASSERT_EQ(m0, m2) << "run " << run << " step " << t;
+      std::vector<int32_t> allowed;
+      for (int32_t id = 0; id < vocab->size(); ++id) {
+        if ((m0[static_cast<size_t>(id) >> 5] >> (id & 31)) & 1) allowed.push_back(id);
+      }
+      ASSERT_FALSE(allowed.empty());
+      const int32_t pick = allowed[rng() % allowed.size()];
+      ASSERT_TRUE(own.AcceptToken(pick));
+      ASSERT_TRUE(a.AcceptToken(pick));
+      ASSERT_TRUE(b.AcceptToken(pick));
+      if (rng() % 7 == 0 && own.num_accepted() > 1) {
+        own.Rollback(2);
+        a.Rollback(2);
+        b.Rollback(2);
+      }
+    }
+  }
+  EXPECT_GT(restarting->generation(), 10u) << "the tiny automaton started afresh";
+  EXPECT_EQ(shared->generation(), 1u);
+}
+
 }  // namespace
 }  // namespace sluice::grammar
