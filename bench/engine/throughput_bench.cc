@@ -6,11 +6,13 @@
 //
 //   throughput_bench --device cuda --model models/configs/llama-3.1-8b --random-weights \
 //       --num-requests 256 --input-len 512 --output-len 512 --max-num-seqs 256
+// With --structured, every request decodes under one grammar (structured outputs).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -24,6 +26,8 @@
 #include "engine/capacity.h"
 #include "engine/core/loader.h"
 #include "engine/flags.h"
+#include "engine/grammar/compile.h"
+#include "engine/grammar/matcher.h"
 #include "engine/runner/cuda_runner.h"
 #include "nlohmann/json.hpp"
 #include "server/tokenizer/tokenizer.h"
@@ -137,6 +141,33 @@ absl::StatusOr<Workload> ShareGptWorkload(const std::string& path, int n, int ma
   return w;
 }
 
+// --structured: one constraint over the model's tokenizer.
+absl::StatusOr<std::shared_ptr<const OutputConstraint>> StructuredConstraint(
+    const std::string& spec, const std::string& model_dir, const ModelConfig& config) {
+  auto tok = Tokenizer::FromDir(model_dir);
+  if (!tok.ok()) return tok.status();
+  absl::StatusOr<std::shared_ptr<const grammar::Grammar>> g;
+  if (spec.starts_with("regex:")) {
+    g = grammar::CompileRegex(spec.substr(6));
+  } else if (spec.starts_with("json-schema:")) {
+    std::ifstream in(spec.substr(12));
+    if (!in) return absl::NotFoundError("cannot open " + spec.substr(12));
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    g = grammar::CompileJsonSchema(text);
+  } else if (spec == "json-object") {
+    g = grammar::CompileJsonObject();
+  } else {
+    return absl::InvalidArgumentError("expected regex:PATTERN, json-schema:FILE or json-object");
+  }
+  if (!g.ok()) return g.status();
+  std::vector<std::string> bytes(
+      static_cast<size_t>(std::max(config.vocab_size, (*tok)->vocab_size())));
+  for (int32_t id = 0; id < (*tok)->vocab_size(); ++id) bytes[id] = (*tok)->TokenBytes(id);
+  auto vocab = std::make_shared<const grammar::Vocabulary>(std::move(bytes), config.eos_token_ids);
+  auto automaton = std::make_shared<grammar::Automaton>(*g, vocab);
+  return std::make_shared<const OutputConstraint>(OutputConstraint{*g, vocab, automaton});
+}
+
 double HostCopyBandwidth() {
   const size_t bytes = size_t{256} << 20;
   std::vector<char> a(bytes, 1), b(bytes, 2);
@@ -174,6 +205,10 @@ int Run(int argc, char** argv) {
   app.add_option("--dataset", dataset, "random, or sharegpt:FILE");
   app.add_option("--seed", seed, "Seed of the random prompts");
   app.add_option("--out", out_path, "Write the figures as JSON");
+  std::string structured;
+  app.add_option("--structured", structured,
+                 "Constrain every request (one grammar shared by all, as the server caches it): "
+                 "regex:PATTERN, json-schema:FILE or json-object");
   CLI11_PARSE(app, argc, argv);
 
   const std::string model_dir = options.model.empty() ? DefaultModelDir() : options.model;
@@ -216,6 +251,15 @@ int Run(int argc, char** argv) {
     spdlog::error("--dataset {}: expected random or sharegpt:FILE", dataset);
     return 1;
   }
+  std::shared_ptr<const OutputConstraint> constraint;
+  if (!structured.empty()) {
+    auto c = StructuredConstraint(structured, model_dir, config);
+    if (!c.ok()) {
+      spdlog::error("--structured {}: {}", structured, std::string(c.status().message()));
+      return 1;
+    }
+    constraint = *std::move(c);
+  }
   const double copy_gbs =
       options.device == "cuda" ? MeasureCudaCopyBandwidth(0).value_or(0.0) : HostCopyBandwidth();
 
@@ -238,6 +282,7 @@ int Run(int argc, char** argv) {
     p.sampling.temperature = 0.0f;
     p.sampling.max_tokens = w.output_lens[i];
     p.sampling.ignore_eos = true;
+    p.sampling.constraint = constraint;
     prompt_tokens += static_cast<int64_t>(p.prompt_ids.size());
     expected_output += w.output_lens[i];
     auto s = (*engine)->Submit(std::move(p));
@@ -288,6 +333,7 @@ int Run(int argc, char** argv) {
       {"device", options.device},
       {"model", config.Summary()},
       {"random_weights", options.random_weights},
+      {"structured", structured},
       {"num_requests", n},
       {"prompt_tokens", prompt_tokens},
       {"output_tokens", output_tokens},

@@ -40,8 +40,14 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   const size_t sampling_rows = batch.logits_rows.size();
   batch.logits_rows.insert(batch.logits_rows.end(), prompt_rows.rows.begin(),
                            prompt_rows.rows.end());
-  SLUICE_RETURN_IF_ERROR(model_->Forward(batch, cache_, logits_));
   const int vocab = model_->config().vocab_size;
+  // The grammars' masks fill on the worker thread while the forward pass runs here.
+  masks_.Plan(table_.SamplingSeqs(output), vocab);
+  masks_.Fill(/*async=*/true);
+  const absl::Status forward = model_->Forward(batch, cache_, logits_);
+  const absl::Status masked = masks_.Wait();
+  SLUICE_RETURN_IF_ERROR(forward);
+  SLUICE_RETURN_IF_ERROR(masked);
   StepResult result;
   if (!prompt_rows.empty()) {
     result.prompt_logprobs = RequestTable::ScorePrompts(
@@ -50,12 +56,13 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   size_t row = 0;
   for (RequestTable::Seq* s : table_.Advance(output)) {
     float* logits = logits_.data() + row * vocab;
+    const uint32_t* mask = masks_.row(row);
     ++row;
     int32_t id = 0;
     bool grammar_done = false;
-    SLUICE_ASSIGN_OR_RETURN(
-        TokenLogprobs logprobs,
-        RequestTable::SampleOnHost(*s, logits, vocab, /*draw=*/true, &id, &grammar_done));
+    SLUICE_ASSIGN_OR_RETURN(TokenLogprobs logprobs,
+                            RequestTable::SampleOnHost(*s, logits, vocab, mask, true, &id));
+    SLUICE_RETURN_IF_ERROR(RequestTable::AdvanceGrammar(*s, id, &grammar_done));
     RequestTable::Append(*s, id);
     result.sampled.push_back(id);
     result.logprobs.push_back(std::move(logprobs));

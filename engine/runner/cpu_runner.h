@@ -8,6 +8,7 @@
 #include "engine/model/cpu_model.h"
 #include "engine/runner/request_table.h"
 #include "engine/runner/runner.h"
+#include "engine/runner/step_masks.h"
 
 namespace sluice {
 
@@ -32,6 +33,7 @@ class CpuRunner : public Runner {
   std::shared_ptr<CpuModel> model_;  // shared only by engines that never run at once
   CpuKvCache cache_;
   RequestTable table_;
+  StepMasks masks_;  // after table_: its worker stops before the rows it reads go
   std::vector<float> logits_;
 };
 

@@ -141,6 +141,10 @@ absl::Status CudaRunner::AllocateBuffers() {
   SLUICE_RETURN_IF_ERROR(attn_ws_.Allocate(size_t{16} << 20, "attention workspace"));
   SLUICE_RETURN_IF_ERROR(sampled_.Allocate(sizeof(int32_t) * S, "sampled ids"));
   SLUICE_RETURN_IF_ERROR(host_sampled_.Allocate(sizeof(int32_t) * S));
+  const size_t mask_bytes =
+      sizeof(uint32_t) * size_t(S) * size_t(kernels::TokenBitmaskWords(c.vocab_size));
+  SLUICE_RETURN_IF_ERROR(token_masks_.Allocate(mask_bytes, "token bitmasks"));
+  SLUICE_RETURN_IF_ERROR(host_token_masks_.Allocate(mask_bytes));
 
   layout_ = InputLayout(T, S, max_blocks_per_seq_);
   SLUICE_RETURN_IF_ERROR(inputs_.Allocate(layout_.total, "step inputs"));
@@ -252,9 +256,25 @@ absl::Status CudaRunner::RunPiece(int k, int n, int rows, bool gather) {
   SLUICE_RETURN_IF_ERROR(Kernel(kc::FusedAddRmsNorm(x, r, final_norm_, rows, h, eps, stream_)));
   SLUICE_RETURN_IF_ERROR(Kernel(
       gemm_lm_head_->RunFloat(logits_.as<float>(), x, lm_head_, nullptr, rows, ws, stream_)));
-  return Kernel(kc::Sample(sampled_.as<int32_t>(), logits_.as<float>(),
-                           inputs_.as<kernels::SamplingRow>(layout_.sampling), rows, c.vocab_size,
-                           stream_));
+  // Rows under a grammar keep only the tokens of their mask (UploadMasks); the others
+  // pass untouched.
+  const kernels::SamplingRow* sampling = inputs_.as<kernels::SamplingRow>(layout_.sampling);
+  SLUICE_RETURN_IF_ERROR(Kernel(kc::ApplyTokenBitmask(
+      logits_.as<float>(), token_masks_.as<uint32_t>(), sampling, rows, c.vocab_size, stream_)));
+  return Kernel(kc::Sample(sampled_.as<int32_t>(), logits_.as<float>(), sampling, rows,
+                           c.vocab_size, stream_));
+}
+
+absl::Status CudaRunner::UploadMasks() {
+  if (masks_.num_masked() == 0) return absl::OkStatus();
+  masks_.Fill(/*async=*/false);
+  SLUICE_RETURN_IF_ERROR(masks_.Wait());
+  const size_t bytes = sizeof(uint32_t) * masks_.words() * size_t(masks_.num_masked());
+  // The previous step's copy is done: CollectSampled waited for the stream.
+  std::memcpy(host_token_masks_.as<char>(), masks_.data(), bytes);
+  return Cuda(cudaMemcpyAsync(token_masks_.as<void>(), host_token_masks_.as<char>(), bytes,
+                              cudaMemcpyHostToDevice, stream_),
+              "token bitmasks");
 }
 
 absl::Status CudaRunner::PrepareAttention(const ForwardBatch& b) {
@@ -309,6 +329,7 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
   }
   const RequestTable::PromptScoreRows prompt_rows = table_.PromptRows(output);
   std::vector<RequestTable::Seq*> sampling_seqs = table_.Advance(output);
+  masks_.Plan(sampling_seqs, config_.vocab_size);
   // A decode batch in which every row samples runs as graphs, padded.
   const bool decode = n == b.num_seqs() && rows == n;
   const int graph = decode && !graphs_.empty() ? GraphIndex(n) : -1;
@@ -320,8 +341,9 @@ absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {
                                "step inputs");
   if (launched.ok()) launched = PrepareAttention(b);
   if (launched.ok()) {
+    // The grammars' masks are filled here while the device runs the layers.
     launched = Forward(graph >= 0 ? padded : n, graph >= 0 ? padded : rows,
-                       /*gather=*/graph < 0, graph);
+                       /*gather=*/graph < 0, graph, [this] { return UploadMasks(); });
   }
   if (!launched.ok()) {
     // What was queued finishes before the staging buffer is written again.
@@ -405,7 +427,10 @@ size_t CudaRunner::StageInputs(const ForwardBatch& b,
   put(layout_.seq_lens, b.seq_lens.data(), sizeof(int32_t) * b.num_seqs());
   put(layout_.cu_seqlens, b.cu_seqlens_q.data(), sizeof(int32_t) * (b.num_seqs() + 1));
   kernels::SamplingRow* sampling = host_inputs_.as<kernels::SamplingRow>(layout_.sampling);
-  for (int i = 0; i < rows; ++i) sampling[i] = RequestTable::SamplingFor(*sampling_seqs[i]);
+  for (int i = 0; i < rows; ++i) {
+    sampling[i] = RequestTable::SamplingFor(*sampling_seqs[i]);
+    sampling[i].mask_row = masks_.mask_row(static_cast<size_t>(i));
+  }
   for (int i = rows; i < padded; ++i) {
     sampling[i] = kernels::SamplingRow();
     sampling[i].temperature = 0.0f;
@@ -442,10 +467,12 @@ absl::StatusOr<StepResult> CudaRunner::CollectSampled(
     TokenLogprobs logprobs;
     bool grammar_done = false;
     if (!host_logits[i].empty()) {
-      SLUICE_ASSIGN_OR_RETURN(logprobs,
-                              RequestTable::SampleOnHost(s, host_logits[i].data(), vocab,
-                                                         /*draw=*/false, &id, &grammar_done));
+      // The logits came back masked already; the mask is applied again for the record.
+      SLUICE_ASSIGN_OR_RETURN(
+          logprobs, RequestTable::SampleOnHost(s, host_logits[i].data(), vocab,
+                                               masks_.row(static_cast<size_t>(i)), false, &id));
     }
+    SLUICE_RETURN_IF_ERROR(RequestTable::AdvanceGrammar(s, id, &grammar_done));
     RequestTable::Append(s, id);
     result.sampled.push_back(id);
     result.logprobs.push_back(std::move(logprobs));

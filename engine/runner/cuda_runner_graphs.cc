@@ -82,8 +82,10 @@ absl::Status CudaRunner::CaptureGraphs(CudaRunnerInfo* info) {
   return absl::OkStatus();
 }
 
-absl::Status CudaRunner::Forward(int n, int rows, bool gather, int graph) {
+absl::Status CudaRunner::Forward(int n, int rows, bool gather, int graph,
+                                 const std::function<absl::Status()>& before_sampling) {
   for (int k = 0; k <= config_.num_layers; ++k) {
+    if (k == config_.num_layers) SLUICE_RETURN_IF_ERROR(before_sampling());
     if (graph >= 0) {
       SLUICE_RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graphs_[graph][k], stream_), "graph launch"));
     } else {

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -28,6 +29,7 @@
 #include "engine/runner/cuda_runner.h"
 #include "engine/runner/request_table.h"
 #include "engine/runner/runner.h"
+#include "engine/runner/step_masks.h"
 #include "sluice/kernels/attention.h"
 #include "sluice/kernels/cuda/attention.h"
 #include "sluice/kernels/cuda/gemm.h"
@@ -175,7 +177,12 @@ class CudaRunner : public Runner {
   absl::Status Attention(int layer);
   absl::Status PrepareAttention(const ForwardBatch& b);
   // The forward pass of a staged step: graphs when `graph` >= 0 (index into graphs_).
-  absl::Status Forward(int n, int rows, bool gather, int graph);
+  // `before_sampling` runs on the host once every layer is queued, while the device
+  // computes them, and before the piece that samples.
+  absl::Status Forward(int n, int rows, bool gather, int graph,
+                       const std::function<absl::Status()>& before_sampling);
+  // The grammars' masks of the step (masks_ planned), filled and queued for the device.
+  absl::Status UploadMasks();
   // Writes the step's inputs into the pinned mirror, padded to `padded` rows (a decode
   // graph's batch size, else the batch's tokens). Returns the bytes to copy: the mirror up
   // to the end of the block-table rows in use.
@@ -230,6 +237,10 @@ class CudaRunner : public Runner {
        *gate_up_ = nullptr, *act_ = nullptr, *gathered_hidden_ = nullptr,
        *gathered_residual_ = nullptr;
   PinnedMemory host_inputs_, host_sampled_;
+  // Structured outputs: [max_seqs, TokenBitmaskWords(vocab)] token bitmasks.
+  DeviceMemory token_masks_;
+  PinnedMemory host_token_masks_;
+  StepMasks masks_;
   InputLayout layout_{0, 0, 0};
   kc::PagedAttentionPlan plan_;
   kernels::PagedAttentionParams attn_params_;

@@ -42,7 +42,7 @@ constexpr float kBanned = -std::numeric_limits<float>::infinity();
 
 bool AdjustsLogits(const SamplingParams& p) {
   return HasPenalties(p) || !p.logit_bias.empty() || !p.allowed_token_ids.empty() ||
-         !p.bad_words.empty() || p.min_tokens > 0 || p.constraint != nullptr;
+         !p.bad_words.empty() || p.min_tokens > 0;
 }
 
 void AdjustLogits(const SamplingParams& p, const std::vector<int32_t>& tokens,

@@ -10,8 +10,9 @@
 
 namespace sluice {
 
-// Whether `p` changes the logits before sampling: penalties, logit_bias,
-// allowed_token_ids, bad_words, min_tokens or a grammar.
+// Whether `p` changes the logits on the host before sampling: penalties, logit_bias,
+// allowed_token_ids, bad_words or min_tokens. (A grammar's mask is applied by the
+// sampling kernels: kernels::*::ApplyTokenBitmask.)
 bool AdjustsLogits(const SamplingParams& p);
 
 // Applies to `logits` [vocab], in this order: repetition (over prompt and output),

@@ -37,8 +37,9 @@ void RequestTable::Apply(const SchedulerOutput& output) {
     s.matcher.reset();
     if (n.sampling.constraint) {
       // After a preemption the grammar replays the output it had accepted.
-      s.matcher = std::make_shared<grammar::Matcher>(n.sampling.constraint->grammar,
-                                                     n.sampling.constraint->vocab);
+      const OutputConstraint& c = *n.sampling.constraint;
+      s.matcher = c.automaton ? std::make_shared<grammar::Matcher>(c.automaton)
+                              : std::make_shared<grammar::Matcher>(c.grammar, c.vocab);
       for (size_t i = static_cast<size_t>(s.num_prompt_tokens); i < n.token_ids.size(); ++i) {
         s.matcher->AcceptToken(n.token_ids[i]);
       }
@@ -112,6 +113,14 @@ std::vector<std::vector<TokenLogprobs>> RequestTable::ScorePrompts(const PromptS
   return scores;
 }
 
+std::vector<RequestTable::Seq*> RequestTable::SamplingSeqs(const SchedulerOutput& output) {
+  std::vector<Seq*> sampling;
+  for (const ScheduledTokens& st : output.scheduled) {
+    if (st.samples) sampling.push_back(&seqs_.at(st.id));
+  }
+  return sampling;
+}
+
 std::vector<RequestTable::Seq*> RequestTable::Advance(const SchedulerOutput& output) {
   std::vector<Seq*> sampling;
   for (const ScheduledTokens& st : output.scheduled) {
@@ -129,20 +138,13 @@ kernels::SamplingRow RequestTable::SamplingFor(const Seq& s) {
 }
 
 absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(Seq& s, float* logits, int vocab,
-                                                         bool draw, int32_t* id,
-                                                         bool* grammar_done) {
-  *grammar_done = false;
-  if (s.matcher) {
-    const int allowed = s.matcher->vocab_size();
-    std::vector<uint32_t> mask((static_cast<size_t>(allowed) + 31) / 32);
-    s.matcher->FillMask(mask.data());
-    bool any = false;
-    for (int t = 0; t < vocab; ++t) {
-      const bool ok = t < allowed && ((mask[static_cast<size_t>(t) >> 5] >> (t & 31)) & 1);
-      if (!ok) logits[t] = -std::numeric_limits<float>::infinity();
-      any = any || ok;
-    }
-    if (!any) return absl::InternalError("the request's grammar allows no token");
+                                                         const uint32_t* mask, bool draw,
+                                                         int32_t* id) {
+  if (mask != nullptr) {
+    kernels::SamplingRow row;
+    row.mask_row = 0;
+    const kernels::Status k = kernels::cpu::ApplyTokenBitmask(logits, mask, &row, 1, vocab);
+    if (!k.ok()) return absl::InternalError(k.message());
   }
   const bool want_logprobs = s.params.logprobs >= 0;
   std::vector<float> raw;
@@ -153,13 +155,17 @@ absl::StatusOr<TokenLogprobs> RequestTable::SampleOnHost(Seq& s, float* logits, 
     const kernels::Status k = kernels::cpu::Sample(id, logits, &row, 1, vocab);
     if (!k.ok()) return absl::InternalError(k.message());
   }
-  if (s.matcher) {
-    if (!s.matcher->AcceptToken(*id)) {
-      return absl::InternalError(absl::StrCat("the grammar refused sampled token ", *id));
-    }
-    *grammar_done = s.matcher->Terminated() || s.matcher->OnlyEndAllowed();
-  }
   return want_logprobs ? Logprobs(raw.data(), vocab, *id, s.params.logprobs) : TokenLogprobs{};
+}
+
+absl::Status RequestTable::AdvanceGrammar(Seq& s, int32_t id, bool* grammar_done) {
+  *grammar_done = false;
+  if (!s.matcher) return absl::OkStatus();
+  if (!s.matcher->AcceptToken(id)) {
+    return absl::InternalError(absl::StrCat("the grammar refused sampled token ", id));
+  }
+  *grammar_done = s.matcher->Terminated() || s.matcher->OnlyEndAllowed();
+  return absl::OkStatus();
 }
 
 void RequestTable::Append(Seq& s, int32_t id) {

@@ -60,6 +60,9 @@ class RequestTable {
                                                               const float* logits, int vocab,
                                                               size_t num_entries);
 
+  // The entries of `output` that sample, in order (Advance returns the same).
+  std::vector<Seq*> SamplingSeqs(const SchedulerOutput& output);
+
   // After the step ran: computed tokens advance. Returns the entries that sample, in order.
   std::vector<Seq*> Advance(const SchedulerOutput& output);
 
@@ -71,11 +74,14 @@ class RequestTable {
   // for them, then the adjustments (AdjustLogits) and the seeded draw into *id. With
   // `draw` false, *id holds a draw made elsewhere (on the device), redrawn only when an
   // adjustment changes the distribution.
-  // With a constraint, the tokens the grammar does not allow are masked first (the
-  // logprobs are of the masked distribution), the token is advanced in the grammar, and
-  // *grammar_done says whether the grammar admits anything but the end after it.
-  static absl::StatusOr<TokenLogprobs> SampleOnHost(Seq& s, float* logits, int vocab, bool draw,
-                                                    int32_t* id, bool* grammar_done);
+  // With a constraint, `mask` (StepMasks) holds the tokens its grammar allows: the
+  // others are masked first, so the logprobs are of the masked distribution.
+  static absl::StatusOr<TokenLogprobs> SampleOnHost(Seq& s, float* logits, int vocab,
+                                                    const uint32_t* mask, bool draw, int32_t* id);
+
+  // Advances `s`'s grammar, if it has one, on its sampled token `id`; *grammar_done says
+  // whether the grammar admits anything but the end after it.
+  static absl::Status AdvanceGrammar(Seq& s, int32_t id, bool* grammar_done);
 
   // Appends the sampled token to `s`.
   static void Append(Seq& s, int32_t id);

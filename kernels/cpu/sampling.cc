@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -94,6 +95,23 @@ Status Sample(int32_t* out_ids, const float* logits, const SamplingRow* rows, in
       if (u < cdf) break;
     }
     out_ids[r] = chosen;
+  }
+  return Status::Ok();
+}
+
+Status ApplyTokenBitmask(float* logits, const uint32_t* bitmask, const SamplingRow* rows,
+                         int num_rows, int vocab) {
+  if (num_rows < 0 || vocab <= 0) {
+    return Status::InvalidArgument("token bitmask: vocab must be positive, num_rows >= 0");
+  }
+  const size_t words = static_cast<size_t>(TokenBitmaskWords(vocab));
+  for (int r = 0; r < num_rows; ++r) {
+    if (rows[r].mask_row < 0) continue;
+    const uint32_t* mask = bitmask + static_cast<size_t>(rows[r].mask_row) * words;
+    float* row = logits + static_cast<size_t>(r) * static_cast<size_t>(vocab);
+    for (int t = 0; t < vocab; ++t) {
+      if (!((mask[t >> 5] >> (t & 31)) & 1u)) row[t] = -std::numeric_limits<float>::infinity();
+    }
   }
   return Status::Ok();
 }

@@ -244,7 +244,35 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) out_ids[blockIdx.x] = id;
 }
 
+// One thread per bitmask word (32 tokens); blockIdx.y is the row.
+__global__ void ApplyTokenBitmaskKernel(float* logits, const uint32_t* bitmask,
+                                        const SamplingRow* rows, int vocab, int words) {
+  const int mask_row = rows[blockIdx.y].mask_row;
+  const int w = blockIdx.x * blockDim.x + threadIdx.x;
+  if (mask_row < 0 || w >= words) return;
+  const uint32_t bits = bitmask[int64_t{mask_row} * words + w];
+  if (bits == 0xffffffffu) return;
+  float* row = logits + int64_t{blockIdx.y} * vocab;
+  const int end = min(vocab, (w + 1) * 32);
+  for (int t = w * 32; t < end; ++t) {
+    if (!((bits >> (t & 31)) & 1u)) row[t] = -INFINITY;
+  }
+}
+
 }  // namespace
+
+Status ApplyTokenBitmask(float* logits, const uint32_t* bitmask, const SamplingRow* rows,
+                         int num_rows, int vocab, cudaStream_t stream) {
+  if (num_rows < 0 || vocab <= 0) {
+    return Status::InvalidArgument("token bitmask: vocab must be positive, num_rows >= 0");
+  }
+  if (num_rows == 0) return Status::Ok();
+  const int words = TokenBitmaskWords(vocab);
+  constexpr int kWordsPerBlock = 256;
+  const dim3 grid((words + kWordsPerBlock - 1) / kWordsPerBlock, num_rows);
+  ApplyTokenBitmaskKernel<<<grid, kWordsPerBlock, 0, stream>>>(logits, bitmask, rows, vocab, words);
+  return LaunchStatus("token bitmask");
+}
 
 Status Sample(int32_t* out_ids, const float* logits, const SamplingRow* rows, int num_rows,
               int vocab, cudaStream_t stream) {

@@ -26,6 +26,31 @@ int CountNonZero(const std::vector<float>& p) {
   return n;
 }
 
+// Masked rows keep exactly the allowed tokens' logits; others stay whole.
+TEST(SamplingCpuTest, TokenBitmaskKeepsOnlyAllowedTokens) {
+  const int vocab = 70;  // a partial last word
+  std::vector<float> logits = Logits(vocab * 2, 3);
+  const std::vector<float> before = logits;
+  std::vector<uint32_t> mask(static_cast<size_t>(TokenBitmaskWords(vocab)), 0);
+  for (int t : {0, 31, 32, 69}) mask[static_cast<size_t>(t) >> 5] |= 1u << (t & 31);
+  SamplingRow rows[2];
+  rows[0].mask_row = 0;
+  ASSERT_TRUE(cpu::ApplyTokenBitmask(logits.data(), mask.data(), rows, 2, vocab).ok());
+  for (int t = 0; t < vocab; ++t) {
+    const bool allowed = t == 0 || t == 31 || t == 32 || t == 69;
+    if (allowed) {
+      EXPECT_EQ(logits[t], before[t]) << t;
+    } else {
+      EXPECT_TRUE(std::isinf(logits[t]) && logits[t] < 0) << t;
+    }
+    EXPECT_EQ(logits[vocab + t], before[vocab + t]) << "row 1 has no mask";
+  }
+  rows[0].temperature = 0.0f;
+  int32_t id = -1;
+  ASSERT_TRUE(cpu::Sample(&id, logits.data(), rows, 1, vocab).ok());
+  EXPECT_TRUE(id == 0 || id == 31 || id == 32 || id == 69) << id;
+}
+
 TEST(SamplingCpuTest, ZeroTemperatureIsArgmax) {
   auto logits = Logits(100, 1);
   logits[42] = 100.0f;

@@ -99,6 +99,49 @@ void AgreementCase(const std::string& name, int vocab, SamplingRow cfg, int rows
   std::printf("  %-22s agree %d/%d\n", name.c_str(), agree, rows);
 }
 
+// The token bitmask on the GPU equals the CPU reference, and a masked row samples only
+// allowed tokens, greedy and not.
+void BitmaskCase(int vocab, int rows) {
+  std::vector<float> logits = RandomLogits(size_t(rows) * vocab, 2.0f);
+  const int words = TokenBitmaskWords(vocab);
+  std::vector<uint32_t> bitmask(size_t(rows) * words);
+  std::vector<SamplingRow> cfg(rows);
+  int masked = 0;
+  for (int r = 0; r < rows; ++r) {
+    cfg[r].temperature = r % 2 ? 0.8f : 0.0f;
+    cfg[r].seed = Rng()();
+    if (r % 3 == 2) continue;  // unconstrained rows in between
+    cfg[r].mask_row = masked;
+    for (int w = 0; w < words; ++w) bitmask[size_t(masked) * words + w] = Rng()() & Rng()();
+    bitmask[size_t(masked) * words] |= 1u;  // never empty
+    ++masked;
+  }
+  std::vector<float> want = logits;
+  GPU_CHECK_OK(cpu::ApplyTokenBitmask(want.data(), bitmask.data(), cfg.data(), rows, vocab));
+  DeviceBuffer<float> dlogits(logits);
+  DeviceBuffer<uint32_t> dmask(bitmask);
+  DeviceBuffer<SamplingRow> drows(rows);
+  drows.Upload(cfg);
+  GPU_CHECK_OK(
+      cuda::ApplyTokenBitmask(dlogits.get(), dmask.get(), drows.get(), rows, vocab, nullptr));
+  const std::vector<float> got = dlogits.Download();
+  size_t diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) diff += !(got[i] == want[i]);
+  GPU_CHECK(diff == 0, "bitmask vocab %d: %zu logits differ from the CPU reference", vocab, diff);
+  DeviceBuffer<int32_t> dout(rows);
+  GPU_CHECK_OK(cuda::Sample(dout.get(), dlogits.get(), drows.get(), rows, vocab, nullptr));
+  const std::vector<int32_t> ids = dout.Download();
+  int refused = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (cfg[r].mask_row < 0) continue;
+    const uint32_t* m = bitmask.data() + size_t(cfg[r].mask_row) * words;
+    const int32_t id = ids[r];
+    refused += id < 0 || id >= vocab || !((m[id >> 5] >> (id & 31)) & 1u);
+  }
+  GPU_CHECK(refused == 0, "bitmask vocab %d: %d rows sampled a masked token", vocab, refused);
+  std::printf("  %-22s vocab %d, %d rows\n", "token_bitmask", vocab, rows);
+}
+
 SamplingRow Cfg(float t, int k, float p, float min_p) {
   SamplingRow r;
   r.temperature = t;
@@ -127,5 +170,7 @@ int main() {
   AgreementCase("greedy_small", 300, Cfg(0.0f, 0, 1.0f, 0.0f), 256);
   AgreementCase("sampled", 1000, Cfg(0.8f, 0, 1.0f, 0.0f), quick ? 256 : 2048);
   AgreementCase("sampled_filters", 5000, Cfg(1.0f, 100, 0.9f, 0.01f), quick ? 256 : 2048);
+  BitmaskCase(128256, 64);
+  BitmaskCase(4099, 33);
   return Finish("sampling_gpu_test");
 }

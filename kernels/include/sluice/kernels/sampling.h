@@ -19,7 +19,13 @@ struct SamplingRow {
   float min_p = 0.0f;  // 0: off
   uint64_t seed = 0;
   uint64_t offset = 0;  // the request's step index, so each step draws anew
+  // Structured outputs: the row of the step's token bitmask that limits this row's
+  // tokens (ApplyTokenBitmask), or -1 for none.
+  int32_t mask_row = -1;
 };
+
+// Words of a token bitmask row over `vocab` tokens: token t is bit t % 32 of word t / 32.
+inline int TokenBitmaskWords(int vocab) { return (vocab + 31) / 32; }
 
 namespace cpu {
 
@@ -27,6 +33,13 @@ Status Sample(int32_t* out_ids,         // [num_rows]
               const float* logits,      // [num_rows, vocab]
               const SamplingRow* rows,  // [num_rows]
               int num_rows, int vocab);
+
+// Constrained decoding, before Sample: row i keeps the logits of the tokens whose bit is
+// set in bitmask row rows[i].mask_row ([*, TokenBitmaskWords(vocab)]); the others become
+// -inf. Rows with mask_row < 0 are left alone.
+Status ApplyTokenBitmask(float* logits,            // [num_rows, vocab], in place
+                         const uint32_t* bitmask,  // [masked rows, TokenBitmaskWords(vocab)]
+                         const SamplingRow* rows, int num_rows, int vocab);
 
 // Writes the renormalised distribution Sample draws from (zeros for filtered tokens).
 // Used by tests of every sampler and by logprob reporting.

@@ -19,4 +19,11 @@ Status Sample(int32_t* out_ids,         // [num_rows]
               const SamplingRow* rows,  // [num_rows] (device memory)
               int num_rows, int vocab, cudaStream_t stream);
 
+// Constrained decoding, with the semantics of cpu::ApplyTokenBitmask: row i keeps the
+// tokens set in bitmask row rows[i].mask_row, the rest of its logits become -inf.
+Status ApplyTokenBitmask(float* logits,            // [num_rows, vocab], in place
+                         const uint32_t* bitmask,  // [masked rows, TokenBitmaskWords(vocab)]
+                         const SamplingRow* rows,  // [num_rows] (device memory)
+                         int num_rows, int vocab, cudaStream_t stream);
+
 }  // namespace sluice::kernels::cuda
