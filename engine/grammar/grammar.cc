@@ -416,6 +416,58 @@ std::vector<bool> Nullable(const std::vector<RuleFsm>& rules) {
   return nullable;
 }
 
+// Counts the characters read at each node of a string body's automaton; empty when the
+// automaton is not of the shape json char{min,max} '"'.
+StringBody LabelStringBody(const RuleFsm& f, int char_rule, int max) {
+  StringBody body;
+  body.max = max;
+  body.chars.assign(static_cast<size_t>(f.num_nodes()), StringBody::kEnd - 1);  // unseen
+  const int32_t unseen = StringBody::kEnd - 1;
+  std::vector<int32_t> stack = {f.start};
+  body.chars[f.start] = 0;
+  auto fail = [&] {
+    body.chars.clear();
+    return body;
+  };
+  while (!stack.empty()) {
+    const int32_t x = stack.back();
+    stack.pop_back();
+    const int32_t at = body.chars[x];
+    if (at == StringBody::kEnd) {
+      if (f.edge_begin[x + 1] > f.edge_begin[x] || !f.final[x]) return fail();
+      continue;
+    }
+    if (f.final[x]) return fail();  // a body ends only after its quote
+    for (int32_t i = f.edge_begin[x]; i < f.edge_begin[x + 1]; ++i) {
+      const RuleFsm::Edge& e = f.edges[i];
+      int32_t want;
+      if (e.rule < 0) {
+        if (e.lo != '"' || e.hi != '"') return fail();
+        want = StringBody::kEnd;
+      } else {
+        if (e.rule != char_rule) return fail();
+        want = at == StringBody::kLoop ? StringBody::kLoop : at + 1;
+      }
+      int32_t& have = body.chars[e.to];
+      if (have == unseen) {
+        have = want;
+        stack.push_back(e.to);
+      } else if (have != want) {
+        // Two counts meet only in the loop of an unbounded body.
+        if (max >= 0 || have == StringBody::kEnd || want == StringBody::kEnd) return fail();
+        if (have != StringBody::kLoop) {
+          have = StringBody::kLoop;
+          stack.push_back(e.to);
+        }
+      }
+    }
+  }
+  for (int32_t c : body.chars) {
+    if (c == unseen) return fail();
+  }
+  return body;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Grammar>> GrammarBuilder::Build(int root) && {
@@ -480,6 +532,15 @@ absl::StatusOr<std::shared_ptr<const Grammar>> GrammarBuilder::Build(int root) &
           absl::StrCat("rule '", names_[found],
                        "' is left-recursive (it can call itself before reading "
                        "anything); write the repetition with * or + instead"));
+    }
+  }
+  if (json_char_rule_ >= 0 && json_char_rule_ < num_rules()) {
+    g->json_char_rule_ = json_char_rule_;
+    g->string_bodies_.resize(g->rules_.size());
+    for (const auto& [rule, max] : string_body_max_) {
+      if (rule < 0 || rule >= num_rules()) continue;
+      g->string_bodies_[static_cast<size_t>(rule)] =
+          LabelStringBody(g->rules_[static_cast<size_t>(rule)], json_char_rule_, max);
     }
   }
   return std::shared_ptr<const Grammar>(std::move(g));

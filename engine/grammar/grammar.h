@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -79,12 +80,31 @@ struct RuleFsm {
   int num_nodes() const { return static_cast<int>(final.size()); }
 };
 
+// The body of a JSON string (its characters, at most max of them, then the closing
+// quote) as one rule: chars[node] is how many characters have been read at a node of
+// it, kLoop past a minimum when max < 0, or kEnd after the quote. Lets the matcher mask
+// string contents from per-token character counts instead of a vocabulary walk.
+struct StringBody {
+  static constexpr int32_t kLoop = -1, kEnd = -2;
+  int max = -1;  // -1: no bound
+  std::vector<int32_t> chars;
+};
+
 class Grammar {
  public:
   const std::vector<RuleFsm>& rules() const { return rules_; }
   const std::string& rule_name(int r) const { return names_[static_cast<size_t>(r)]; }
   int root() const { return root_; }
   int num_nodes() const { return num_nodes_; }
+  // The rule of one JSON string character (its JSON front's), or -1.
+  int json_char_rule() const { return json_char_rule_; }
+  // Rule r as a JSON string body, or nullptr.
+  const StringBody* string_body(int r) const {
+    return static_cast<size_t>(r) < string_bodies_.size() &&
+                   !string_bodies_[static_cast<size_t>(r)].chars.empty()
+               ? &string_bodies_[static_cast<size_t>(r)]
+               : nullptr;
+  }
 
  private:
   friend class GrammarBuilder;
@@ -92,6 +112,8 @@ class Grammar {
   std::vector<std::string> names_;
   int root_ = 0;
   int num_nodes_ = 0;
+  int json_char_rule_ = -1;
+  std::vector<StringBody> string_bodies_;  // by rule; empty chars: not a body
 };
 
 // Declares rules, sets their bodies, and compiles them: Thompson automata, epsilon
@@ -106,6 +128,12 @@ class GrammarBuilder {
   // The rule of that name, or -1.
   int Find(absl::string_view name) const;
   void SetBody(int rule, Expr body);
+  // JSON strings: `rule` spells one character of a JSON string (unescaped or an escape),
+  // the one every string body calls.
+  void MarkJsonChar(int rule) { json_char_rule_ = rule; }
+  // `rule`'s body is Repeat(Rule(json char), min, max) then '"'. Checked against its
+  // automaton when built; a rule of another shape stays unmarked.
+  void MarkStringBody(int rule, int max) { string_body_max_.emplace_back(rule, max); }
   int num_rules() const { return static_cast<int>(names_.size()); }
   const Limits& limits() const { return limits_; }
 
@@ -116,6 +144,8 @@ class GrammarBuilder {
   std::vector<std::string> names_;
   std::vector<Expr> bodies_;
   std::vector<bool> has_body_;
+  int json_char_rule_ = -1;
+  std::vector<std::pair<int, int>> string_body_max_;  // (rule, max)
 };
 
 }  // namespace sluice::grammar

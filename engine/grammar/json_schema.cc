@@ -120,6 +120,10 @@ class SchemaCompiler {
 
   // One character of a JSON string: unescaped, or an escape (no lone surrogates).
   Expr Char() {
+    if (char_rule_ < 0 && b_.Find("json_char") >= 0) {  // another schema of this grammar's
+      char_rule_ = b_.Find("json_char");
+      escape_tail_ = b_.Find("json_escape");
+    }
     if (char_rule_ < 0) {
       char_rule_ = b_.AddRule("json_char");
       ByteSet esc;
@@ -146,6 +150,7 @@ class SchemaCompiler {
       b_.SetBody(char_rule_,
                  Expr::Alt({CodepointClass({{0, 0x1F}, {'"', '"'}, {'\\', '\\'}}, /*negate=*/true),
                             Expr::Seq({Expr::Byte('\\'), Expr::Rule(escape_tail_)})}));
+      b_.MarkJsonChar(char_rule_);
     }
     return Expr::Rule(char_rule_);
   }
@@ -208,8 +213,20 @@ class SchemaCompiler {
     return Expr::Seq({Expr::Byte('"'), Expr::Rule(rules[0])});
   }
 
+  // A JSON string of min to max characters: the opening quote, then a body rule (shared by
+  // strings of the same bounds) that the matcher knows as one (StringBody).
   Expr String(int min = 0, int max = -1) {
-    return Expr::Seq({Expr::Byte('"'), Expr::Repeat(Char(), min, max), Expr::Byte('"')});
+    auto [it, inserted] = string_bodies_.try_emplace(std::make_pair(min, max), -1);
+    if (inserted) {
+      const Expr ch = Char();
+      const std::string name = absl::StrCat("json_string_", min, "_", max);
+      it->second = b_.Find(name);
+      if (it->second >= 0) return Expr::Seq({Expr::Byte('"'), Expr::Rule(it->second)});
+      it->second = b_.AddRule(name);
+      b_.SetBody(it->second, Expr::Seq({Expr::Repeat(ch, min, max), Expr::Byte('"')}));
+      b_.MarkStringBody(it->second, max);
+    }
+    return Expr::Seq({Expr::Byte('"'), Expr::Rule(it->second)});
   }
 
   static Expr Digits(int min) {
@@ -816,6 +833,7 @@ class SchemaCompiler {
   GrammarBuilder& b_;
   absl::flat_hash_map<std::string, int> refs_;
   int any_value_ = -1, char_rule_ = -1, number_rule_ = -1, escape_tail_ = -1;
+  absl::flat_hash_map<std::pair<int, int>, int> string_bodies_;  // (min, max) -> body rule
   int depth_ = 0;
   bool exclusive_ = false;
 };

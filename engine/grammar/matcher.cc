@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include "engine/grammar/compile.h"
+
 namespace sluice::grammar {
 
 Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t> end_ids)
@@ -43,21 +45,21 @@ Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t
   for (auto it = children[0].rbegin(); it != children[0].rend(); ++it) {
     todo.push_back({it->second, it->first, 1});
   }
-  trie_.token_begin.push_back(0);
+  trie_.extra_begin.push_back(0);
   while (!todo.empty()) {
     const Item item = todo.back();
     todo.pop_back();
     const int32_t pos = trie_.size();
     while (open.size() >= item.depth) {
-      trie_.end[static_cast<size_t>(open.back())] = pos;
+      trie_.nodes[static_cast<size_t>(open.back())].end = pos;
       open.pop_back();
     }
-    trie_.byte.push_back(item.byte);
-    trie_.depth.push_back(item.depth);
-    trie_.end.push_back(0);
     const auto& here = tokens[static_cast<size_t>(item.node)];
-    trie_.token_ids.insert(trie_.token_ids.end(), here.begin(), here.end());
-    trie_.token_begin.push_back(static_cast<int32_t>(trie_.token_ids.size()));
+    trie_.nodes.push_back({0, here.empty() ? -1 : here[0], item.depth, item.byte,
+                           static_cast<uint8_t>(here.size() > 1)});
+    if (here.size() > 1)
+      trie_.extra_tokens.insert(trie_.extra_tokens.end(), here.begin() + 1, here.end());
+    trie_.extra_begin.push_back(static_cast<int32_t>(trie_.extra_tokens.size()));
     trie_.max_depth = std::max<int>(trie_.max_depth, item.depth);
     open.push_back(pos);
     const auto& kids = children[static_cast<size_t>(item.node)];
@@ -65,12 +67,68 @@ Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t
       todo.push_back({it->second, it->first, static_cast<uint16_t>(item.depth + 1)});
     }
   }
-  for (int32_t n : open) trie_.end[static_cast<size_t>(n)] = trie_.size();
+  for (int32_t n : open) trie_.nodes[static_cast<size_t>(n)].end = trie_.size();
   trie_.root_child.fill(-1);
   for (int32_t i = 0; i < trie_.size(); ++i) {
-    if (trie_.depth[static_cast<size_t>(i)] == 1)
-      trie_.root_child[trie_.byte[static_cast<size_t>(i)]] = i;
+    const Trie::Node& n = trie_.nodes[static_cast<size_t>(i)];
+    if (n.depth == 1) trie_.root_child[n.byte] = i;
   }
+}
+
+const Vocabulary::JsonStrings& Vocabulary::json_strings() const {
+  absl::call_once(json_once_, [this] {
+    // Each token through the body of an unbounded JSON string, as the JSON fronts compile
+    // it, counting character boundaries (the states of a body between characters).
+    auto probe = CompileJsonSchema(R"({"type":"string"})");
+    auto table = std::make_unique<JsonStrings>();
+    table->words = (static_cast<size_t>(size()) + 31) / 32;
+    if (!probe.ok()) {  // cannot happen; an empty table only turns the lookup off
+      json_ = std::move(table);
+      return;
+    }
+    // Not owned: the automaton lives only in this scan.
+    Automaton a(*probe,
+                std::shared_ptr<const Vocabulary>(std::shared_ptr<const Vocabulary>(), this));
+    absl::MutexLock lock(&a.mu_);
+    const int32_t open = a.Next(a.start_, '"');
+    std::vector<std::vector<int32_t>> by_slots;
+    for (int32_t id = 0; id < size(); ++id) {
+      const std::string& b = bytes(id);
+      if (b.empty() || is_end(id)) continue;
+      int32_t state = open, chars = 0;
+      bool closed = false;
+      for (char ch : b) {
+        state = a.Next(state, static_cast<uint8_t>(ch));
+        if (state == Automaton::kDead) break;
+        const Automaton::State& st = a.states_[static_cast<size_t>(state)];
+        if (st.tops.empty()) {  // the closing quote
+          closed = true;
+          break;
+        }
+        chars += st.string_room != Automaton::kNoString;
+      }
+      if (state == Automaton::kDead) continue;
+      if (closed) {
+        table->closing.emplace_back(chars, id);
+        continue;
+      }
+      const bool partial =
+          a.states_[static_cast<size_t>(state)].string_room == Automaton::kNoString;
+      const size_t slots = static_cast<size_t>(chars + (partial ? 1 : 0));
+      if (by_slots.size() <= slots) by_slots.resize(slots + 1);
+      by_slots[slots].push_back(id);
+    }
+    std::sort(table->closing.begin(), table->closing.end());
+    table->max_slots = by_slots.empty() ? 0 : static_cast<int>(by_slots.size()) - 1;
+    table->inside.assign(static_cast<size_t>(table->max_slots + 1) * table->words, 0);
+    for (size_t r = 0; r < by_slots.size(); ++r) {
+      uint32_t* row = table->inside.data() + r * table->words;
+      if (r > 0) std::memcpy(row, row - table->words, sizeof(uint32_t) * table->words);
+      for (int32_t id : by_slots[r]) row[id >> 5] |= uint32_t{1} << (id & 31);
+    }
+    json_ = std::move(table);
+  });
+  return *json_;
 }
 
 bool Vocabulary::is_end(int32_t id) const {
@@ -121,6 +179,11 @@ uint64_t Automaton::generation() const {
   return generation_;
 }
 
+size_t Automaton::num_string_masks() const {
+  absl::MutexLock lock(&mu_);
+  return string_masks_;
+}
+
 void Automaton::StartAfresh() {
   ++generation_;
   frames_.clear();
@@ -165,6 +228,7 @@ int32_t Automaton::InternState(State s) {
   auto [it, inserted] =
       state_index_.try_emplace(std::move(key), static_cast<int32_t>(states_.size()));
   if (inserted) {
+    s.string_room = StringRoom(s);
     for (int32_t top : s.tops) {
       const Frame& f = frames_[static_cast<size_t>(top)];
       const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
@@ -248,28 +312,95 @@ void Automaton::Walk(int32_t state, uint32_t* mask) {
   // The root's subtrees one first byte at a time, only those the state can read (most
   // states read few bytes, and the root has a child for nearly every byte).
   const ByteSet first = states_[static_cast<size_t>(state)].first;
+  const Vocabulary::Trie::Node* nodes = t.nodes.data();
+  int32_t* walk = walk_.data();
   for (int b = 0; b < 256; ++b) {
     int32_t i = t.root_child[static_cast<size_t>(b)];
     if (i < 0 || !first.Has(b) || Next(state, static_cast<uint8_t>(b)) == kDead) continue;
-    const int32_t subtree_end = t.end[static_cast<size_t>(i)];
+    const int32_t subtree_end = nodes[i].end;
+    const int32_t* next = next_.data();  // again after Next, which may grow the table
     while (i < subtree_end) {
-      const int depth = t.depth[static_cast<size_t>(i)];
-      const uint8_t byte = t.byte[static_cast<size_t>(i)];
-      const int32_t from = walk_[static_cast<size_t>(depth) - 1];
-      int32_t to = next_[static_cast<size_t>(from) * classes + class_of_[byte]];
-      if (to == kUnknown) to = Next(from, byte);
-      if (to == kDead) {
-        i = t.end[static_cast<size_t>(i)];  // nothing in this subtree is allowed
-        continue;
+      const Vocabulary::Trie::Node& node = nodes[i];
+      const int32_t from = walk[node.depth - 1];
+      int32_t to = next[static_cast<size_t>(from) * classes + class_of_[node.byte]];
+      if (to < 0) {
+        if (to == kUnknown) {
+          to = Next(from, node.byte);
+          next = next_.data();
+        }
+        if (to == kDead) {
+          i = node.end;  // nothing in this subtree is allowed
+          continue;
+        }
       }
-      walk_[static_cast<size_t>(depth)] = to;
-      for (int32_t k = t.token_begin[static_cast<size_t>(i)];
-           k < t.token_begin[static_cast<size_t>(i) + 1]; ++k) {
-        const int32_t id = t.token_ids[static_cast<size_t>(k)];
-        mask[id >> 5] |= uint32_t{1} << (id & 31);
+      walk[node.depth] = to;
+      if (node.token >= 0) {
+        mask[node.token >> 5] |= uint32_t{1} << (node.token & 31);
+        if (node.more) {
+          for (int32_t k = t.extra_begin[static_cast<size_t>(i)];
+               k < t.extra_begin[static_cast<size_t>(i) + 1]; ++k) {
+            const int32_t id = t.extra_tokens[static_cast<size_t>(k)];
+            mask[id >> 5] |= uint32_t{1} << (id & 31);
+          }
+        }
       }
       ++i;
     }
+  }
+}
+
+int32_t Automaton::StringRoom(const State& s) const {
+  const int char_rule = grammar_->json_char_rule();
+  if (char_rule < 0 || s.can_end || s.tops.empty() || s.tops.size() > 2) return kNoString;
+  // The tops of a body at a character boundary: the next character's rule at its start,
+  // returning into the body, and the body itself when its closing quote may come.
+  int32_t ch = -1, quote = -1;
+  for (int32_t top : s.tops) {
+    const Frame& f = frames_[static_cast<size_t>(top)];
+    if (ch < 0 && f.rule == char_rule && f.node == grammar_->rules()[char_rule].start) {
+      ch = top;
+    } else {
+      quote = top;
+    }
+  }
+  if (ch < 0) return kNoString;
+  const Frame& c = frames_[static_cast<size_t>(ch)];
+  // Escapes call one rule deeper: a string too near the depth bound is walked instead.
+  if (c.parent < 0 || c.depth + 3 >= kMaxDepth) return kNoString;
+  const Frame& after = frames_[static_cast<size_t>(c.parent)];
+  const StringBody* body = grammar_->string_body(after.rule);
+  if (body == nullptr) return kNoString;
+  const int32_t read = body->chars[static_cast<size_t>(after.node)];  // with this character
+  if (read == StringBody::kEnd) return kNoString;
+  if (quote >= 0) {
+    const Frame& q = frames_[static_cast<size_t>(quote)];
+    if (q.rule != after.rule || q.parent != after.parent ||
+        body->chars[static_cast<size_t>(q.node)] == StringBody::kEnd) {
+      return kNoString;
+    }
+  }
+  if (body->max < 0 || read == StringBody::kLoop) return kUnbounded;
+  return body->max - read + 1;
+}
+
+int32_t Automaton::Run(int32_t state, const std::string& bytes) {
+  for (char ch : bytes) {
+    state = Next(state, static_cast<uint8_t>(ch));
+    if (state == kDead) break;
+  }
+  return state;
+}
+
+void Automaton::StringMask(int32_t state, uint32_t* mask) {
+  const Vocabulary::JsonStrings& t = vocab_->json_strings();
+  const int32_t room = states_[static_cast<size_t>(state)].string_room;
+  const int rows = room == kUnbounded ? t.max_slots : std::min<int>(room, t.max_slots);
+  std::memcpy(mask, t.inside.data() + static_cast<size_t>(rows) * t.words,
+              sizeof(uint32_t) * t.words);
+  // What follows the quote depends on the rest of the grammar: run those tokens.
+  for (const auto& [chars, id] : t.closing) {
+    if (room != kUnbounded && chars > room) break;
+    if (Run(state, vocab_->bytes(id)) != kDead) mask[id >> 5] |= uint32_t{1} << (id & 31);
   }
 }
 
@@ -282,7 +413,13 @@ void Automaton::FillMask(int32_t state, uint32_t* mask) {
     return;
   }
   std::memset(mask, 0, sizeof(uint32_t) * words);
-  Walk(state, mask);
+  if (bounds_.json_string_masks && states_[static_cast<size_t>(state)].string_room != kNoString &&
+      !vocab_->json_strings().inside.empty()) {
+    StringMask(state, mask);
+    ++string_masks_;
+  } else {
+    Walk(state, mask);
+  }
   if (states_[static_cast<size_t>(state)].can_end) {
     for (int32_t id : vocab_->end_ids()) mask[id >> 5] |= uint32_t{1} << (id & 31);
   }

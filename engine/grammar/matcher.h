@@ -16,8 +16,10 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
@@ -39,24 +41,44 @@ class Vocabulary {
   bool is_end(int32_t id) const;
 
   // The trie of the tokens' byte strings in depth-first order, the root left out: node i
-  // is reached from its parent (the nearest node before it of depth depth[i] - 1) by
-  // byte[i], its subtree is [i, end[i]), and it spells exactly the tokens
-  // token_ids[token_begin[i], token_begin[i + 1]).
+  // is reached from its parent (the nearest node before it one level up) by its byte,
+  // its subtree is [i, end), and it spells exactly `token` (or -1), plus, when `more`,
+  // the other tokens of extra_tokens[extra_begin[i], extra_begin[i + 1]).
   struct Trie {
-    std::vector<uint8_t> byte;
-    std::vector<uint16_t> depth;  // 1 for the root's children
-    std::vector<int32_t> end, token_begin;
-    std::vector<int32_t> token_ids;
+    struct Node {
+      int32_t end;
+      int32_t token;
+      uint16_t depth;  // 1 for the root's children
+      uint8_t byte;
+      uint8_t more;
+    };
+    std::vector<Node> nodes;
+    std::vector<int32_t> extra_begin, extra_tokens;
     std::array<int32_t, 256> root_child;  // the root's child by byte, or -1
     int max_depth = 0;
-    int size() const { return static_cast<int>(byte.size()); }
+    int size() const { return static_cast<int>(nodes.size()); }
   };
   const Trie& trie() const { return trie_; }
+
+  // The tokens as contents of a JSON string (engine/grammar's JSON fronts), so that a
+  // string's mask is a lookup: built on first use, then shared.
+  struct JsonStrings {
+    size_t words = 0;   // of a mask row
+    int max_slots = 0;  // the most characters one token spells inside a string
+    // Row r of [max_slots + 1, words]: the tokens that stay inside a string and need at
+    // most r of its characters (a partial character at the token's end counts as one).
+    std::vector<uint32_t> inside;
+    // The tokens that reach the closing quote, as (characters before it, id), sorted.
+    std::vector<std::pair<int32_t, int32_t>> closing;
+  };
+  const JsonStrings& json_strings() const;
 
  private:
   std::vector<std::string> bytes_;
   std::vector<int32_t> end_ids_;
   Trie trie_;
+  mutable absl::once_flag json_once_;
+  mutable std::unique_ptr<const JsonStrings> json_;
 };
 
 // The configurations of one grammar reached so far, as numbered states with memoized
@@ -73,6 +95,8 @@ class Automaton {
     size_t max_frames = size_t{1} << 22;
     // Masks of recent states: 64 at a 128k vocabulary, 2,048 at 4k.
     size_t mask_cache_bytes = size_t{1} << 20;
+    // Masks inside JSON strings from Vocabulary::json_strings (off: by the trie walk).
+    bool json_string_masks = true;
   };
 
   Automaton(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab,
@@ -86,10 +110,15 @@ class Automaton {
   // For tests and metrics.
   size_t num_states() const;
   uint64_t generation() const;
+  // Masks made from Vocabulary::json_strings rather than by a walk.
+  size_t num_string_masks() const;
 
  private:
   friend class Matcher;
+  friend class Vocabulary;
   static constexpr int32_t kDead = -1, kUnknown = -2;
+  // State::string_room: not inside a JSON string body, or no bound on its characters.
+  static constexpr int32_t kNoString = -2, kUnbounded = -1;
 
   // A rule frame: at `node` of `rule`, returning to `parent` (-1: the bottom).
   struct Frame {
@@ -100,6 +129,9 @@ class Automaton {
     std::vector<int32_t> tops;  // frames at a node with byte edges, sorted, unique
     bool can_end = false;
     ByteSet first;  // the bytes some top reads
+    // At a character boundary of a JSON string body (and nothing else): how many more
+    // characters it takes, kUnbounded, or kNoString.
+    int32_t string_room = kNoString;
   };
 
   // All below need mu_ held.
@@ -113,6 +145,11 @@ class Automaton {
   void Expand(int32_t frame, State& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillMask(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Walk(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t StringRoom(const State& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The mask of a state inside a JSON string body, from the vocabulary's table; the
+  // tokens that close the string are run through the automaton.
+  void StringMask(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t Run(int32_t state, const std::string& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const Grammar> grammar_;
   const std::shared_ptr<const Vocabulary> vocab_;
@@ -132,6 +169,7 @@ class Automaton {
   std::vector<int32_t> visit_mark_ ABSL_GUARDED_BY(mu_);   // Expand's visited set, by frame
   std::vector<int32_t> expand_work_ ABSL_GUARDED_BY(mu_);  // Expand's frames to visit
   int32_t visit_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t string_masks_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int32_t> walk_ ABSL_GUARDED_BY(mu_);  // the walk's state per trie depth
   struct CachedMask {
     int32_t state;

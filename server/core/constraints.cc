@@ -10,7 +10,9 @@ std::shared_ptr<const grammar::Vocabulary> GrammarVocabulary(const Tokenizer& to
                                                              std::vector<int32_t> eos_ids) {
   std::vector<std::string> bytes(static_cast<size_t>(std::max(vocab_size, tokenizer.vocab_size())));
   for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) bytes[id] = tokenizer.TokenBytes(id);
-  return std::make_shared<const grammar::Vocabulary>(std::move(bytes), std::move(eos_ids));
+  auto vocab = std::make_shared<const grammar::Vocabulary>(std::move(bytes), std::move(eos_ids));
+  vocab->json_strings();  // at load (milliseconds), so that no request waits for it
+  return vocab;
 }
 
 namespace {

@@ -10,6 +10,8 @@
 #include "engine/grammar/matcher.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/tokenizer/tokenizer.h"
+#include "tests/common/fixtures.h"
 
 namespace sluice::grammar {
 namespace {
@@ -420,6 +422,63 @@ TEST(MatcherTest, SharedAndRestartingAutomataGiveTheSameMasks) {
   }
   EXPECT_GT(restarting->generation(), 10u) << "the tiny automaton started afresh";
   EXPECT_EQ(shared->generation(), 1u);
+}
+
+// Masks inside JSON strings from the vocabulary's table equal those of the trie walk, on
+// a real tokenizer's 128k tokens (multi-byte characters, escapes, quotes inside tokens)
+// and on single bytes, for bounded, unbounded and minimum-length strings.
+TEST(MatcherTest, JsonStringMasksEqualTheWalk) {
+  auto tok = Tokenizer::FromDir(testing::SharedDir() + "/fixtures/tokenizers/llama3_1");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<std::string> bytes;
+  for (int32_t id = 0; id < (*tok)->vocab_size(); ++id) bytes.push_back((*tok)->TokenBytes(id));
+  auto llama = std::make_shared<const Vocabulary>(std::move(bytes), (*tok)->eos_ids());
+  const char* schemas[] = {
+      R"({"type":"object","properties":{"a":{"type":"string","maxLength":5},
+          "b":{"type":"string","minLength":3,"maxLength":9},"c":{"type":"string"},
+          "d":{"type":"array","items":{"type":"string","maxLength":2},"maxItems":3}},
+          "required":["a","b","c","d"]})",
+      R"({"type":"array","items":{"type":"string","minLength":2},"minItems":1,"maxItems":4})",
+      R"({"anyOf":[{"type":"string","maxLength":3},{"type":"integer"}]})"};
+  std::mt19937 rng(17);
+  size_t fast = 0;
+  for (const auto& vocab : {llama, ByteVocab()}) {
+    const size_t words = (static_cast<size_t>(vocab->size()) + 31) / 32;
+    for (const char* schema : schemas) {
+      auto g = CompileJsonSchema(schema);
+      ASSERT_TRUE(g.ok()) << g.status();
+      Automaton::Bounds uncached, walk_only;
+      uncached.mask_cache_bytes = 0;  // every mask made anew
+      walk_only = uncached;
+      walk_only.json_string_masks = false;
+      auto table = std::make_shared<Automaton>(*g, vocab, uncached);
+      auto walk = std::make_shared<Automaton>(*g, vocab, walk_only);
+      for (int run = 0; run < 12; ++run) {
+        Matcher a(table), b(walk);
+        for (int t = 0; t < 48 && !a.Terminated(); ++t) {
+          std::vector<uint32_t> m0(words), m1(words);
+          a.FillMask(m0.data());
+          b.FillMask(m1.data());
+          ASSERT_EQ(m0, m1) << schema << " step " << t;
+          std::vector<int32_t> allowed;
+          for (int32_t id = 0; id < vocab->size(); ++id) {
+            if ((m0[static_cast<size_t>(id) >> 5] >> (id & 31)) & 1) allowed.push_back(id);
+          }
+          ASSERT_FALSE(allowed.empty());
+          // Mostly short tokens, so that strings reach their bounds.
+          int32_t pick = allowed[rng() % allowed.size()];
+          for (int k = 0; k < 4 && vocab->bytes(pick).size() > 2; ++k) {
+            pick = allowed[rng() % allowed.size()];
+          }
+          ASSERT_TRUE(a.AcceptToken(pick));
+          ASSERT_TRUE(b.AcceptToken(pick));
+        }
+      }
+      fast += table->num_string_masks();
+      EXPECT_EQ(walk->num_string_masks(), 0u);
+    }
+  }
+  EXPECT_GT(fast, 100u) << "string masks came from the table";
 }
 
 }  // namespace
