@@ -194,23 +194,9 @@ void Api::Completions(const http::Request& http_req, std::shared_ptr<http::Respo
   }
   ToolPlan tools;
   if (chat) {
-    std::variant<ToolPlan, ApiError> plan =
-        PlanTools(req, ToolFormatOf(state_->tool_call_parser).value_or(std::nullopt));
-    if (auto* e = std::get_if<ApiError>(&plan)) {
+    if (std::optional<ApiError> e = Tools(req, &tools)) {
       state_->metrics->Rejected("invalid");
       return SendError(*writer, *e);
-    }
-    tools = std::move(std::get<ToolPlan>(plan));
-    // A forced call is itself an output constraint.
-    if (std::optional<ConstraintSpec> forced = ToolConstraint(tools)) {
-      if (req.constraint) {
-        state_->metrics->Rejected("invalid");
-        return SendError(*writer, ApiError{400, "invalid_request_error",
-                                           "give 'tool_choice' (required or a function) or "
-                                           "an output format, not both",
-                                           "tool_choice"});
-      }
-      req.constraint = std::move(forced);
     }
   }
   if (std::optional<ApiError> e = Constrain(req)) {
@@ -298,6 +284,15 @@ void Api::Responses(const http::Request& http_req, std::shared_ptr<http::Respons
                                                     state_->served_model_name, "'"),
                                        "model"});
   }
+  ToolPlan tools;
+  if (std::optional<ApiError> e = Tools(req.chat, &tools)) {
+    // In the Responses API's words: tools[0].name, not tools[0].function.name.
+    ApiError error = *e;
+    if (const size_t at = error.param.find(".function"); at != std::string::npos) {
+      error.param.erase(at, 9);
+    }
+    return reject(error);
+  }
   if (std::optional<ApiError> e = Constrain(req.chat)) return reject(*e);
   std::variant<std::string, ApiError> text = RenderChat(req.chat);
   if (auto* e = std::get_if<ApiError>(&text)) {
@@ -313,7 +308,24 @@ void Api::Responses(const http::Request& http_req, std::shared_ptr<http::Respons
     return reject(error);
   }
   ResponseJob::Start(state_, std::move(req), std::move(std::get<PreparedPrompt>(prompt)),
-                     std::move(writer), arrival);
+                     std::move(writer), arrival, std::move(tools));
+}
+
+std::optional<ApiError> Api::Tools(CompletionRequest& req, ToolPlan* tools) const {
+  std::variant<ToolPlan, ApiError> plan =
+      PlanTools(req, ToolFormatOf(state_->tool_call_parser).value_or(std::nullopt));
+  if (auto* e = std::get_if<ApiError>(&plan)) return *e;
+  *tools = std::move(std::get<ToolPlan>(plan));
+  // A forced call is itself an output constraint.
+  if (std::optional<ConstraintSpec> forced = ToolConstraint(*tools)) {
+    if (req.constraint) {
+      return ApiError{400, "invalid_request_error",
+                      "give 'tool_choice' (required or a function) or an output format, not both",
+                      "tool_choice"};
+    }
+    req.constraint = std::move(forced);
+  }
+  return std::nullopt;
 }
 
 std::optional<ApiError> Api::Constrain(CompletionRequest& req) const {

@@ -11,6 +11,7 @@
 #include "server/openai/completion_job.h"
 #include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
+#include "server/openai/tool_calls.h"
 
 namespace sluice::openai {
 
@@ -30,6 +31,9 @@ class Api {
   // Compiles req.constraint (through the cache) into req.sampling.constraint, or the 400
   // naming the field whose schema, pattern or grammar does not compile.
   std::optional<ApiError> Constrain(CompletionRequest& req) const;
+  // tools and tool_choice of a chat-shaped request (chat completions, responses): the
+  // plan, and a forced call set as req.constraint; or the 400 naming the field.
+  std::optional<ApiError> Tools(CompletionRequest& req, ToolPlan* tools) const;
   void Preflight(const http::Request& req, http::ResponseWriter& w, const std::string& path);
   // One prompt tokenized (a chat template's text already holds its special tokens), or
   // the 400 it earns: not encodable, or max_tokens past what the context leaves.

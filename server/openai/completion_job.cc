@@ -4,6 +4,8 @@
 #include <chrono>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/openai/responses.h"
@@ -184,38 +186,62 @@ void CompletionJob::EmitToolCalls(Choice& c, const GenerationDelta& delta) {
     if (delta.finished) SendDelta(c, json::object(), "tool_calls");
     return;
   }
-  if (!delta.finished) return;  // parsed once the turn has ended
-  const AssistantTurn turn = ParseToolCalls(tools_, c.gen->text());
-  if (!turn.content.empty()) SendDelta(c, {{"content", turn.content}}, nullptr);
-  for (size_t i = 0; i < turn.calls.size(); ++i) {
-    const ToolCall& call = turn.calls[i];
-    SendDelta(
-        c,
-        {{"tool_calls", json::array({{{"index", i},
-                                      {"id", call.id},
-                                      {"type", "function"},
-                                      {"function", {{"name", call.name}, {"arguments", ""}}}}})}},
-        nullptr);
-    // Arguments in pieces of up to 32 bytes, cut between UTF-8 characters.
-    size_t at = 0;
-    while (at < call.arguments.size()) {
-      size_t end = std::min(call.arguments.size(), at + 32);
-      while (end < call.arguments.size() &&
-             (static_cast<unsigned char>(call.arguments[end]) & 0xC0) == 0x80) {
-        ++end;
-      }
-      SendDelta(
-          c,
-          {{"tool_calls",
-            json::array({{{"index", i},
-                          {"function", {{"arguments", call.arguments.substr(at, end - at)}}}}})}},
-          nullptr);
-      at = end;
+  const std::string& text = c.gen->text();
+  if (!c.calling) {
+    const size_t upto = StreamableContent(tools_, text, &c.calling);
+    if (upto > c.content_sent) {
+      SendDelta(c, {{"content", text.substr(c.content_sent, upto - c.content_sent)}}, nullptr);
+      c.content_sent = upto;
+    }
+  }
+  // A call is whole once its closing bracket or tag has come: parse then.
+  const bool may_close = delta.text.find_first_of("}]>") != std::string::npos;
+  if (!delta.finished && !(c.calling && may_close)) return;
+  const AssistantTurn turn = ParseToolCalls(tools_, text);
+  for (; c.calls_sent < turn.calls.size(); ++c.calls_sent) {
+    SendCall(c, c.calls_sent, turn.calls[c.calls_sent]);
+  }
+  if (!delta.finished) return;
+  if (turn.calls.empty()) {
+    // No call after all: what was held back is content.
+    if (text.size() > c.content_sent)
+      SendDelta(c, {{"content", text.substr(c.content_sent)}}, nullptr);
+  } else {
+    // Content after the calls (hermes), past what went out ahead of them.
+    const absl::string_view sent = absl::StripAsciiWhitespace(text.substr(0, c.content_sent));
+    if (turn.content.size() > sent.size() && absl::StartsWith(turn.content, sent)) {
+      SendDelta(c, {{"content", turn.content.substr(sent.size())}}, nullptr);
     }
   }
   const char* reason = nullptr;
   Message(c, &reason);
   SendDelta(c, json::object(), reason);
+}
+
+void CompletionJob::SendCall(Choice& c, size_t index, const ToolCall& call) {
+  SendDelta(
+      c,
+      {{"tool_calls", json::array({{{"index", index},
+                                    {"id", call.id},
+                                    {"type", "function"},
+                                    {"function", {{"name", call.name}, {"arguments", ""}}}}})}},
+      nullptr);
+  // Arguments in pieces of up to 32 bytes, cut between UTF-8 characters.
+  size_t at = 0;
+  while (at < call.arguments.size()) {
+    size_t end = std::min(call.arguments.size(), at + 32);
+    while (end < call.arguments.size() &&
+           (static_cast<unsigned char>(call.arguments[end]) & 0xC0) == 0x80) {
+      ++end;
+    }
+    SendDelta(
+        c,
+        {{"tool_calls",
+          json::array({{{"index", index},
+                        {"function", {{"arguments", call.arguments.substr(at, end - at)}}}}})}},
+        nullptr);
+    at = end;
+  }
 }
 
 json CompletionJob::Message(const Choice& c, const char** finish_reason) const {

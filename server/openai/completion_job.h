@@ -44,6 +44,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     bool sent_role = false;
     bool echo_sent = false;    // stream: the prompt went out first
     bool call_opened = false;  // stream, named tool: the call's name went out
+    // Stream, other tool choices: the content sent ahead of any call, whether a call has
+    // begun, and the calls sent whole so far.
+    size_t content_sent = 0;
+    bool calling = false;
+    size_t calls_sent = 0;
   };
 
   void Pump();
@@ -60,9 +65,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     return prompts_[static_cast<size_t>(c.index / req_.n)];
   }
   nlohmann::json FullResponse() const;
-  // Tool calls in a stream: a named call's arguments as they come; other calls, parsed
-  // once the turn has ended, name first and then their arguments in pieces.
+  // Tool calls in a stream: a named call's arguments as they come. Otherwise content
+  // streams as it comes until a call may begin, and each call, once its text is whole,
+  // goes out name first and then its arguments in pieces.
   void EmitToolCalls(Choice& c, const GenerationDelta& delta);
+  void SendCall(Choice& c, size_t index, const ToolCall& call);
   void SendDelta(Choice& c, nlohmann::json delta, const char* finish_reason);
   nlohmann::json Message(const Choice& c, const char** finish_reason) const;
 

@@ -1,6 +1,8 @@
 #include "server/openai/responses_api.h"
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "net/json_limits.h"
 #include "server/openai/responses.h"
@@ -57,10 +59,48 @@ std::variant<json, ApiError> InputMessages(const json& input) {
     const std::string type = item.contains("type") && item["type"].is_string()
                                  ? item["type"].get<std::string>()
                                  : "message";
+    auto text_field = [&](const char* key) -> std::variant<std::string, ApiError> {
+      if (!item.contains(key) || !item[key].is_string()) {
+        return Bad(absl::StrCat(at, ".", key),
+                   absl::StrCat("'", at, ".", key, "' must be a string"));
+      }
+      return item[key].get<std::string>();
+    };
+    if (type == "function_call") {
+      // A call the model made earlier: an assistant turn with tool_calls, consecutive
+      // calls in one turn.
+      auto call_id = text_field("call_id");
+      if (auto* e = std::get_if<ApiError>(&call_id)) return *e;
+      auto name = text_field("name");
+      if (auto* e = std::get_if<ApiError>(&name)) return *e;
+      auto arguments = text_field("arguments");
+      if (auto* e = std::get_if<ApiError>(&arguments)) return *e;
+      json call = {{"id", std::get<std::string>(call_id)},
+                   {"type", "function"},
+                   {"function",
+                    {{"name", std::get<std::string>(name)},
+                     {"arguments", std::get<std::string>(arguments)}}}};
+      if (messages.empty() || messages.back()["role"] != "assistant" ||
+          !messages.back().contains("tool_calls")) {
+        messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", json::array()}});
+      }
+      messages.back()["tool_calls"].push_back(std::move(call));
+      continue;
+    }
+    if (type == "function_call_output") {
+      auto call_id = text_field("call_id");
+      if (auto* e = std::get_if<ApiError>(&call_id)) return *e;
+      auto output = text_field("output");
+      if (auto* e = std::get_if<ApiError>(&output)) return *e;
+      messages.push_back({{"role", "tool"},
+                          {"tool_call_id", std::get<std::string>(call_id)},
+                          {"content", std::get<std::string>(output)}});
+      continue;
+    }
     if (type != "message") {
       return Bad(at + ".type", absl::StrCat("items of type '", type,
-                                            "' are not supported (messages only: this server "
-                                            "runs no tools and keeps no reasoning items)"));
+                                            "' are not supported (message, function_call and "
+                                            "function_call_output items only)"));
     }
     if (!item.contains("role") || !item["role"].is_string()) {
       return Bad(at + ".role", absl::StrCat("'", at, ".role' must be a string"));
@@ -124,12 +164,43 @@ std::variant<ResponsesRequest, ApiError> ParseResponsesRequest(const std::string
   if (given("store") && (!body["store"].is_boolean() || body["store"].get<bool>())) {
     return Bad("store", "responses are not stored on this server: 'store' must be false");
   }
-  if (given("tools") && !(body["tools"].is_array() && body["tools"].empty())) {
-    return Bad("tools", "'tools' are not supported by /v1/responses on this server");
+  // Function tools, flat as the Responses API writes them, become chat tools.
+  const auto ordered_body = nlohmann::ordered_json::parse(text, nullptr, false);
+  nlohmann::ordered_json chat_tools = nlohmann::ordered_json::array();
+  if (given("tools")) {
+    if (!body["tools"].is_array()) return Bad("tools", "'tools' must be a list");
+    for (size_t i = 0; i < body["tools"].size(); ++i) {
+      const nlohmann::ordered_json& t = ordered_body["tools"][i];
+      const std::string at = absl::StrCat("tools[", i, "]");
+      if (!t.is_object() || !t.contains("type") || t["type"] != "function") {
+        return Bad(at + ".type", absl::StrCat("'", at,
+                                              ".type' must be \"function\" (no built-in "
+                                              "tools such as web_search run here)"));
+      }
+      nlohmann::ordered_json function = nlohmann::ordered_json::object();
+      for (const auto& [key, value] : t.items()) {
+        if (key == "type" || key == "strict") continue;
+        if (key != "name" && key != "description" && key != "parameters") {
+          return Bad(absl::StrCat(at, ".", key),
+                     absl::StrCat("'", at, ".", key, "' is not a field of a function tool"));
+        }
+        function[key] = value;
+      }
+      chat_tools.push_back({{"type", "function"}, {"function", std::move(function)}});
+    }
   }
-  if (given("tool_choice") && !(body["tool_choice"].is_string() &&
-                                (body["tool_choice"] == "none" || body["tool_choice"] == "auto"))) {
-    return Bad("tool_choice", "'tool_choice' must be \"none\" or \"auto\" (no tools run here)");
+  nlohmann::ordered_json chat_tool_choice = nullptr;
+  if (given("tool_choice")) {
+    const json& c = body["tool_choice"];
+    if (c.is_object() && c.contains("type") && c["type"] == "function" && c.contains("name")) {
+      chat_tool_choice = {{"type", "function"}, {"function", {{"name", c["name"]}}}};
+    } else if (c.is_string()) {
+      chat_tool_choice = c;
+    } else {
+      return Bad("tool_choice",
+                 "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                 "{\"type\": \"function\", \"name\": ...}");
+    }
   }
   if (given("parallel_tool_calls") && !body["parallel_tool_calls"].is_boolean()) {
     return Bad("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
@@ -192,14 +263,22 @@ std::variant<ResponsesRequest, ApiError> ParseResponsesRequest(const std::string
     chat["messages"].push_back({{"role", "system"}, {"content", r.instructions}});
   }
   for (json& m : std::get<json>(messages)) chat["messages"].push_back(std::move(m));
-  for (const char* k : {"model", "temperature", "top_p", "stream", "user"}) {
+  for (const char* k : {"model", "temperature", "top_p", "stream", "user", "parallel_tool_calls"}) {
     if (body.contains(k)) chat[k] = body[k];
   }
+  if (!chat_tool_choice.is_null()) chat["tool_choice"] = json::parse(chat_tool_choice.dump());
   if (given("max_output_tokens")) {
     chat["max_tokens"] = body["max_output_tokens"];
     r.max_output_tokens = body["max_output_tokens"];
   }
-  auto parsed = ParseCompletionRequest(chat.dump(), /*chat=*/true);
+  // The chat body's tools keep their properties' order: put them in as text.
+  std::string chat_text = chat.dump();
+  if (!chat_tools.empty()) {
+    nlohmann::ordered_json with_tools = nlohmann::ordered_json::parse(chat.dump());
+    with_tools["tools"] = chat_tools;
+    chat_text = with_tools.dump();
+  }
+  auto parsed = ParseCompletionRequest(chat_text, /*chat=*/true);
   if (auto* e = std::get_if<ApiError>(&parsed)) {
     ApiError error = *e;
     if (error.param == "max_tokens") error.param = "max_output_tokens";
@@ -209,14 +288,18 @@ std::variant<ResponsesRequest, ApiError> ParseResponsesRequest(const std::string
   r.chat = std::move(std::get<CompletionRequest>(parsed));
   r.chat.constraint = std::move(format);
   r.text_format = std::move(text_format);
+  if (given("tools")) r.tools = body["tools"];
+  if (given("tool_choice")) r.tool_choice = body["tool_choice"];
   if (given("metadata")) r.metadata = body["metadata"];
   if (given("user")) r.user = body["user"];
   return r;
 }
 
 void ResponseJob::Start(ServerState* state, ResponsesRequest request, PreparedPrompt prompt,
-                        std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival) {
+                        std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival,
+                        ToolPlan tools) {
   auto job = std::make_shared<ResponseJob>(state, std::move(request), writer);
+  job->tools_ = std::move(tools);
   SubmitParams params;
   params.prompt_ids = std::move(prompt.ids);
   params.sampling = job->req_.chat.sampling;
@@ -235,13 +318,8 @@ void ResponseJob::Start(ServerState* state, ResponsesRequest request, PreparedPr
     writer->StartStream(200, "text/event-stream");
     job->Event("response.created", {{"response", job->ResponseObject("in_progress")}});
     job->Event("response.in_progress", {{"response", job->ResponseObject("in_progress")}});
-    job->Event("response.output_item.added",
-               {{"output_index", 0}, {"item", job->MessageItem("in_progress")}});
-    job->Event("response.content_part.added",
-               {{"item_id", job->item_id_},
-                {"output_index", 0},
-                {"content_index", 0},
-                {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}});
+    // With tools the message opens only once there is content for it.
+    if (!job->tools_.active()) job->OpenMessage();
   }
   std::weak_ptr<ResponseJob> weak = job;
   writer->OnClientGone([weak] {
@@ -266,22 +344,89 @@ void ResponseJob::Event(const char* type, json fields) {
   writer_->WriteChunk(absl::StrCat("event: ", type, "\ndata: ", Dump(fields), "\n\n"));
 }
 
+void ResponseJob::OpenMessage() {
+  if (message_index_ >= 0) return;
+  message_index_ = next_output_index_++;
+  Event("response.output_item.added",
+        {{"output_index", message_index_}, {"item", MessageItem("in_progress")}});
+  Event("response.content_part.added",
+        {{"item_id", item_id_},
+         {"output_index", message_index_},
+         {"content_index", 0},
+         {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}});
+}
+
+void ResponseJob::SendText(const std::string& text) {
+  if (text.empty()) return;
+  OpenMessage();
+  message_text_ += text;
+  Event("response.output_text.delta", {{"item_id", item_id_},
+                                       {"output_index", message_index_},
+                                       {"content_index", 0},
+                                       {"delta", text},
+                                       {"logprobs", json::array()}});
+}
+
+json ResponseJob::CallItem(const ToolCall& call, const std::string& item_id,
+                           const std::string& status, bool with_arguments) const {
+  return {{"type", "function_call"},
+          {"id", item_id},
+          {"call_id", call.id},
+          {"name", call.name},
+          {"arguments", with_arguments ? call.arguments : std::string()},
+          {"status", status}};
+}
+
+void ResponseJob::SendCall(const ToolCall& call) {
+  const int index = next_output_index_++;
+  const std::string item_id = NewResponseId("fc_");
+  calls_.push_back({call, item_id, index});
+  Event("response.output_item.added",
+        {{"output_index", index}, {"item", CallItem(call, item_id, "in_progress", false)}});
+  // Arguments in pieces of up to 32 bytes, cut between UTF-8 characters.
+  for (size_t at = 0; at < call.arguments.size();) {
+    size_t end = std::min(call.arguments.size(), at + 32);
+    while (end < call.arguments.size() &&
+           (static_cast<unsigned char>(call.arguments[end]) & 0xC0) == 0x80) {
+      ++end;
+    }
+    Event("response.function_call_arguments.delta",
+          {{"item_id", item_id},
+           {"output_index", index},
+           {"delta", call.arguments.substr(at, end - at)}});
+    at = end;
+  }
+  Event("response.function_call_arguments.done",
+        {{"item_id", item_id}, {"output_index", index}, {"arguments", call.arguments}});
+  Event("response.output_item.done",
+        {{"output_index", index}, {"item", CallItem(call, item_id, "completed", true)}});
+}
+
 void ResponseJob::Pump() {
   if (finished_) return;
   const GenerationDelta delta = gen_->Poll();
-  if (req_.chat.stream && !delta.text.empty() && gen_->error().empty()) {
-    Event("response.output_text.delta", {{"item_id", item_id_},
-                                         {"output_index", 0},
-                                         {"content_index", 0},
-                                         {"delta", delta.text},
-                                         {"logprobs", json::array()}});
+  if (req_.chat.stream && gen_->error().empty()) {
+    if (!tools_.active()) {
+      SendText(delta.text);
+    } else {
+      const std::string& text = gen_->text();
+      if (!calling_) {
+        const size_t upto = StreamableContent(tools_, text, &calling_);
+        if (upto > content_sent_) SendText(text.substr(content_sent_, upto - content_sent_));
+        content_sent_ = std::max(content_sent_, upto);
+      }
+      if (calling_ && delta.text.find_first_of("}]>") != std::string::npos && !gen_->done()) {
+        const AssistantTurn turn = ParseToolCalls(tools_, text);
+        while (calls_.size() < turn.calls.size()) SendCall(turn.calls[calls_.size()]);
+      }
+    }
   }
   if (gen_->done()) Finish();
 }
 
 json ResponseJob::TextPart() const {
   return {{"type", "output_text"},
-          {"text", gen_ ? gen_->text() : std::string()},
+          {"text", message_text_},
           {"annotations", json::array()},
           {"logprobs", json::array()}};
 }
@@ -308,14 +453,14 @@ json ResponseJob::ResponseObject(const std::string& status) const {
             {"max_output_tokens", req_.max_output_tokens},
             {"model", state_->served_model_name},
             {"output", json::array()},
-            {"parallel_tool_calls", false},
+            {"parallel_tool_calls", c.parallel_tool_calls.value_or(true)},
             {"previous_response_id", nullptr},
             {"reasoning", {{"effort", nullptr}, {"summary", nullptr}}},
             {"store", false},
             {"temperature", c.sampling.temperature},
             {"text", {{"format", req_.text_format}}},
-            {"tool_choice", "none"},
-            {"tools", json::array()},
+            {"tool_choice", req_.tool_choice},
+            {"tools", req_.tools},
             {"top_p", c.sampling.top_p},
             {"truncation", "disabled"},
             {"usage", nullptr},
@@ -327,7 +472,18 @@ json ResponseJob::ResponseObject(const std::string& status) const {
     return r;
   }
   if (status == "incomplete") r["incomplete_details"] = {{"reason", "max_output_tokens"}};
-  r["output"].push_back(MessageItem(status));
+  // In the order they were opened: the message (when it has text, or nothing else came),
+  // then the calls.
+  std::vector<std::pair<int, json>> items;
+  if (message_index_ >= 0 || calls_.empty()) {
+    items.emplace_back(message_index_ >= 0 ? message_index_ : -1, MessageItem(status));
+  }
+  for (const CallOut& c : calls_) {
+    items.emplace_back(c.index, CallItem(c.call, c.item_id, "completed", true));
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [index, item] : items) r["output"].push_back(std::move(item));
   const int input = gen_->num_prompt_tokens();
   const int output = static_cast<int>(gen_->token_ids().size());
   r["usage"] = {{"input_tokens", input},
@@ -356,19 +512,54 @@ void ResponseJob::Finish() {
   const std::string status = failed                                           ? "failed"
                              : gen_->finish_reason() == FinishReason::kLength ? "incomplete"
                                                                               : "completed";
-  if (!req_.chat.stream) {
+  const bool stream = req_.chat.stream;
+  if (!failed) {
+    const std::string& text = gen_->text();
+    if (!tools_.active()) {
+      if (!stream) message_text_ = text;
+    } else {
+      const AssistantTurn turn = ParseToolCalls(tools_, text);
+      if (turn.calls.empty()) {
+        // No call after all: what was held back is text.
+        if (stream) {
+          if (text.size() > content_sent_) SendText(text.substr(content_sent_));
+        } else {
+          message_text_ = text;
+          message_index_ = 0;
+        }
+      } else if (stream) {
+        const std::string sent(absl::StripAsciiWhitespace(text.substr(0, content_sent_)));
+        if (turn.content.size() > sent.size() && absl::StartsWith(turn.content, sent)) {
+          SendText(turn.content.substr(sent.size()));
+        }
+        while (calls_.size() < turn.calls.size()) SendCall(turn.calls[calls_.size()]);
+      } else {
+        if (!turn.content.empty()) {
+          message_text_ = turn.content;
+          message_index_ = 0;
+        }
+        for (const ToolCall& call : turn.calls) {
+          calls_.push_back({call, NewResponseId("fc_"), static_cast<int>(calls_.size()) + 1});
+        }
+      }
+    }
+  }
+  if (!stream) {
     if (failed) return SendError(*writer_, ApiError{500, "server_error", gen_->error(), ""});
     return SendJson(*writer_, 200, ResponseObject(status));
   }
-  if (!failed) {
+  if (!failed && message_index_ >= 0) {
     Event("response.output_text.done", {{"item_id", item_id_},
-                                        {"output_index", 0},
+                                        {"output_index", message_index_},
                                         {"content_index", 0},
-                                        {"text", gen_->text()},
+                                        {"text", message_text_},
                                         {"logprobs", json::array()}});
-    Event("response.content_part.done",
-          {{"item_id", item_id_}, {"output_index", 0}, {"content_index", 0}, {"part", TextPart()}});
-    Event("response.output_item.done", {{"output_index", 0}, {"item", MessageItem(status)}});
+    Event("response.content_part.done", {{"item_id", item_id_},
+                                         {"output_index", message_index_},
+                                         {"content_index", 0},
+                                         {"part", TextPart()}});
+    Event("response.output_item.done",
+          {{"output_index", message_index_}, {"item", MessageItem(status)}});
   }
   Event(failed ? "response.failed"
                : (status == "incomplete" ? "response.incomplete" : "response.completed"),

@@ -1,13 +1,17 @@
 // POST /v1/responses, OpenAI's Responses API, stateless: `input` (text or message items)
 // and `instructions` become a chat prompt rendered by the model's template; the answer is
 // one assistant message, as a response object or as the documented event stream
-// (response.created ... response.output_text.delta ... response.completed). Nothing is
-// stored, so `store: true` and `previous_response_id` are refused by name.
+// (response.created ... response.output_text.delta ... response.completed). Function
+// tools work as in chat completions (tool_calls.h): calls come back as function_call
+// items, and function_call / function_call_output items of `input` continue the turn.
+// Nothing is stored, so `store: true` and `previous_response_id` are refused by name.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "net/http_server.h"
 #include "nlohmann/json.hpp"
@@ -15,6 +19,7 @@
 #include "server/openai/completion_job.h"
 #include "server/openai/protocol.h"
 #include "server/openai/server_state.h"
+#include "server/openai/tool_calls.h"
 
 namespace sluice::openai {
 
@@ -25,6 +30,8 @@ struct ResponsesRequest {
   nlohmann::json metadata = nlohmann::json::object();
   nlohmann::json user = nullptr;
   nlohmann::json text_format = {{"type", "text"}};  // text.format, echoed back
+  nlohmann::json tools = nlohmann::json::array();   // as given, echoed back
+  nlohmann::json tool_choice = "auto";
 };
 
 // Parses a /v1/responses body: a 400 names the field at fault in the Responses API's own
@@ -36,7 +43,8 @@ class ResponseJob : public std::enable_shared_from_this<ResponseJob> {
  public:
   // Submits to the engine and starts answering; refusals are answered here.
   static void Start(ServerState* state, ResponsesRequest request, PreparedPrompt prompt,
-                    std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival);
+                    std::shared_ptr<http::ResponseWriter> writer, Clock::time_point arrival,
+                    ToolPlan tools = {});
 
   ResponseJob(ServerState* state, ResponsesRequest request,
               std::shared_ptr<http::ResponseWriter> writer);
@@ -50,6 +58,13 @@ class ResponseJob : public std::enable_shared_from_this<ResponseJob> {
   nlohmann::json ResponseObject(const std::string& status) const;
   nlohmann::json MessageItem(const std::string& status) const;
   nlohmann::json TextPart() const;
+  nlohmann::json CallItem(const ToolCall& call, const std::string& item_id,
+                          const std::string& status, bool with_arguments) const;
+  // Stream: the message item opens at its first text; each call goes out whole, its
+  // arguments in pieces.
+  void OpenMessage();
+  void SendText(const std::string& text);
+  void SendCall(const ToolCall& call);
 
   ServerState* state_;
   ResponsesRequest req_;
@@ -58,6 +73,18 @@ class ResponseJob : public std::enable_shared_from_this<ResponseJob> {
   const std::string id_, item_id_;
   const int64_t created_;
   int sequence_ = 0;
+  ToolPlan tools_;
+  std::string message_text_;  // the message item's text (in a stream: as sent)
+  int message_index_ = -1;    // its output index, once open
+  int next_output_index_ = 0;
+  size_t content_sent_ = 0;  // with tools: text sent ahead of any call
+  bool calling_ = false;
+  struct CallOut {
+    ToolCall call;
+    std::string item_id;
+    int index;  // output index
+  };
+  std::vector<CallOut> calls_;
   bool finished_ = false;
   bool cancelled_ = false;
 };

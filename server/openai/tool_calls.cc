@@ -3,6 +3,7 @@
 #include <random>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -173,6 +174,33 @@ std::optional<ConstraintSpec> ToolConstraint(const ToolPlan& plan) {
   spec.text = call.dump();
   spec.framing = framing;
   return spec;
+}
+
+size_t StreamableContent(const ToolPlan& plan, const std::string& text, bool* calling) {
+  *calling = false;
+  if (plan.choice == ToolPlan::Choice::kNone) return text.size();
+  // Forced calls are the whole turn.
+  if (plan.choice != ToolPlan::Choice::kAuto || !plan.parser) {
+    *calling = true;
+    return 0;
+  }
+  if (*plan.parser == ToolFormat::kLlama3Json) {
+    // Calls, when there are any, are the whole turn: a JSON object first.
+    const size_t first = text.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos) return 0;
+    *calling = text[first] == '{';
+    return *calling ? 0 : text.size();
+  }
+  const std::string opening = *plan.parser == ToolFormat::kHermes ? "<tool_call>" : "[TOOL_CALLS]";
+  if (const size_t at = text.find(opening); at != std::string::npos) {
+    *calling = true;
+    return at;
+  }
+  // Hold back a tail that is the start of an opening.
+  for (size_t keep = std::min(opening.size() - 1, text.size()); keep > 0; --keep) {
+    if (absl::EndsWith(text, absl::string_view(opening).substr(0, keep))) return text.size() - keep;
+  }
+  return text.size();
 }
 
 AssistantTurn ParseToolCalls(const ToolPlan& plan, const std::string& text) {

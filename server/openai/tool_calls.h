@@ -52,6 +52,10 @@ struct AssistantTurn {
 // A fresh tool call id ("call_..." as OpenAI's).
 std::string NewToolCallId();
 
+// Streaming: how much of `text` (a turn so far) is content for sure, ahead of the first
+// call (or of a tail that may grow into a call's opening). *calling: a call has begun.
+size_t StreamableContent(const ToolPlan& plan, const std::string& text, bool* calling);
+
 // The calls in `text` as the plan's format writes them (named: the text is the
 // arguments). Text that does not parse as calls stays content.
 AssistantTurn ParseToolCalls(const ToolPlan& plan, const std::string& text);

@@ -1,8 +1,13 @@
 """/v1/responses through the official openai client: plain and streamed answers equal the
 chat completion of the same conversation, the streamed events come in the documented
 order, length limits end 'incomplete', and what a stateless server cannot do is a 400
-naming the field."""
+naming the field. Function tools: required and named calls come back as function_call items
+whose arguments validate, plain and streamed (output_item.added, arguments deltas, done), and
+a function_call_output continues the conversation."""
+import json
+
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -89,15 +94,22 @@ def test_max_output_tokens_ends_incomplete(client):
 @pytest.mark.parametrize("extra, param", [
     ({"previous_response_id": "resp_123"}, "previous_response_id"),
     ({"store": True}, "store"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {}, "color": 1}]},
+     "tools[0].color"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {}}],
+      "tool_choice": {"type": "function", "name": "g"}}, "tool_choice"),
+    ({"tool_choice": 3}, "tool_choice"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"temperature": 5}, "temperature"),
     ({"reasoning": {"effort": "high"}}, "reasoning"),
     ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
     ({"text": {"verbosity": "low"}}, "text.verbosity"),
     ({"best_of": 2}, "best_of"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]},
-     "input[0].type"),
+    ({"input": [{"type": "function_call_output", "call_id": "c"}]}, "input[0].output"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": 3, "arguments": "{}"}]},
+     "input[0].name"),
+    ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0].type"),
     ({"input": [{"role": "robot", "content": "hi"}]}, "input[0].role"),
@@ -135,3 +147,66 @@ def test_text_format_constrains_the_output(client):
     assert r.status == "completed"
     assert 0 <= json.loads(r.output_text)["n"] <= 9
     assert r.text.format.type == "json_schema"
+
+
+WEATHER = {"type": "object", "properties": {
+    "city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city", "unit"]}
+TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather now",
+          "parameters": WEATHER, "strict": True}]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "get_weather"}])
+def test_function_calls_are_items_whose_arguments_validate(client, choice):
+    r = client.responses.create(model=MODEL, input="Weather in Paris?", tools=TOOLS,
+                                tool_choice=choice, max_output_tokens=80, temperature=0)
+    assert r.status == "completed"
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert calls[0].call_id.startswith("call_") and calls[0].id.startswith("fc_")
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER)
+    assert r.tools[0].name == "get_weather"
+    # The same, streamed: the call's item opens, its arguments come in pieces, then done.
+    events = list(client.responses.create(model=MODEL, input="Weather in Paris?", tools=TOOLS,
+                                          tool_choice=choice, max_output_tokens=80,
+                                          temperature=0, stream=True))
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    added = types.index("response.output_item.added")
+    assert events[added].item.type == "function_call" and events[added].item.arguments == ""
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert "".join(deltas) == done.arguments
+    assert json.loads(done.arguments) == json.loads(calls[0].arguments)
+    final = events[-1].response
+    assert [o.type for o in final.output] == ["function_call"]
+    assert "response.output_text.delta" not in types
+
+
+def test_function_call_output_continues_the_conversation(client):
+    first = client.responses.create(model=MODEL, input="Weather in Paris?", tools=TOOLS,
+                                    tool_choice="required", max_output_tokens=80, temperature=0)
+    call = next(o for o in first.output if o.type == "function_call")
+    follow = [{"role": "user", "content": "Weather in Paris?"},
+              {"type": "function_call", "call_id": call.call_id, "name": call.name,
+               "arguments": call.arguments},
+              {"type": "function_call_output", "call_id": call.call_id,
+               "output": json.dumps({"temperature": 21})}]
+    r = client.responses.create(model=MODEL, input=follow, tools=TOOLS, tool_choice="none",
+                                max_output_tokens=16, temperature=0)
+    assert r.status in ("completed", "incomplete")
+    assert r.output[0].type == "message" and r.output_text
+    # The same conversation through chat completions renders the same prompt.
+    chat = client.chat.completions.create(
+        model=MODEL, max_tokens=16, temperature=0,
+        tools=[{"type": "function", "function": {"name": "get_weather", "description":
+                                                 "Weather now", "parameters": WEATHER}}],
+        tool_choice="none",
+        messages=[{"role": "user", "content": "Weather in Paris?"},
+                  {"role": "assistant", "content": "", "tool_calls": [
+                      {"id": call.call_id, "type": "function",
+                       "function": {"name": call.name, "arguments": call.arguments}}]},
+                  {"role": "tool", "tool_call_id": call.call_id,
+                   "content": json.dumps({"temperature": 21})}])
+    assert r.usage.input_tokens == chat.usage.prompt_tokens
+    assert r.output_text == chat.choices[0].message.content

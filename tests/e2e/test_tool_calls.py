@@ -179,6 +179,45 @@ def test_hermes_parser_finds_calls_in_auto_and_forces_its_own_format(hermes):
             assert len(calls) == 1 and r.choices[0].finish_reason == "tool_calls"
 
 
+def test_hermes_auto_streams_content_live_then_each_call(hermes):
+    client = client_of(hermes)
+    blocks = ['<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>',
+              '<tool_call>\n{"name": "get_weather", "arguments": '
+              '{"city": "Paris", "unit": "celsius"}}\n</tool_call>']
+    grammar = "root ::= \"Let me check that. \" " + " ".join(json.dumps(b) for b in blocks)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="auto", max_tokens=200, stream=True,
+        extra_body={"structured_outputs": {"grammar": grammar}})
+    events, content, calls, reasons = [], "", {}, []
+    for chunk in stream:
+        choice = chunk.choices[0]
+        if choice.delta.content:
+            content += choice.delta.content
+            events.append("content")
+        for d in choice.delta.tool_calls or []:
+            calls.setdefault(d.index, {"name": d.function.name, "arguments": ""})
+            calls[d.index]["arguments"] += d.function.arguments or ""
+            events.append(f"call{d.index}")
+        if choice.finish_reason:
+            reasons.append(choice.finish_reason)
+    # The sentence streams token by token before any call; no markup leaks into it.
+    assert content == "Let me check that. "
+    assert events.count("content") > 2, events
+    assert events.index("call0") > max(i for i, e in enumerate(events) if e == "content")
+    assert events.index("call1") > events.index("call0")
+    assert [(calls[i]["name"], json.loads(calls[i]["arguments"])) for i in sorted(calls)] == \
+        [("add", {"a": 2, "b": 3}), ("get_weather", {"city": "Paris", "unit": "celsius"})]
+    assert reasons == ["tool_calls"]
+    # A plain answer under auto streams as it comes, and a tail that looks like the start
+    # of a call is content once the turn ends without one.
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=TOOLS, max_tokens=40, stream=True,
+        extra_body={"structured_outputs": {"choice": ["No tools are needed here <tool_c"]}})
+    pieces = [c.choices[0].delta.content for c in stream if c.choices[0].delta.content]
+    assert "".join(pieces) == "No tools are needed here <tool_c"
+    assert len(pieces) > 2, pieces
+
+
 def test_langchain_bind_tools_and_structured_output(server, tmp_path):
     if not EVAL_PYTHON.exists():
         if os.environ.get("SLUICE_REQUIRE_LM_EVAL") == "1":
