@@ -468,6 +468,54 @@ StringBody LabelStringBody(const RuleFsm& f, int char_rule, int max) {
   return body;
 }
 
+// Counts the bytes read at each node of a byte run's automaton; empty chars when the
+// automaton is not of the shape set{min,max}.
+ByteRun LabelByteRun(const RuleFsm& f, const ByteSet& set, int max) {
+  ByteRun run;
+  run.set = set;
+  run.max = max;
+  const int32_t unseen = StringBody::kLoop - 1;
+  run.chars.assign(static_cast<size_t>(f.num_nodes()), unseen);
+  run.chars[f.start] = 0;
+  std::vector<int32_t> stack = {f.start};
+  auto fail = [&] {
+    run.chars.clear();
+    return run;
+  };
+  while (!stack.empty()) {
+    const int32_t x = stack.back();
+    stack.pop_back();
+    if (f.call_begin[x] != f.edge_begin[x + 1]) return fail();  // no calls in a run
+    ByteSet read;
+    int32_t to = -1;
+    for (int32_t i = f.edge_begin[x]; i < f.call_begin[x]; ++i) {
+      const RuleFsm::Edge& e = f.edges[i];
+      if (to >= 0 && e.to != to) return fail();
+      to = e.to;
+      read.AddRange(e.lo, e.hi);
+    }
+    if (to < 0) continue;  // the last node of a bounded run
+    if (read.bits != set.bits) return fail();
+    const int32_t at = run.chars[x];
+    const int32_t want = at == StringBody::kLoop ? StringBody::kLoop : at + 1;
+    int32_t& have = run.chars[to];
+    if (have == unseen) {
+      have = want;
+      stack.push_back(to);
+    } else if (have != want) {
+      if (max >= 0) return fail();  // counts meet only in the loop of an unbounded run
+      if (have != StringBody::kLoop) {
+        have = StringBody::kLoop;
+        stack.push_back(to);
+      }
+    }
+  }
+  for (int32_t c : run.chars) {
+    if (c == unseen) return fail();
+  }
+  return run;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Grammar>> GrammarBuilder::Build(int root) && {
@@ -541,6 +589,15 @@ absl::StatusOr<std::shared_ptr<const Grammar>> GrammarBuilder::Build(int root) &
       if (rule < 0 || rule >= num_rules()) continue;
       g->string_bodies_[static_cast<size_t>(rule)] =
           LabelStringBody(g->rules_[static_cast<size_t>(rule)], json_char_rule_, max);
+    }
+  }
+  if (!byte_run_marks_.empty()) {
+    g->byte_runs_.resize(g->rules_.size());
+    for (const ByteRun& mark : byte_run_marks_) {
+      const int rule = mark.chars[0];
+      if (rule < 0 || rule >= num_rules()) continue;
+      g->byte_runs_[static_cast<size_t>(rule)] =
+          LabelByteRun(g->rules_[static_cast<size_t>(rule)], mark.set, mark.max);
     }
   }
   return std::shared_ptr<const Grammar>(std::move(g));

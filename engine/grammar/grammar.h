@@ -5,6 +5,7 @@
 // Thread safety: a built Grammar is immutable and shared freely.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -21,8 +22,11 @@ namespace sluice::grammar {
 struct ByteSet {
   std::array<uint64_t, 4> bits{};
   void Add(int b) { bits[static_cast<size_t>(b) >> 6] |= uint64_t{1} << (b & 63); }
-  void AddRange(int lo, int hi) {
-    for (int b = lo; b <= hi; ++b) Add(b);
+  void AddRange(int lo, int hi) {  // a word at a time
+    for (int w = lo >> 6; w <= (hi >> 6) && w < 4; ++w) {
+      const int from = std::max(lo, w << 6) & 63, to = std::min(hi, (w << 6) + 63) & 63;
+      bits[static_cast<size_t>(w)] |= (~uint64_t{0} >> (63 - to)) & (~uint64_t{0} << from);
+    }
   }
   bool Has(int b) const { return (bits[static_cast<size_t>(b) >> 6] >> (b & 63)) & 1; }
   bool Empty() const { return (bits[0] | bits[1] | bits[2] | bits[3]) == 0; }
@@ -90,6 +94,15 @@ struct StringBody {
   std::vector<int32_t> chars;
 };
 
+// A run of up to max bytes of one set (a regular expression's [a-z0-9]{1,64}) as one rule:
+// chars[node] is how many bytes have been read at a node of it, kLoop past a minimum
+// when max < 0. Lets the matcher skip, in its vocabulary walk, the tokens that fit.
+struct ByteRun {
+  ByteSet set;
+  int max = -1;  // -1: no bound
+  std::vector<int32_t> chars;
+};
+
 class Grammar {
  public:
   const std::vector<RuleFsm>& rules() const { return rules_; }
@@ -98,6 +111,13 @@ class Grammar {
   int num_nodes() const { return num_nodes_; }
   // The rule of one JSON string character (its JSON front's), or -1.
   int json_char_rule() const { return json_char_rule_; }
+  // Rule r as a byte run, or nullptr.
+  const ByteRun* byte_run(int r) const {
+    return static_cast<size_t>(r) < byte_runs_.size() &&
+                   !byte_runs_[static_cast<size_t>(r)].chars.empty()
+               ? &byte_runs_[static_cast<size_t>(r)]
+               : nullptr;
+  }
   // Rule r as a JSON string body, or nullptr.
   const StringBody* string_body(int r) const {
     return static_cast<size_t>(r) < string_bodies_.size() &&
@@ -114,6 +134,7 @@ class Grammar {
   int num_nodes_ = 0;
   int json_char_rule_ = -1;
   std::vector<StringBody> string_bodies_;  // by rule; empty chars: not a body
+  std::vector<ByteRun> byte_runs_;         // by rule; empty chars: not a run
 };
 
 // Declares rules, sets their bodies, and compiles them: Thompson automata, epsilon
@@ -134,6 +155,10 @@ class GrammarBuilder {
   // `rule`'s body is Repeat(Rule(json char), min, max) then '"'. Checked against its
   // automaton when built; a rule of another shape stays unmarked.
   void MarkStringBody(int rule, int max) { string_body_max_.emplace_back(rule, max); }
+  // `rule`'s body is Repeat(Bytes(set), min, max); checked as string bodies are.
+  void MarkByteRun(int rule, const ByteSet& set, int max) {
+    byte_run_marks_.push_back({set, max, {rule}});
+  }
   int num_rules() const { return static_cast<int>(names_.size()); }
   const Limits& limits() const { return limits_; }
 
@@ -146,6 +171,7 @@ class GrammarBuilder {
   std::vector<bool> has_body_;
   int json_char_rule_ = -1;
   std::vector<std::pair<int, int>> string_body_max_;  // (rule, max)
+  std::vector<ByteRun> byte_run_marks_;               // chars: {the rule}
 };
 
 }  // namespace sluice::grammar

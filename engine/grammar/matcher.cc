@@ -55,7 +55,7 @@ Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t
       open.pop_back();
     }
     const auto& here = tokens[static_cast<size_t>(item.node)];
-    trie_.nodes.push_back({0, here.empty() ? -1 : here[0], item.depth, item.byte,
+    trie_.nodes.push_back({0, here.empty() ? -1 : here[0], -1, item.depth, item.byte,
                            static_cast<uint8_t>(here.size() > 1)});
     if (here.size() > 1)
       trie_.extra_tokens.insert(trie_.extra_tokens.end(), here.begin() + 1, here.end());
@@ -68,6 +68,19 @@ Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t
     }
   }
   for (int32_t n : open) trie_.nodes[static_cast<size_t>(n)].end = trie_.size();
+  // Child tables of the nodes with many children.
+  for (int32_t i = 0; i < trie_.size(); ++i) {
+    Trie::Node& node = trie_.nodes[static_cast<size_t>(i)];
+    int kids = 0;
+    for (int32_t j = i + 1; j < node.end; j = trie_.nodes[static_cast<size_t>(j)].end) ++kids;
+    if (kids < Trie::kTableFanout) continue;
+    node.fan = static_cast<int32_t>(trie_.child_tables.size() / 256);
+    trie_.child_tables.resize(trie_.child_tables.size() + 256, -1);
+    int32_t* table = trie_.child_tables.data() + static_cast<size_t>(node.fan) * 256;
+    for (int32_t j = i + 1; j < node.end; j = trie_.nodes[static_cast<size_t>(j)].end) {
+      table[trie_.nodes[static_cast<size_t>(j)].byte] = j;
+    }
+  }
   trie_.root_child.fill(-1);
   for (int32_t i = 0; i < trie_.size(); ++i) {
     const Trie::Node& n = trie_.nodes[static_cast<size_t>(i)];
@@ -131,11 +144,81 @@ const Vocabulary::JsonStrings& Vocabulary::json_strings() const {
   return *json_;
 }
 
+const Vocabulary::ByteRuns* Vocabulary::byte_runs(const ByteSet& set) const {
+  absl::MutexLock lock(&runs_mu_);
+  for (const auto& [have, table] : runs_) {
+    if (have.bits == set.bits) return table.get();
+  }
+  if (runs_.size() >= kMaxByteRunTables) return nullptr;
+  auto table = std::make_unique<ByteRuns>();
+  table->words = (static_cast<size_t>(size()) + 31) / 32;
+  const int n = trie_.size();
+  table->pure.assign(static_cast<size_t>(n), -1);
+  std::vector<int16_t>& longest = table->pure;  // -1: not all in the set
+  std::vector<bool> path(static_cast<size_t>(trie_.max_depth) + 1, true);
+  std::vector<std::vector<int32_t>> by_len;
+  // Only below the root's children by a byte of the set.
+  for (int b = 0; b < 256; ++b) {
+    const int32_t root = trie_.root_child[static_cast<size_t>(b)];
+    if (root < 0 || !set.Has(b)) continue;
+    const int32_t stop = trie_.nodes[static_cast<size_t>(root)].end;
+    // Bottom up: whether a subtree is all in the set, and its longest token.
+    for (int32_t i = stop - 1; i >= root; --i) {
+      const Trie::Node& node = trie_.nodes[static_cast<size_t>(i)];
+      if (!set.Has(node.byte)) continue;
+      int16_t best = node.token >= 0 ? static_cast<int16_t>(node.depth) : 0;
+      bool pure = true;
+      for (int32_t j = i + 1; j < node.end && pure; j = trie_.nodes[static_cast<size_t>(j)].end) {
+        pure = longest[static_cast<size_t>(j)] >= 0;
+        best = std::max(best, longest[static_cast<size_t>(j)]);
+      }
+      longest[static_cast<size_t>(i)] = pure ? best : -1;
+    }
+    // Top down: the path from the root in the set too.
+    for (int32_t i = root; i < stop; ++i) {
+      const Trie::Node& node = trie_.nodes[static_cast<size_t>(i)];
+      const bool on = path[node.depth - 1] && set.Has(node.byte);
+      path[node.depth] = on;
+      if (!on) {
+        longest[static_cast<size_t>(i)] = -1;
+        continue;
+      }
+      if (node.token < 0) continue;
+      if (by_len.size() <= node.depth) by_len.resize(node.depth + 1);
+      by_len[node.depth].push_back(node.token);
+      if (node.more) {
+        for (int32_t k = trie_.extra_begin[static_cast<size_t>(i)];
+             k < trie_.extra_begin[static_cast<size_t>(i) + 1]; ++k) {
+          by_len[node.depth].push_back(trie_.extra_tokens[static_cast<size_t>(k)]);
+        }
+      }
+    }
+  }
+  table->max_len = by_len.empty() ? 0 : static_cast<int>(by_len.size()) - 1;
+  table->rows.assign(static_cast<size_t>(table->max_len + 1) * table->words, 0);
+  for (size_t r = 0; r < by_len.size(); ++r) {
+    uint32_t* row = table->rows.data() + r * table->words;
+    if (r > 0) std::memcpy(row, row - table->words, sizeof(uint32_t) * table->words);
+    for (int32_t id : by_len[r]) row[id >> 5] |= uint32_t{1} << (id & 31);
+  }
+  runs_.emplace_back(set, std::move(table));
+  return runs_.back().second.get();
+}
+
 bool Vocabulary::is_end(int32_t id) const {
   return std::find(end_ids_.begin(), end_ids_.end(), id) != end_ids_.end();
 }
 
 namespace {
+
+// The smallest byte >= from in `set`, or 256.
+int NextByte(const ByteSet& set, int from) {
+  for (int w = from >> 6; w < 4 && from < 256; ++w, from = w << 6) {
+    const uint64_t bits = set.bits[static_cast<size_t>(w)] & (~uint64_t{0} << (from & 63));
+    if (bits != 0) return (w << 6) + __builtin_ctzll(bits);
+  }
+  return 256;
+}
 
 // (rule, node, parent) mixed into the interning key; a hit is confirmed against the frame.
 uint64_t FrameKey(int32_t rule, int32_t node, int32_t parent) {
@@ -167,6 +250,12 @@ Automaton::Automaton(std::shared_ptr<const Grammar> grammar,
   num_classes_ = c + 1;
   absl::MutexLock lock(&mu_);
   StartAfresh();
+  // The tables of the grammar's byte runs now, not in a request's first masks.
+  if (bounds_.byte_run_masks) {
+    for (size_t r = 0; r < grammar_->rules().size(); ++r) {
+      if (grammar_->byte_run(static_cast<int>(r)) != nullptr) RunTable(static_cast<int32_t>(r));
+    }
+  }
 }
 
 size_t Automaton::num_states() const {
@@ -177,6 +266,11 @@ size_t Automaton::num_states() const {
 uint64_t Automaton::generation() const {
   absl::MutexLock lock(&mu_);
   return generation_;
+}
+
+size_t Automaton::num_run_masks() const {
+  absl::MutexLock lock(&mu_);
+  return run_masks_;
 }
 
 size_t Automaton::num_string_masks() const {
@@ -194,6 +288,7 @@ void Automaton::StartAfresh() {
   visit_mark_.clear();
   masks_.clear();
   mask_index_.clear();
+  cached_bytes_ = 0;
   State start;
   ++visit_epoch_;
   Expand(InternFrame(grammar_->root(), grammar_->rules()[grammar_->root()].start, -1), start);
@@ -229,6 +324,7 @@ int32_t Automaton::InternState(State s) {
       state_index_.try_emplace(std::move(key), static_cast<int32_t>(states_.size()));
   if (inserted) {
     s.string_room = StringRoom(s);
+    FindRun(s);
     for (int32_t top : s.tops) {
       const Frame& f = frames_[static_cast<size_t>(top)];
       const RuleFsm& fsm = grammar_->rules()[static_cast<size_t>(f.rule)];
@@ -237,6 +333,9 @@ int32_t Automaton::InternState(State s) {
                          fsm.edges[static_cast<size_t>(i)].hi);
       }
     }
+    int read = 0;
+    for (uint64_t w : s.first.bits) read += __builtin_popcountll(w);
+    s.sparse = read <= kSparseBytes;
     states_.push_back(std::move(s));
     next_.resize(next_.size() + static_cast<size_t>(num_classes_), kUnknown);
   }
@@ -298,7 +397,8 @@ int32_t Automaton::Next(int32_t state, uint8_t b) {
   const size_t slot = static_cast<size_t>(state) * static_cast<size_t>(num_classes_) + class_of_[b];
   int32_t to = next_[slot];
   if (to == kUnknown) {
-    to = ComputeNext(state, b);
+    // A byte no top reads is dead without stepping.
+    to = states_[static_cast<size_t>(state)].first.Has(b) ? ComputeNext(state, b) : kDead;
     next_[slot] = to;  // by index: InternState may have grown next_
   }
   return to;
@@ -308,44 +408,80 @@ void Automaton::Walk(int32_t state, uint32_t* mask) {
   const Vocabulary::Trie& t = vocab_->trie();
   walk_.resize(static_cast<size_t>(t.max_depth) + 1);
   walk_[0] = state;
-  const size_t classes = static_cast<size_t>(num_classes_);
-  // The root's subtrees one first byte at a time, only those the state can read (most
-  // states read few bytes, and the root has a child for nearly every byte).
-  const ByteSet first = states_[static_cast<size_t>(state)].first;
+  // In a byte run, the tokens that fit it are allowed whatever else the state reads:
+  // take them from the run's table and skip the subtrees made only of them.
+  WalkScope scope{mask, nullptr, 0};
+  if (bounds_.byte_run_masks && states_[static_cast<size_t>(state)].run_rule >= 0) {
+    const State& st = states_[static_cast<size_t>(state)];
+    if (const Vocabulary::ByteRuns* runs = RunTable(st.run_rule); runs != nullptr) {
+      scope.room = st.run_room == kUnbounded ? runs->max_len : std::min(st.run_room, runs->max_len);
+      const uint32_t* row = runs->rows.data() + static_cast<size_t>(scope.room) * runs->words;
+      for (size_t w = 0; w < runs->words; ++w) mask[w] |= row[w];
+      walk_dense_ = true;
+      scope.pure = runs->pure.data();
+      ++run_masks_;
+    }
+  }
+  WalkChildren(t.root_child.data(), state, scope);
+}
+
+void Automaton::WalkChildren(const int32_t* child_of, int32_t state, const WalkScope& scope) {
+  // Only the children by a byte the state reads (states read few bytes; a node with a
+  // child table has many children).
+  const ByteSet first = states_[static_cast<size_t>(state)].first;  // a copy: states_ grows
+  const Vocabulary::Trie::Node* nodes = vocab_->trie().nodes.data();
+  for (int b = NextByte(first, 0); b < 256; b = NextByte(first, b + 1)) {
+    const int32_t i = child_of[b];
+    if (i >= 0) WalkRange(i, nodes[i].end, scope);
+  }
+}
+
+void Automaton::WalkRange(int32_t begin, int32_t end, const WalkScope& scope) {
+  const Vocabulary::Trie& t = vocab_->trie();
   const Vocabulary::Trie::Node* nodes = t.nodes.data();
   int32_t* walk = walk_.data();
-  for (int b = 0; b < 256; ++b) {
-    int32_t i = t.root_child[static_cast<size_t>(b)];
-    if (i < 0 || !first.Has(b) || Next(state, static_cast<uint8_t>(b)) == kDead) continue;
-    const int32_t subtree_end = nodes[i].end;
-    const int32_t* next = next_.data();  // again after Next, which may grow the table
-    while (i < subtree_end) {
-      const Vocabulary::Trie::Node& node = nodes[i];
-      const int32_t from = walk[node.depth - 1];
-      int32_t to = next[static_cast<size_t>(from) * classes + class_of_[node.byte]];
-      if (to < 0) {
-        if (to == kUnknown) {
-          to = Next(from, node.byte);
-          next = next_.data();
-        }
-        if (to == kDead) {
-          i = node.end;  // nothing in this subtree is allowed
-          continue;
-        }
-      }
-      walk[node.depth] = to;
-      if (node.token >= 0) {
-        mask[node.token >> 5] |= uint32_t{1} << (node.token & 31);
-        if (node.more) {
-          for (int32_t k = t.extra_begin[static_cast<size_t>(i)];
-               k < t.extra_begin[static_cast<size_t>(i) + 1]; ++k) {
-            const int32_t id = t.extra_tokens[static_cast<size_t>(k)];
-            mask[id >> 5] |= uint32_t{1} << (id & 31);
-          }
-        }
-      }
-      ++i;
+  uint32_t* mask = scope.mask;
+  const size_t classes = static_cast<size_t>(num_classes_);
+  const int32_t* next = next_.data();  // again after Next, which may grow the table
+  for (int32_t i = begin; i < end;) {
+    const Vocabulary::Trie::Node& node = nodes[i];
+    if (scope.pure != nullptr && scope.pure[i] >= 0 && scope.pure[i] <= scope.room) {
+      i = node.end;  // every token below fits the run: in the mask already
+      continue;
     }
+    const int32_t from = walk[node.depth - 1];
+    int32_t to = next[static_cast<size_t>(from) * classes + class_of_[node.byte]];
+    if (to < 0) {
+      if (to == kUnknown) {
+        to = Next(from, node.byte);
+        next = next_.data();
+      }
+      if (to == kDead) {
+        i = node.end;  // nothing in this subtree is allowed
+        continue;
+      }
+    }
+    walk[node.depth] = to;
+    if (node.token >= 0) {
+      mask[node.token >> 5] |= uint32_t{1} << (node.token & 31);
+      if (!walk_dense_) Note(node.token);
+      if (node.more) {
+        for (int32_t k = t.extra_begin[static_cast<size_t>(i)];
+             k < t.extra_begin[static_cast<size_t>(i) + 1]; ++k) {
+          const int32_t id = t.extra_tokens[static_cast<size_t>(k)];
+          mask[id >> 5] |= uint32_t{1} << (id & 31);
+          if (!walk_dense_) Note(id);
+        }
+      }
+    }
+    if (node.fan >= 0 && states_[static_cast<size_t>(to)].sparse) {
+      // Many children, few bytes read: go to those children directly.
+      WalkChildren(t.child_tables.data() + static_cast<size_t>(node.fan) * 256, to, scope);
+      next = next_.data();
+      i = node.end;
+      continue;
+    }
+    ++i;
   }
 }
 
@@ -383,6 +519,32 @@ int32_t Automaton::StringRoom(const State& s) const {
   return body->max - read + 1;
 }
 
+void Automaton::FindRun(State& s) const {
+  for (int32_t top : s.tops) {
+    const Frame& f = frames_[static_cast<size_t>(top)];
+    const ByteRun* run = grammar_->byte_run(f.rule);
+    if (run == nullptr) continue;
+    const int32_t read = run->chars[static_cast<size_t>(f.node)];
+    const int32_t room = run->max < 0 || read == StringBody::kLoop ? kUnbounded : run->max - read;
+    if (room == 0) continue;
+    // The run that takes the most.
+    if (s.run_rule < 0 || room == kUnbounded || (s.run_room != kUnbounded && room > s.run_room)) {
+      s.run_rule = f.rule;
+      s.run_room = room;
+    }
+  }
+}
+
+const Vocabulary::ByteRuns* Automaton::RunTable(int32_t rule) {
+  if (run_tables_.size() <= static_cast<size_t>(rule)) run_tables_.resize(grammar_->rules().size());
+  auto& [looked, table] = run_tables_[static_cast<size_t>(rule)];
+  if (!looked) {
+    looked = true;
+    table = vocab_->byte_runs(grammar_->byte_run(rule)->set);
+  }
+  return table;
+}
+
 int32_t Automaton::Run(int32_t state, const std::string& bytes) {
   for (char ch : bytes) {
     state = Next(state, static_cast<uint8_t>(ch));
@@ -408,31 +570,48 @@ void Automaton::FillMask(int32_t state, uint32_t* mask) {
   const size_t words = (static_cast<size_t>(vocab_->size()) + 31) / 32;
   if (auto hit = mask_index_.find(state); hit != mask_index_.end()) {
     const auto it = hit->second;
-    std::memcpy(mask, it->mask.data(), sizeof(uint32_t) * words);
+    if (it->sparse) {
+      std::memset(mask, 0, sizeof(uint32_t) * words);
+      for (uint32_t id : it->data) mask[id >> 5] |= uint32_t{1} << (id & 31);
+    } else {
+      std::memcpy(mask, it->data.data(), sizeof(uint32_t) * words);
+    }
     if (it != masks_.begin()) masks_.splice(masks_.begin(), masks_, it);
     return;
   }
   std::memset(mask, 0, sizeof(uint32_t) * words);
+  walk_ids_.clear();
+  walk_dense_ = false;
   if (bounds_.json_string_masks && states_[static_cast<size_t>(state)].string_room != kNoString &&
       !vocab_->json_strings().inside.empty()) {
     StringMask(state, mask);
+    walk_dense_ = true;
     ++string_masks_;
   } else {
     Walk(state, mask);
   }
   if (states_[static_cast<size_t>(state)].can_end) {
-    for (int32_t id : vocab_->end_ids()) mask[id >> 5] |= uint32_t{1} << (id & 31);
+    for (int32_t id : vocab_->end_ids()) {
+      mask[id >> 5] |= uint32_t{1} << (id & 31);
+      walk_ids_.push_back(static_cast<uint32_t>(id));
+    }
   }
-  const size_t capacity = bounds_.mask_cache_bytes / (sizeof(uint32_t) * words);
-  if (capacity == 0) return;
-  if (masks_.size() >= capacity) {
-    masks_.splice(masks_.begin(), masks_, std::prev(masks_.end()));  // reuse the oldest
-    mask_index_.erase(masks_.front().state);
-    masks_.front().state = state;
-    std::memcpy(masks_.front().mask.data(), mask, sizeof(uint32_t) * words);
+  // Into the cache, evicting the oldest past its bytes.
+  CachedMask entry{state, !walk_dense_, {}};
+  if (entry.sparse) {
+    entry.data = walk_ids_;
   } else {
-    masks_.push_front({state, std::vector<uint32_t>(mask, mask + words)});
+    entry.data.assign(mask, mask + words);
   }
+  const size_t bytes = sizeof(uint32_t) * entry.data.size() + 64;
+  if (bytes > bounds_.mask_cache_bytes) return;
+  while (!masks_.empty() && cached_bytes_ + bytes > bounds_.mask_cache_bytes) {
+    cached_bytes_ -= sizeof(uint32_t) * masks_.back().data.size() + 64;
+    mask_index_.erase(masks_.back().state);
+    masks_.pop_back();
+  }
+  cached_bytes_ += bytes;
+  masks_.push_front(std::move(entry));
   mask_index_[state] = masks_.begin();
 }
 

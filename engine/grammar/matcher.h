@@ -43,16 +43,20 @@ class Vocabulary {
   // The trie of the tokens' byte strings in depth-first order, the root left out: node i
   // is reached from its parent (the nearest node before it one level up) by its byte,
   // its subtree is [i, end), and it spells exactly `token` (or -1), plus, when `more`,
-  // the other tokens of extra_tokens[extra_begin[i], extra_begin[i + 1]).
+  // the other tokens of extra_tokens[extra_begin[i], extra_begin[i + 1]). Nodes with many
+  // children (and the root) index them by byte.
   struct Trie {
     struct Node {
       int32_t end;
       int32_t token;
+      int32_t fan;     // a node of kTableFanout children or more: its child table, else -1
       uint16_t depth;  // 1 for the root's children
       uint8_t byte;
       uint8_t more;
     };
+    static constexpr int kTableFanout = 16;
     std::vector<Node> nodes;
+    std::vector<int32_t> child_tables;  // [fan * 256 + byte]: the child by that byte, or -1
     std::vector<int32_t> extra_begin, extra_tokens;
     std::array<int32_t, 256> root_child;  // the root's child by byte, or -1
     int max_depth = 0;
@@ -73,12 +77,29 @@ class Vocabulary {
   };
   const JsonStrings& json_strings() const;
 
+  // The tokens as runs of one byte set (ByteRun), so that a walk skips those that fit:
+  // built on first use of a set, then shared; nullptr past kMaxByteRunTables sets.
+  struct ByteRuns {
+    size_t words = 0;
+    int max_len = 0;  // the longest token made only of the set's bytes
+    // Row r of [max_len + 1, words]: the tokens of at most r bytes, all in the set.
+    std::vector<uint32_t> rows;
+    // By trie node: when its path from the root and its whole subtree are in the set, the
+    // longest token in the subtree; else -1.
+    std::vector<int16_t> pure;
+  };
+  static constexpr size_t kMaxByteRunTables = 64;
+  const ByteRuns* byte_runs(const ByteSet& set) const;
+
  private:
   std::vector<std::string> bytes_;
   std::vector<int32_t> end_ids_;
   Trie trie_;
   mutable absl::once_flag json_once_;
   mutable std::unique_ptr<const JsonStrings> json_;
+  mutable absl::Mutex runs_mu_;
+  mutable std::vector<std::pair<ByteSet, std::unique_ptr<const ByteRuns>>> runs_
+      ABSL_GUARDED_BY(runs_mu_);
 };
 
 // The configurations of one grammar reached so far, as numbered states with memoized
@@ -93,10 +114,13 @@ class Automaton {
   struct Bounds {
     size_t max_transitions = size_t{1} << 22;  // states x byte classes
     size_t max_frames = size_t{1} << 22;
-    // Masks of recent states: 64 at a 128k vocabulary, 2,048 at 4k.
+    // Masks of recent states: 64 bitmasks at a 128k vocabulary (more of those that allow
+    // few tokens, kept as ids), 2,048 at 4k.
     size_t mask_cache_bytes = size_t{1} << 20;
-    // Masks inside JSON strings from Vocabulary::json_strings (off: by the trie walk).
+    // Masks inside JSON strings from Vocabulary::json_strings, and walks that skip the
+    // tokens a byte run takes (Vocabulary::byte_runs). Off: plain trie walks.
     bool json_string_masks = true;
+    bool byte_run_masks = true;
   };
 
   Automaton(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const Vocabulary> vocab,
@@ -112,6 +136,8 @@ class Automaton {
   uint64_t generation() const;
   // Masks made from Vocabulary::json_strings rather than by a walk.
   size_t num_string_masks() const;
+  // Walks that skipped tokens of a byte run (Vocabulary::byte_runs).
+  size_t num_run_masks() const;
 
  private:
   friend class Matcher;
@@ -132,6 +158,16 @@ class Automaton {
     // At a character boundary of a JSON string body (and nothing else): how many more
     // characters it takes, kUnbounded, or kNoString.
     int32_t string_room = kNoString;
+    // A top in a byte run (ByteRun): its rule and how many more bytes it takes
+    // (kUnbounded), or rule -1.
+    int32_t run_rule = -1, run_room = 0;
+    bool sparse = false;  // reads few bytes: walks jump to those children
+  };
+  static constexpr int kSparseBytes = 16;
+  struct WalkScope {
+    uint32_t* mask;
+    const int16_t* pure;  // a byte run's table (Vocabulary::ByteRuns::pure), or null
+    int room;
   };
 
   // All below need mu_ held.
@@ -145,7 +181,23 @@ class Automaton {
   void Expand(int32_t frame, State& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillMask(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Walk(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A token the walk allowed, kept while the walk allows few.
+  void Note(int32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (walk_ids_.size() < kSparseTokens) {
+      walk_ids_.push_back(static_cast<uint32_t>(id));
+    } else {
+      walk_dense_ = true;
+    }
+  }
+  // The subtrees of child_of[b] for each byte b `state` reads.
+  void WalkChildren(const int32_t* child_of, int32_t state, const WalkScope& scope)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Trie nodes [begin, end) (whole subtrees), their parents' states in walk_.
+  void WalkRange(int32_t begin, int32_t end, const WalkScope& scope)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int32_t StringRoom(const State& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FindRun(State& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const Vocabulary::ByteRuns* RunTable(int32_t rule) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The mask of a state inside a JSON string body, from the vocabulary's table; the
   // tokens that close the string are run through the automaton.
   void StringMask(int32_t state, uint32_t* mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -170,11 +222,21 @@ class Automaton {
   std::vector<int32_t> expand_work_ ABSL_GUARDED_BY(mu_);  // Expand's frames to visit
   int32_t visit_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   size_t string_masks_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t run_masks_ ABSL_GUARDED_BY(mu_) = 0;
+  // By rule: its byte run's table, once looked up (kMaxByteRunTables may leave it null).
+  std::vector<std::pair<bool, const Vocabulary::ByteRuns*>> run_tables_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> walk_ ABSL_GUARDED_BY(mu_);  // the walk's state per trie depth
+  // A recent state's mask: its bitmask, or for one of few tokens (kSparseTokens at most)
+  // their ids, which cost less to keep.
+  static constexpr size_t kSparseTokens = 1024;
   struct CachedMask {
     int32_t state;
-    std::vector<uint32_t> mask;
+    bool sparse;
+    std::vector<uint32_t> data;  // sparse: token ids
   };
+  size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint32_t> walk_ids_ ABSL_GUARDED_BY(mu_);  // the walk's tokens, while few
+  bool walk_dense_ ABSL_GUARDED_BY(mu_) = false;
   std::list<CachedMask> masks_ ABSL_GUARDED_BY(mu_);  // most recent first
   absl::flat_hash_map<int32_t, std::list<CachedMask>::iterator> mask_index_ ABSL_GUARDED_BY(mu_);
 };

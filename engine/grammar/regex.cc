@@ -159,8 +159,29 @@ class RegexParser {
         return atom;
       }
       in_.Consume("?");  // lazy: the same language
-      atom = Expr::Repeat(std::move(atom), lo, hi);
+      atom = Run(Expr::Repeat(std::move(atom), lo, hi));
     }
+  }
+
+  // A long repetition of one byte set becomes a rule the matcher knows (ByteRun), shared
+  // by the pattern's runs of the same set and bounds.
+  Expr Run(Expr repeat) {
+    const Expr& item = repeat.items[0];
+    if (item.kind != Expr::Kind::kBytes || (repeat.max >= 0 && repeat.max - repeat.min < 4)) {
+      return repeat;
+    }
+    std::string name = "byte_run_";
+    for (uint64_t w : item.bytes.bits) absl::StrAppend(&name, absl::Hex(w, absl::kZeroPad16));
+    absl::StrAppend(&name, "_", repeat.min, "_", repeat.max);
+    int rule = b_.Find(name);
+    if (rule < 0) {
+      rule = b_.AddRule(name);
+      const ByteSet set = item.bytes;
+      const int max = repeat.max;
+      b_.SetBody(rule, std::move(repeat));
+      b_.MarkByteRun(rule, set, max);
+    }
+    return Expr::Rule(rule);
   }
 
   absl::Status Unsupported(size_t at, absl::string_view what) const {

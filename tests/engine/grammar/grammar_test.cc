@@ -424,10 +424,11 @@ TEST(MatcherTest, SharedAndRestartingAutomataGiveTheSameMasks) {
   EXPECT_EQ(shared->generation(), 1u);
 }
 
-// Masks inside JSON strings from the vocabulary's table equal those of the trie walk, on
-// a real tokenizer's 128k tokens (multi-byte characters, escapes, quotes inside tokens)
-// and on single bytes, for bounded, unbounded and minimum-length strings.
-TEST(MatcherTest, JsonStringMasksEqualTheWalk) {
+// Masks from the vocabulary's tables (inside JSON strings; byte runs skipped in a walk)
+// equal those of the plain trie walk, on a real tokenizer's 128k tokens (multi-byte
+// characters, escapes, quotes inside tokens) and on single bytes, for bounded, unbounded
+// and minimum-length strings and for patterns and formats made of byte runs.
+TEST(MatcherTest, TableMasksEqualTheWalk) {
   auto tok = Tokenizer::FromDir(testing::SharedDir() + "/fixtures/tokenizers/llama3_1");
   ASSERT_TRUE(tok.ok()) << tok.status();
   std::vector<std::string> bytes;
@@ -439,9 +440,12 @@ TEST(MatcherTest, JsonStringMasksEqualTheWalk) {
           "d":{"type":"array","items":{"type":"string","maxLength":2},"maxItems":3}},
           "required":["a","b","c","d"]})",
       R"({"type":"array","items":{"type":"string","minLength":2},"minItems":1,"maxItems":4})",
-      R"({"anyOf":[{"type":"string","maxLength":3},{"type":"integer"}]})"};
+      R"({"anyOf":[{"type":"string","maxLength":3},{"type":"integer"}]})",
+      R"({"type":"object","properties":{"e":{"type":"string","format":"email"},
+          "h":{"type":"string","format":"hostname"},
+          "p":{"type":"string","pattern":"^[a-z]{2,9}-[0-9A-F]*x?$"}},"required":["e","h","p"]})"};
   std::mt19937 rng(17);
-  size_t fast = 0;
+  size_t fast = 0, runs = 0;
   for (const auto& vocab : {llama, ByteVocab()}) {
     const size_t words = (static_cast<size_t>(vocab->size()) + 31) / 32;
     for (const char* schema : schemas) {
@@ -451,6 +455,7 @@ TEST(MatcherTest, JsonStringMasksEqualTheWalk) {
       uncached.mask_cache_bytes = 0;  // every mask made anew
       walk_only = uncached;
       walk_only.json_string_masks = false;
+      walk_only.byte_run_masks = false;
       auto table = std::make_shared<Automaton>(*g, vocab, uncached);
       auto walk = std::make_shared<Automaton>(*g, vocab, walk_only);
       for (int run = 0; run < 12; ++run) {
@@ -475,10 +480,12 @@ TEST(MatcherTest, JsonStringMasksEqualTheWalk) {
         }
       }
       fast += table->num_string_masks();
-      EXPECT_EQ(walk->num_string_masks(), 0u);
+      runs += table->num_run_masks();
+      EXPECT_EQ(walk->num_string_masks() + walk->num_run_masks(), 0u);
     }
   }
   EXPECT_GT(fast, 100u) << "string masks came from the table";
+  EXPECT_GT(runs, 50u) << "walks skipped byte runs";
 }
 
 }  // namespace
