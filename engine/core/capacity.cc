@@ -80,10 +80,15 @@ int64_t CpuActivationBytes(const ModelConfig& c, int max_num_batched_tokens, int
   const int64_t n = std::max(max_num_batched_tokens, 0);
   const int64_t rows = std::max(max_num_seqs, 0);
   const int64_t q = int64_t{c.num_q_heads} * c.head_dim, kv = int64_t{c.num_kv_heads} * c.head_dim;
-  // CpuModel::ReserveScratch: hidden, residual, qkv, q, k, v, attn, gate_up, act, picked.
-  const int64_t scratch =
-      n * (2 * c.hidden_size + (q + 2 * kv) + q + 2 * kv + q + 3 * int64_t{c.intermediate_size}) +
-      rows * c.hidden_size;
+  // CpuModel::ReserveScratch: hidden, residual, qkv, q, k, v, attn, gate_up, act, picked,
+  // and with experts the router's logits, the top-k ids and weights, the gathered rows and
+  // the weighted sum.
+  const int64_t mlp = std::max(c.intermediate_size, c.moe_intermediate_size);
+  int64_t scratch =
+      n * (2 * c.hidden_size + (q + 2 * kv) + q + 2 * kv + q + 3 * mlp) + rows * c.hidden_size;
+  if (c.num_experts > 0) {
+    scratch += n * (c.num_experts + 2 * int64_t{c.num_experts_per_tok} + 2 * c.hidden_size);
+  }
   const int64_t logits = rows * c.vocab_size;  // CpuRunner's logits buffer
   return (scratch + logits) * 4;
 }

@@ -1,8 +1,10 @@
 #include "engine/model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "absl/status/status.h"
@@ -95,6 +97,44 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
   return absl::OkStatus();
 }
 
+// The experts of qwen3_moe and mixtral, and which layers have them.
+absl::Status ParseMoe(const json& j, const Fields& f, ModelConfig& c) {
+  const char* count = f.Has("num_experts") ? "num_experts" : "num_local_experts";
+  if (!f.Has(count)) return f.Error("num_experts", "is missing (a mixture of experts)");
+  SLUICE_ASSIGN_OR_RETURN(c.num_experts, f.Int(count));
+  SLUICE_ASSIGN_OR_RETURN(c.num_experts_per_tok, f.Int("num_experts_per_tok", 2));
+  if (c.num_experts_per_tok > c.num_experts) {
+    return f.Error("num_experts_per_tok", "is larger than the number of experts");
+  }
+  if (f.Has("shared_expert_intermediate_size")) {
+    return f.Error("shared_expert_intermediate_size", "is set; shared experts are not supported");
+  }
+  c.moe_layer.assign(static_cast<size_t>(c.num_layers), 1);
+  if (c.model_type == "mixtral") {  // every layer, experts of intermediate_size, renormalized
+    c.moe_intermediate_size = c.intermediate_size;
+    c.norm_topk_prob = true;
+    return absl::OkStatus();
+  }
+  SLUICE_ASSIGN_OR_RETURN(c.moe_intermediate_size, f.Int("moe_intermediate_size"));
+  SLUICE_ASSIGN_OR_RETURN(c.norm_topk_prob, f.Bool("norm_topk_prob", false));
+  SLUICE_ASSIGN_OR_RETURN(const int step, f.Int("decoder_sparse_step", 1));
+  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    if (!j["mlp_only_layers"].is_array()) return f.Error("mlp_only_layers", "must be a list");
+  }
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    c.moe_layer[static_cast<size_t>(layer)] = (layer + 1) % step == 0;
+  }
+  if (j.contains("mlp_only_layers") && j["mlp_only_layers"].is_array()) {
+    for (const json& v : j["mlp_only_layers"]) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_layers) {
+        return f.Error("mlp_only_layers", "must hold layer indices");
+      }
+      c.moe_layer[static_cast<size_t>(v.get<int64_t>())] = 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Token ids: one integer or a list, each a token of the vocabulary.
 absl::StatusOr<std::vector<int32_t>> ParseIds(const json& v, const std::string& source,
                                               const std::string& field, int vocab_size) {
@@ -139,9 +179,13 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
 
 std::string ModelConfig::Summary() const {
   return absl::StrFormat(
-      "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s",
+      "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s%s%s",
       model_type, num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim, intermediate_size,
-      vocab_size, tie_word_embeddings ? ", tied lm_head" : "", attention_bias ? ", qkv bias" : "");
+      vocab_size, tie_word_embeddings ? ", tied lm_head" : "", attention_bias ? ", qkv bias" : "",
+      qk_norm ? ", qk norm" : "",
+      num_experts > 0 ? absl::StrFormat(", %d experts of %d (top %d)", num_experts,
+                                        moe_intermediate_size, num_experts_per_tok)
+                      : std::string());
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
@@ -155,9 +199,17 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
     return f.Error("model_type", "is missing or not a string");
   }
   c.model_type = j["model_type"].get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+  static const char* const kTypes[] = {"llama", "mistral",   "qwen2",
+                                       "qwen3", "qwen3_moe", "mixtral"};
+  if (std::find(std::begin(kTypes), std::end(kTypes), c.model_type) == std::end(kTypes)) {
     return f.Error("model_type",
-                   absl::StrCat("is \"", c.model_type, "\"; supported: llama, mistral, qwen2"));
+                   absl::StrCat("is \"", c.model_type,
+                                "\"; supported: llama, mistral, qwen2, qwen3, qwen3_moe, mixtral"));
+  }
+  c.qk_norm = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
+  // Sliding windows are read by no layer yet: a model that uses them is refused.
+  if (j.contains("use_sliding_window") && j["use_sliding_window"] == true) {
+    return f.Error("use_sliding_window", "is true; sliding-window attention is not supported");
   }
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     return f.Error("hidden_act", "must be \"silu\"");
@@ -181,6 +233,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   SLUICE_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", false));
   SLUICE_ASSIGN_OR_RETURN(c.attention_bias, f.Bool("attention_bias", c.model_type == "qwen2"));
   if (absl::Status s = ParseRope(j, source, c); !s.ok()) return s;
+  if (c.model_type == "qwen3_moe" || c.model_type == "mixtral") {
+    if (absl::Status s = ParseMoe(j, f, c); !s.ok()) return s;
+  }
   if (j.contains("eos_token_id")) {
     SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids,
                             ParseIds(j["eos_token_id"], source, "eos_token_id", c.vocab_size));

@@ -12,7 +12,7 @@
 namespace sluice {
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral or qwen2
+  std::string model_type;  // llama, mistral, qwen2, qwen3, qwen3_moe or mixtral
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -23,6 +23,19 @@ struct ModelConfig {
   int max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
   bool attention_bias = false;  // q/k/v projections carry a bias (qwen2)
+  bool qk_norm = false;         // RMSNorm over each head of q and k before RoPE (qwen3, qwen3_moe)
+  // Mixture of experts (qwen3_moe, mixtral): in the layers moe_layer marks, the MLP is
+  // num_experts SwiGLU experts of moe_intermediate_size, and each token goes to the
+  // num_experts_per_tok its router ranks highest (softmax, then top-k; renormalized
+  // with norm_topk_prob). Other layers keep the dense MLP of intermediate_size.
+  int num_experts = 0;
+  int num_experts_per_tok = 0;
+  int moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
+  std::vector<uint8_t> moe_layer;  // [num_layers], or empty for a dense model
+  bool IsMoeLayer(int layer) const {
+    return static_cast<size_t>(layer) < moe_layer.size() && moe_layer[layer] != 0;
+  }
   bool tie_word_embeddings = false;
   kernels::RopeConfig rope;
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json

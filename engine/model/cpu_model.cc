@@ -10,6 +10,7 @@
 #include "sluice/kernels/attention.h"
 #include "sluice/kernels/embedding.h"
 #include "sluice/kernels/gemm.h"
+#include "sluice/kernels/moe.h"
 #include "sluice/kernels/norm.h"
 #include "sluice/kernels/rope.h"
 
@@ -130,9 +131,17 @@ void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
   k_.assign(n * kv_width, 0.0f);
   v_.assign(n * kv_width, 0.0f);
   attn_.assign(n * q_width, 0.0f);
-  gate_up_.assign(n * 2 * c.intermediate_size, 0.0f);
-  act_.assign(n * c.intermediate_size, 0.0f);
+  const size_t mlp = static_cast<size_t>(std::max(c.intermediate_size, c.moe_intermediate_size));
+  gate_up_.assign(n * 2 * mlp, 0.0f);
+  act_.assign(n * mlp, 0.0f);
   picked_.assign(static_cast<size_t>(std::max(max_rows, 0)) * c.hidden_size, 0.0f);
+  if (c.num_experts > 0) {
+    router_logits_.assign(n * c.num_experts, 0.0f);
+    topk_weights_.assign(n * c.num_experts_per_tok, 0.0f);
+    topk_ids_.assign(n * c.num_experts_per_tok, 0);
+    moe_in_.assign(n * c.hidden_size, 0.0f);
+    moe_out_.assign(n * c.hidden_size, 0.0f);
+  }
 }
 
 namespace {
@@ -146,18 +155,20 @@ int64_t CpuModel::weight_bytes() const {
   int64_t bytes = BytesOf(w.embed) + BytesOf(w.final_norm) + BytesOf(w.lm_head);
   for (const LayerWeights& l : w.layers) {
     bytes += BytesOf(l.input_norm) + BytesOf(l.qkv) + BytesOf(l.qkv_bias) + BytesOf(l.o_proj) +
-             BytesOf(l.post_norm) + BytesOf(l.gate_up) + BytesOf(l.down_proj);
+             BytesOf(l.post_norm) + BytesOf(l.gate_up) + BytesOf(l.down_proj) + BytesOf(l.q_norm) +
+             BytesOf(l.k_norm) + BytesOf(l.router) + BytesOf(l.expert_gate_up) +
+             BytesOf(l.expert_down);
   }
   return bytes;
 }
 
 int64_t CpuModel::scratch_bytes() const {
   int64_t bytes = 0;
-  for (const auto* v :
-       {&hidden_, &residual_, &qkv_, &q_, &k_, &v_, &attn_, &gate_up_, &act_, &picked_}) {
+  for (const auto* v : {&hidden_, &residual_, &qkv_, &q_, &k_, &v_, &attn_, &gate_up_, &act_,
+                        &picked_, &router_logits_, &topk_weights_, &moe_in_, &moe_out_}) {
     bytes += BytesOf(*v);
   }
-  return bytes;
+  return bytes + static_cast<int64_t>(topk_ids_.capacity()) * 4;
 }
 
 int64_t CpuKvCache::bytes() const {
@@ -188,6 +199,12 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
     std::copy(row + q_width + kv_width, row + qkv_width,
               v_.begin() + static_cast<size_t>(t) * kv_width);
   }
+  if (c.qk_norm) {  // each head of q and k normalized before RoPE
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
+        q_.data(), q_.data(), w.q_norm.data(), n * c.num_q_heads, c.head_dim, c.rms_norm_eps)));
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
+        k_.data(), k_.data(), w.k_norm.data(), n * c.num_kv_heads, c.head_dim, c.rms_norm_eps)));
+  }
   SLUICE_RETURN_IF_ERROR(FromKernel(
       kernels::cpu::ApplyRope(q_.data(), k_.data(), b.positions.data(), rope_cos_sin_.data(), n,
                               c.num_q_heads, c.num_kv_heads, c.head_dim, c.rope.rotary_dim)));
@@ -215,6 +232,7 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
 absl::Status CpuModel::Mlp(int layer, int n) {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];
+  if (c.IsMoeLayer(layer)) return Moe(layer, n);
   const int inter = c.intermediate_size;
   gate_up_.resize(static_cast<size_t>(n) * 2 * inter);
   act_.resize(static_cast<size_t>(n) * inter);
@@ -224,6 +242,58 @@ absl::Status CpuModel::Mlp(int layer, int n) {
       FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
   return FromKernel(kernels::cpu::Gemm(hidden_.data(), act_.data(), w.down_proj.data(), nullptr, n,
                                        c.hidden_size, inter));
+}
+
+absl::Status CpuModel::Moe(int layer, int n) {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[layer];
+  const int h = c.hidden_size, experts = c.num_experts, k = c.num_experts_per_tok;
+  const int inter = c.moe_intermediate_size;
+  router_logits_.resize(static_cast<size_t>(n) * experts);
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(router_logits_.data(), hidden_.data(),
+                                                       w.router.data(), nullptr, n, experts, h)));
+  topk_ids_.resize(static_cast<size_t>(n) * k);
+  topk_weights_.resize(static_cast<size_t>(n) * k);
+  SLUICE_RETURN_IF_ERROR(FromKernel(
+      kernels::cpu::RouteTopK(topk_ids_.data(), topk_weights_.data(), router_logits_.data(), n,
+                              experts, k, kernels::MoeRouting::kSoftmaxTopK, c.norm_topk_prob)));
+  // Expert by expert over the tokens routed to it, each output added with its weight.
+  moe_out_.assign(static_cast<size_t>(n) * h, 0.0f);
+  std::vector<std::vector<std::pair<int, float>>> routed(static_cast<size_t>(experts));
+  for (int t = 0; t < n; ++t) {
+    for (int j = 0; j < k; ++j) {
+      const size_t at = static_cast<size_t>(t) * k + j;
+      routed[static_cast<size_t>(topk_ids_[at])].emplace_back(t, topk_weights_[at]);
+    }
+  }
+  for (int e = 0; e < experts; ++e) {
+    const auto& rows = routed[static_cast<size_t>(e)];
+    if (rows.empty()) continue;
+    const int m = static_cast<int>(rows.size());
+    moe_in_.resize(static_cast<size_t>(m) * h);
+    for (int r = 0; r < m; ++r) {
+      const float* src = hidden_.data() + static_cast<size_t>(rows[r].first) * h;
+      std::copy(src, src + h, moe_in_.begin() + static_cast<size_t>(r) * h);
+    }
+    gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
+    act_.resize(static_cast<size_t>(m) * inter);
+    const float* gate_up = w.expert_gate_up.data() + static_cast<size_t>(e) * 2 * inter * h;
+    const float* down = w.expert_down.data() + static_cast<size_t>(e) * h * inter;
+    SLUICE_RETURN_IF_ERROR(FromKernel(
+        kernels::cpu::Gemm(gate_up_.data(), moe_in_.data(), gate_up, nullptr, m, 2 * inter, h)));
+    SLUICE_RETURN_IF_ERROR(
+        FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), m, inter)));
+    SLUICE_RETURN_IF_ERROR(
+        FromKernel(kernels::cpu::Gemm(moe_in_.data(), act_.data(), down, nullptr, m, h, inter)));
+    for (int r = 0; r < m; ++r) {
+      const float* src = moe_in_.data() + static_cast<size_t>(r) * h;
+      float* dst = moe_out_.data() + static_cast<size_t>(rows[r].first) * h;
+      const float weight = rows[r].second;
+      for (int i = 0; i < h; ++i) dst[i] += weight * src[i];
+    }
+  }
+  std::copy(moe_out_.begin(), moe_out_.end(), hidden_.begin());
+  return absl::OkStatus();
 }
 
 }  // namespace sluice

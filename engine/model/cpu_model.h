@@ -1,6 +1,6 @@
-// The Llama-family forward pass on the CPU backend: fp32 math on weights converted from
-// the checkpoint, paged KV cache, ops from kernels/ (the same references the CUDA kernels
-// are tested against).
+// The Llama-family forward pass on the CPU backend (dense, and mixture-of-experts layers):
+// fp32 math on weights converted from the checkpoint, paged KV cache, ops from kernels/
+// (the same references the CUDA kernels are tested against).
 #pragma once
 
 #include <cstdint>
@@ -77,12 +77,16 @@ class CpuModel {
   absl::Status ValidateBatch(const ForwardBatch& batch, const CpuKvCache& cache) const;
   absl::Status Attention(int layer, const ForwardBatch& batch, CpuKvCache& cache);
   absl::Status Mlp(int layer, int num_tokens);
+  // A mixture-of-experts layer's MLP: hidden_ := the weighted sum of its tokens' experts.
+  absl::Status Moe(int layer, int num_tokens);
 
   ModelConfig config_;
   ModelWeights weights_;
   std::vector<float> rope_cos_sin_;  // [max_positions, rotary_dim]
   // Scratch reused across steps.
   std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_, picked_;
+  std::vector<float> router_logits_, topk_weights_, moe_in_, moe_out_;
+  std::vector<int32_t> topk_ids_;
 };
 
 }  // namespace sluice

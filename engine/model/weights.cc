@@ -47,8 +47,32 @@ absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_proj.bias", {kv}, i, S::kQkvBias));
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.v_proj.bias", {kv}, i, S::kQkvBias));
   }
+  if (c.qk_norm) {
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_norm.weight", {c.head_dim}, i, S::kQNorm));
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_norm.weight", {c.head_dim}, i, S::kKNorm));
+  }
   SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.weight", {h, q}, i, S::kOProj));
   SLUICE_RETURN_IF_ERROR(r.Send(p + "post_attention_layernorm.weight", {h}, i, S::kPostNorm));
+  if (c.IsMoeLayer(i)) {
+    const int64_t e = c.num_experts, mi = c.moe_intermediate_size;
+    // Mixtral names them w1 (gate), w3 (up) and w2 (down) under block_sparse_moe.
+    const bool mixtral = c.model_type == "mixtral";
+    const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
+    SLUICE_RETURN_IF_ERROR(r.Send(moe + "gate.weight", {e, h}, i, S::kRouter));
+    for (int64_t x = 0; x < e; ++x) {
+      const std::string ex = absl::StrCat(moe, "experts.", x, ".");
+      SLUICE_RETURN_IF_ERROR(
+          r.Send(ex + (mixtral ? "w1" : "gate_proj") + ".weight", {mi, h}, i, S::kExpertGateUp));
+      SLUICE_RETURN_IF_ERROR(
+          r.Send(ex + (mixtral ? "w3" : "up_proj") + ".weight", {mi, h}, i, S::kExpertGateUp));
+    }
+    for (int64_t x = 0; x < e; ++x) {
+      const std::string ex = absl::StrCat(moe, "experts.", x, ".");
+      SLUICE_RETURN_IF_ERROR(
+          r.Send(ex + (mixtral ? "w2" : "down_proj") + ".weight", {h, mi}, i, S::kExpertDown));
+    }
+    return absl::OkStatus();
+  }
   SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.gate_proj.weight", {inter, h}, i, S::kGateUp));
   SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.up_proj.weight", {inter, h}, i, S::kGateUp));
   SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.down_proj.weight", {h, inter}, i, S::kDownProj));
@@ -78,6 +102,15 @@ int64_t SlotElements(const ModelConfig& c, WeightSlot slot) {
       return 2 * inter * h;
     case WeightSlot::kDownProj:
       return h * inter;
+    case WeightSlot::kQNorm:
+    case WeightSlot::kKNorm:
+      return c.head_dim;
+    case WeightSlot::kRouter:
+      return int64_t{c.num_experts} * h;
+    case WeightSlot::kExpertGateUp:
+    case WeightSlot::kExpertDown:
+      return int64_t{c.num_experts} * (slot == WeightSlot::kExpertGateUp ? 2 : 1) *
+             c.moe_intermediate_size * h;
   }
   return 0;
 }
@@ -85,6 +118,22 @@ int64_t SlotElements(const ModelConfig& c, WeightSlot slot) {
 bool HasSlot(const ModelConfig& c, WeightSlot slot) {
   if (slot == WeightSlot::kQkvBias) return c.attention_bias;
   if (slot == WeightSlot::kLmHead) return !c.tie_word_embeddings;
+  if (slot == WeightSlot::kQNorm || slot == WeightSlot::kKNorm) return c.qk_norm;
+  if (slot == WeightSlot::kRouter || slot == WeightSlot::kExpertGateUp ||
+      slot == WeightSlot::kExpertDown) {
+    return c.num_experts > 0;
+  }
+  return true;
+}
+
+bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot) {
+  if (!HasSlot(c, slot)) return false;
+  const bool moe = c.IsMoeLayer(layer);
+  if (slot == WeightSlot::kGateUp || slot == WeightSlot::kDownProj) return !moe;
+  if (slot == WeightSlot::kRouter || slot == WeightSlot::kExpertGateUp ||
+      slot == WeightSlot::kExpertDown) {
+    return moe;
+  }
   return true;
 }
 
@@ -102,7 +151,9 @@ void ForEachWeight(const ModelConfig& c,
       fn(-1, slot);
       continue;
     }
-    for (int layer = 0; layer < c.num_layers; ++layer) fn(layer, slot);
+    for (int layer = 0; layer < c.num_layers; ++layer) {
+      if (HasLayerSlot(c, layer, slot)) fn(layer, slot);
+    }
   }
 }
 
@@ -118,6 +169,8 @@ RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot) {
     case WeightSlot::kInputNorm:
     case WeightSlot::kPostNorm:
     case WeightSlot::kFinalNorm:
+    case WeightSlot::kQNorm:
+    case WeightSlot::kKNorm:
       return {0.9f, 1.1f};
     case WeightSlot::kQkvBias:
       return {-0.1f, 0.1f};
@@ -129,6 +182,11 @@ RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot) {
       return matrix(int64_t{c.num_q_heads} * c.head_dim);
     case WeightSlot::kDownProj:
       return matrix(c.intermediate_size);
+    case WeightSlot::kRouter:
+    case WeightSlot::kExpertGateUp:
+      return matrix(c.hidden_size);
+    case WeightSlot::kExpertDown:
+      return matrix(c.moe_intermediate_size);
   }
   return {0.0f, 0.0f};
 }
@@ -159,6 +217,16 @@ std::vector<float>& ModelWeights::Slot(int layer, WeightSlot slot) {
       return layers[layer].gate_up;
     case WeightSlot::kDownProj:
       return layers[layer].down_proj;
+    case WeightSlot::kQNorm:
+      return layers[layer].q_norm;
+    case WeightSlot::kKNorm:
+      return layers[layer].k_norm;
+    case WeightSlot::kRouter:
+      return layers[layer].router;
+    case WeightSlot::kExpertGateUp:
+      return layers[layer].expert_gate_up;
+    case WeightSlot::kExpertDown:
+      return layers[layer].expert_down;
   }
   return embed;
 }

@@ -26,13 +26,22 @@ enum class WeightSlot {
   kDownProj,   // [hidden, intermediate]
   kFinalNorm,  // [hidden]
   kLmHead,     // [vocab, hidden] (absent when tied to kEmbed)
+  kQNorm,      // [head_dim] (config.qk_norm only)
+  kKNorm,      // [head_dim] (config.qk_norm only)
+  // Mixture-of-experts layers (config.IsMoeLayer), in place of kGateUp and kDownProj:
+  kRouter,        // [experts, hidden]
+  kExpertGateUp,  // [experts * 2 * moe_intermediate, hidden]: by expert, gate rows then up
+  kExpertDown,    // [experts * hidden, moe_intermediate]: by expert
 };
-inline constexpr int kNumWeightSlots = 10;
+inline constexpr int kNumWeightSlots = 15;
 
 // Elements of `slot` in one layer (or in the model, for the per-model slots).
 int64_t SlotElements(const ModelConfig& c, WeightSlot slot);
 // Whether the model has this slot at all (biases, an untied lm_head).
 bool HasSlot(const ModelConfig& c, WeightSlot slot);
+// Whether layer `layer` has it (a mixture-of-experts layer has no dense MLP, and the
+// other way round).
+bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot);
 // Whether `slot` is one per layer.
 bool IsLayerSlot(WeightSlot slot);
 
@@ -63,13 +72,17 @@ RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot);
 uint64_t RandomStream(int layer, WeightSlot slot);
 
 struct LayerWeights {
-  std::vector<float> input_norm;  // [hidden]
-  std::vector<float> qkv;         // [(q_heads + 2 * kv_heads) * head_dim, hidden] fused
-  std::vector<float> qkv_bias;    // [(q_heads + 2 * kv_heads) * head_dim] or empty
-  std::vector<float> o_proj;      // [hidden, q_heads * head_dim]
-  std::vector<float> post_norm;   // [hidden]
-  std::vector<float> gate_up;     // [2 * intermediate, hidden] fused, gate rows first
-  std::vector<float> down_proj;   // [hidden, intermediate]
+  std::vector<float> input_norm;      // [hidden]
+  std::vector<float> qkv;             // [(q_heads + 2 * kv_heads) * head_dim, hidden] fused
+  std::vector<float> qkv_bias;        // [(q_heads + 2 * kv_heads) * head_dim] or empty
+  std::vector<float> o_proj;          // [hidden, q_heads * head_dim]
+  std::vector<float> post_norm;       // [hidden]
+  std::vector<float> gate_up;         // [2 * intermediate, hidden] fused, gate rows first
+  std::vector<float> down_proj;       // [hidden, intermediate]
+  std::vector<float> q_norm, k_norm;  // [head_dim] each, or empty
+  std::vector<float> router;          // [experts, hidden], or empty
+  std::vector<float> expert_gate_up;  // [experts * 2 * moe_intermediate, hidden]
+  std::vector<float> expert_down;     // [experts * hidden, moe_intermediate]
 };
 
 // The CPU backend's weights, fp32 in host memory.

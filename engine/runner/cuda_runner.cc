@@ -65,6 +65,16 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
 
   SLUICE_ASSIGN_OR_RETURN(config_, LoadModelConfig(options_.model_dir));
   const ModelConfig& c = config_;
+  if (c.num_experts > 0) {
+    return absl::UnimplementedError(absl::StrCat("--device cuda: ", c.model_type,
+                                                 " is a mixture of experts, which the CUDA "
+                                                 "runner does not run yet; use --device cpu"));
+  }
+  if (c.qk_norm) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda: ", c.model_type,
+        " normalizes q and k per head, which the CUDA runner does not do yet; use --device cpu"));
+  }
   if (c.head_dim != 64 && c.head_dim != 128) {
     return absl::UnimplementedError(absl::StrCat("--device cuda: head_dim ", c.head_dim,
                                                  " (the attention kernels take 64 and 128)"));

@@ -11,6 +11,7 @@
 #include "sluice/kernels/gather.h"
 #include "sluice/kernels/gemm.h"
 #include "sluice/kernels/kv_cache.h"
+#include "sluice/kernels/moe.h"
 #include "sluice/kernels/norm.h"
 #include "sluice/kernels/qkv.h"
 #include "sluice/kernels/random.h"
@@ -25,6 +26,52 @@ std::vector<float> Random(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (float& x : v) x = normal(rng);
   return v;
+}
+
+// Routing against its definitions: softmax then top-k (renormalized or not), and top-k
+// then softmax; experts by descending weight, ties to the lower id.
+TEST(MoeRoutingCpuTest, TopKFollowsEachDefinition) {
+  const int n = 5, e = 8, k = 3;
+  auto logits = Random(n * e, 9);
+  logits[2 * e + 1] = logits[2 * e + 6] = 9.0f;  // a tie at the top of token 2
+  std::vector<int32_t> ids(n * k);
+  std::vector<float> w(n * k);
+  for (bool renorm : {false, true}) {
+    ASSERT_TRUE(cpu::RouteTopK(ids.data(), w.data(), logits.data(), n, e, k,
+                               MoeRouting::kSoftmaxTopK, renorm)
+                    .ok());
+    for (int t = 0; t < n; ++t) {
+      double z = 0, kept = 0;
+      for (int x = 0; x < e; ++x) z += std::exp(double{logits[t * e + x]});
+      for (int j = 0; j < k; ++j) kept += std::exp(double{logits[t * e + ids[t * k + j]]}) / z;
+      for (int j = 0; j < k; ++j) {
+        const double p = std::exp(double{logits[t * e + ids[t * k + j]]}) / z;
+        EXPECT_NEAR(w[t * k + j], renorm ? p / kept : p, 1e-6);
+        if (j > 0) EXPECT_GE(w[t * k + j - 1], w[t * k + j]);
+      }
+      // No expert left out weighs more than the last one picked.
+      for (int x = 0; x < e; ++x) {
+        bool picked = false;
+        for (int j = 0; j < k; ++j) picked = picked || ids[t * k + j] == x;
+        if (!picked) EXPECT_LE(logits[t * e + x], logits[t * e + ids[t * k + k - 1]]);
+      }
+    }
+    EXPECT_EQ(ids[2 * k], 1);
+    EXPECT_EQ(ids[2 * k + 1], 6);
+  }
+  ASSERT_TRUE(
+      cpu::RouteTopK(ids.data(), w.data(), logits.data(), n, e, k, MoeRouting::kTopKSoftmax, false)
+          .ok());
+  for (int t = 0; t < n; ++t) {
+    double z = 0;
+    for (int j = 0; j < k; ++j) z += std::exp(double{logits[t * e + ids[t * k + j]]});
+    for (int j = 0; j < k; ++j) {
+      EXPECT_NEAR(w[t * k + j], std::exp(double{logits[t * e + ids[t * k + j]]}) / z, 1e-6);
+    }
+  }
+  EXPECT_FALSE(cpu::RouteTopK(ids.data(), w.data(), logits.data(), n, e, e + 1,
+                              MoeRouting::kSoftmaxTopK, false)
+                   .ok());
 }
 
 TEST(RmsNormCpuTest, MatchesFormulaAndFusedAddAgrees) {

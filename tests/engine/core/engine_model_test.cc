@@ -28,8 +28,8 @@ std::shared_ptr<CpuModel> TinyModel() {
   return model;
 }
 
-std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
-  std::shared_ptr<CpuModel> model = TinyModel();
+std::unique_ptr<Engine> MakeEngineFor(std::shared_ptr<CpuModel> model, int num_blocks,
+                                      int block_size, int max_seqs, int budget) {
   EngineConfig c;
   c.max_num_seqs = max_seqs;
   c.max_num_batched_tokens = budget;
@@ -41,6 +41,10 @@ std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs,
   auto engine = Engine::Create(c, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
+}
+
+std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
+  return MakeEngineFor(TinyModel(), num_blocks, block_size, max_seqs, budget);
 }
 
 struct Result {
@@ -91,6 +95,35 @@ TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
   EXPECT_GT(engine->Stats().num_preemptions, 0);
   EXPECT_TRUE(engine->WaitIdle(5s));
   EXPECT_EQ(engine->Stats().kv_usage, 0.0);
+}
+
+// The architecture variants (QK-norm, mixture of experts): their golden prompts, twice
+// each, batched under preemption, give transformers' single-run greedy ids.
+TEST(EngineModelTest, VariantsBatchedUnderPreemptionMatchTheirGoldens) {
+  for (const char* variant : {"qwen3-dense", "qwen3-moe"}) {
+    SCOPED_TRACE(variant);
+    const std::string dir = testing::SharedDir() + "/fixtures/variants/" + variant;
+    auto loaded = CpuModel::Load(dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    auto engine = MakeEngineFor(std::shared_ptr<CpuModel>(std::move(*loaded)), 30, 8, 6, 64);
+    const auto golden = testing::ReadJsonOrDie(dir + "/golden.json");
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    std::vector<std::vector<int32_t>> want;
+    for (int copy = 0; copy < 2; ++copy) {
+      for (const auto& c : golden["cases"]) {
+        const auto ids = c["greedy_ids"].get<std::vector<int32_t>>();
+        auto st = engine->Submit(
+            Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), static_cast<int>(ids.size())));
+        ASSERT_TRUE(st.ok()) << st.status();
+        streams.push_back(*st);
+        want.push_back(ids);
+      }
+    }
+    for (size_t i = 0; i < streams.size(); ++i) {
+      EXPECT_EQ(Wait(*streams[i]).ids, want[i]) << "request " << i;
+    }
+    EXPECT_GT(engine->Stats().num_preemptions, 0);
+  }
 }
 
 TEST(EngineModelTest, SharedPrefixIsServedFromCacheWithSameOutput) {

@@ -1,5 +1,5 @@
 // Parity with Hugging Face transformers: prompt ids, greedy ids and logits of the tiny
-// model and of the two architecture variants, against ../shared/fixtures.
+// model and of the architecture variants, against ../shared/fixtures.
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -82,10 +82,20 @@ TEST(GoldenTest, Qwen2BiasTiedVariantMatchesTransformers) {
   CheckGolden(dir, dir + "/golden.json");
 }
 
+TEST(GoldenTest, Qwen3DenseVariantMatchesTransformers) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen3-dense";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
+TEST(GoldenTest, Qwen3MoeVariantMatchesTransformers) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen3-moe";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
 // The pre-v5 config layout (rope_theta + rope_scaling) must give the same model.
-TEST(GoldenTest, HubStyleConfigGivesSameOutputs) {
-  const std::string src = SharedDir() + "/fixtures/variants/llama3-rope-untied";
-  const fs::path dir = fs::temp_directory_path() / "sluice_hub_style_llama3";
+void CheckHubStyle(const std::string& variant) {
+  const std::string src = SharedDir() + "/fixtures/variants/" + variant;
+  const fs::path dir = fs::temp_directory_path() / ("sluice_hub_style_" + variant);
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::copy_file(src + "/config.hub-style.json", dir / "config.json");
@@ -93,6 +103,13 @@ TEST(GoldenTest, HubStyleConfigGivesSameOutputs) {
   fs::create_symlink(fs::absolute(src + "/model.safetensors"), dir / "model.safetensors");
   CheckGolden(dir.string(), src + "/golden.json");
   fs::remove_all(dir);
+}
+
+TEST(GoldenTest, HubStyleConfigGivesSameOutputs) {
+  for (const char* variant : {"llama3-rope-untied", "qwen3-dense", "qwen3-moe"}) {
+    SCOPED_TRACE(variant);
+    CheckHubStyle(variant);
+  }
 }
 
 }  // namespace
