@@ -78,9 +78,29 @@ absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c)
   }
   c.rope.rotary_dim = c.head_dim;
   if (type == "default") return absl::OkStatus();
+  if (type == "yarn") {
+    if (!f.Has("factor")) return f.Error("factor", "is missing (yarn rope)");
+    SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_factor, f.PositiveFloat("factor", 0.0f));
+    SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_beta_fast, f.PositiveFloat("beta_fast", 32.0f));
+    SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_beta_slow, f.PositiveFloat("beta_slow", 1.0f));
+    SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_original_max_position,
+                            f.Int("original_max_position_embeddings", c.max_position_embeddings));
+    SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_truncate, f.Bool("truncate", true));
+    if (f.Has("attention_factor")) {
+      SLUICE_ASSIGN_OR_RETURN(c.rope.yarn_attention_factor,
+                              f.PositiveFloat("attention_factor", 1.0f));
+    } else if (f.Has("mscale") && f.Has("mscale_all_dim")) {
+      SLUICE_ASSIGN_OR_RETURN(const float m, f.PositiveFloat("mscale", 1.0f));
+      SLUICE_ASSIGN_OR_RETURN(const float all, f.PositiveFloat("mscale_all_dim", 1.0f));
+      const float factor = c.rope.yarn_factor;
+      auto get = [&](float s) { return factor > 1 ? 0.1f * s * std::log(factor) + 1.0f : 1.0f; };
+      c.rope.yarn_attention_factor = get(m) / get(all);
+    }
+    return absl::OkStatus();
+  }
   if (type != "llama3") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": rope type \"", type, "\" is not supported (default, llama3)"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": rope type \"", type,
+                                                   "\" is not supported (default, llama3, yarn)"));
   }
   if (!f.Has("factor")) return f.Error("factor", "is missing (llama3 rope)");
   SLUICE_ASSIGN_OR_RETURN(c.rope.llama3_factor, f.PositiveFloat("factor", 0.0f));
@@ -110,9 +130,10 @@ absl::Status ParseMoe(const json& j, const Fields& f, ModelConfig& c) {
     return f.Error("shared_expert_intermediate_size", "is set; shared experts are not supported");
   }
   c.moe_layer.assign(static_cast<size_t>(c.num_layers), 1);
-  if (c.model_type == "mixtral") {  // every layer, experts of intermediate_size, renormalized
+  if (c.model_type == "mixtral" || c.model_type == "gpt_oss") {
+    // Every layer, experts of intermediate_size; Mixtral renormalizes its top-k.
     c.moe_intermediate_size = c.intermediate_size;
-    c.norm_topk_prob = true;
+    c.norm_topk_prob = c.model_type == "mixtral";
     return absl::OkStatus();
   }
   SLUICE_ASSIGN_OR_RETURN(c.moe_intermediate_size, f.Int("moe_intermediate_size"));
@@ -131,6 +152,38 @@ absl::Status ParseMoe(const json& j, const Fields& f, ModelConfig& c) {
       }
       c.moe_layer[static_cast<size_t>(v.get<int64_t>())] = 0;
     }
+  }
+  return absl::OkStatus();
+}
+
+// gpt-oss: its experts' activation, the output projection's bias, sinks, and which layers
+// attend through a sliding window.
+absl::Status ParseGptOss(const json& j, const Fields& f, ModelConfig& c) {
+  c.gpt_oss_moe = true;
+  c.attention_sinks = true;
+  c.o_proj_bias = c.attention_bias;
+  SLUICE_ASSIGN_OR_RETURN(c.swiglu_alpha, f.PositiveFloat("swiglu_alpha", 1.702f));
+  SLUICE_ASSIGN_OR_RETURN(c.swiglu_limit, f.PositiveFloat("swiglu_limit", 7.0f));
+  int window = 0;
+  if (f.Has("sliding_window")) {
+    SLUICE_ASSIGN_OR_RETURN(window, f.Int("sliding_window"));
+  }
+  c.layer_window.assign(static_cast<size_t>(c.num_layers), 0);
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    const json& types = j["layer_types"];
+    if (!types.is_array() || types.size() != static_cast<size_t>(c.num_layers)) {
+      return f.Error("layer_types", "must list one type per layer");
+    }
+    for (int i = 0; i < c.num_layers; ++i) {
+      if (types[i] == "sliding_attention") {
+        if (window <= 0) return f.Error("sliding_window", "is needed by sliding_attention layers");
+        c.layer_window[static_cast<size_t>(i)] = window;
+      } else if (types[i] != "full_attention") {
+        return f.Error("layer_types", "holds a type other than sliding_attention, full_attention");
+      }
+    }
+  } else if (window > 0) {  // transformers' default: sliding first, then alternating
+    for (int i = 0; i < c.num_layers; i += 2) c.layer_window[static_cast<size_t>(i)] = window;
   }
   return absl::OkStatus();
 }
@@ -199,12 +252,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
     return f.Error("model_type", "is missing or not a string");
   }
   c.model_type = j["model_type"].get<std::string>();
-  static const char* const kTypes[] = {"llama", "mistral",   "qwen2",
-                                       "qwen3", "qwen3_moe", "mixtral"};
+  static const char* const kTypes[] = {"llama",     "mistral", "qwen2",  "qwen3",
+                                       "qwen3_moe", "mixtral", "gpt_oss"};
   if (std::find(std::begin(kTypes), std::end(kTypes), c.model_type) == std::end(kTypes)) {
-    return f.Error("model_type",
-                   absl::StrCat("is \"", c.model_type,
-                                "\"; supported: llama, mistral, qwen2, qwen3, qwen3_moe, mixtral"));
+    return f.Error("model_type", absl::StrCat("is \"", c.model_type,
+                                              "\"; supported: llama, mistral, qwen2, qwen3, "
+                                              "qwen3_moe, mixtral, gpt_oss"));
   }
   c.qk_norm = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
   // Sliding windows are read by no layer yet: a model that uses them is refused.
@@ -233,8 +286,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   SLUICE_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", false));
   SLUICE_ASSIGN_OR_RETURN(c.attention_bias, f.Bool("attention_bias", c.model_type == "qwen2"));
   if (absl::Status s = ParseRope(j, source, c); !s.ok()) return s;
-  if (c.model_type == "qwen3_moe" || c.model_type == "mixtral") {
+  if (c.model_type == "qwen3_moe" || c.model_type == "mixtral" || c.model_type == "gpt_oss") {
     if (absl::Status s = ParseMoe(j, f, c); !s.ok()) return s;
+  }
+  if (c.model_type == "gpt_oss") {
+    if (absl::Status s = ParseGptOss(j, f, c); !s.ok()) return s;
   }
   if (j.contains("eos_token_id")) {
     SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids,

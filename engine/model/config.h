@@ -12,7 +12,7 @@
 namespace sluice {
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, qwen3, qwen3_moe or mixtral
+  std::string model_type;  // llama, mistral, qwen2, qwen3, qwen3_moe, mixtral or gpt_oss
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -33,6 +33,17 @@ struct ModelConfig {
   int moe_intermediate_size = 0;
   bool norm_topk_prob = false;
   std::vector<uint8_t> moe_layer;  // [num_layers], or empty for a dense model
+  // gpt-oss: top-k of the router's logits (with its bias) then a softmax over them; the
+  // experts carry biases and a clamped SwiGLU, (up + 1) * g * sigmoid(alpha * g) with
+  // g = min(gate, limit) and up clipped to [-limit, limit].
+  bool gpt_oss_moe = false;
+  float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;
+  bool o_proj_bias = false;       // gpt-oss: the output projection has a bias too
+  bool attention_sinks = false;   // gpt-oss: a learned logit per head in each softmax
+  std::vector<int> layer_window;  // [num_layers]: sliding window (0: full), or empty
+  int LayerWindow(int layer) const {
+    return static_cast<size_t>(layer) < layer_window.size() ? layer_window[layer] : 0;
+  }
   bool IsMoeLayer(int layer) const {
     return static_cast<size_t>(layer) < moe_layer.size() && moe_layer[layer] != 0;
   }

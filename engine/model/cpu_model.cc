@@ -157,7 +157,8 @@ int64_t CpuModel::weight_bytes() const {
     bytes += BytesOf(l.input_norm) + BytesOf(l.qkv) + BytesOf(l.qkv_bias) + BytesOf(l.o_proj) +
              BytesOf(l.post_norm) + BytesOf(l.gate_up) + BytesOf(l.down_proj) + BytesOf(l.q_norm) +
              BytesOf(l.k_norm) + BytesOf(l.router) + BytesOf(l.expert_gate_up) +
-             BytesOf(l.expert_down);
+             BytesOf(l.expert_down) + BytesOf(l.o_bias) + BytesOf(l.sinks) +
+             BytesOf(l.router_bias) + BytesOf(l.expert_gate_up_bias) + BytesOf(l.expert_down_bias);
   }
   return bytes;
 }
@@ -222,10 +223,13 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
   p.block_tables = b.block_tables.data();
   p.seq_lens = b.seq_lens.data();
   p.cu_seqlens_q = b.cu_seqlens_q.data();
+  p.sliding_window = c.LayerWindow(layer);
+  p.sinks = w.sinks.empty() ? nullptr : w.sinks.data();
   attn_.resize(static_cast<size_t>(n) * q_width);
   SLUICE_RETURN_IF_ERROR(FromKernel(
       kernels::cpu::PagedAttention(p, attn_.data(), q_.data(), cache.k(layer), cache.v(layer))));
-  return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn_.data(), w.o_proj.data(), nullptr, n,
+  return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn_.data(), w.o_proj.data(),
+                                       w.o_bias.empty() ? nullptr : w.o_bias.data(), n,
                                        c.hidden_size, q_width));
 }
 
@@ -250,13 +254,15 @@ absl::Status CpuModel::Moe(int layer, int n) {
   const int h = c.hidden_size, experts = c.num_experts, k = c.num_experts_per_tok;
   const int inter = c.moe_intermediate_size;
   router_logits_.resize(static_cast<size_t>(n) * experts);
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(router_logits_.data(), hidden_.data(),
-                                                       w.router.data(), nullptr, n, experts, h)));
+  SLUICE_RETURN_IF_ERROR(FromKernel(
+      kernels::cpu::Gemm(router_logits_.data(), hidden_.data(), w.router.data(),
+                         w.router_bias.empty() ? nullptr : w.router_bias.data(), n, experts, h)));
   topk_ids_.resize(static_cast<size_t>(n) * k);
   topk_weights_.resize(static_cast<size_t>(n) * k);
-  SLUICE_RETURN_IF_ERROR(FromKernel(
-      kernels::cpu::RouteTopK(topk_ids_.data(), topk_weights_.data(), router_logits_.data(), n,
-                              experts, k, kernels::MoeRouting::kSoftmaxTopK, c.norm_topk_prob)));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RouteTopK(
+      topk_ids_.data(), topk_weights_.data(), router_logits_.data(), n, experts, k,
+      c.gpt_oss_moe ? kernels::MoeRouting::kTopKSoftmax : kernels::MoeRouting::kSoftmaxTopK,
+      c.norm_topk_prob)));
   // Expert by expert over the tokens routed to it, each output added with its weight.
   moe_out_.assign(static_cast<size_t>(n) * h, 0.0f);
   std::vector<std::vector<std::pair<int, float>>> routed(static_cast<size_t>(experts));
@@ -279,12 +285,24 @@ absl::Status CpuModel::Moe(int layer, int n) {
     act_.resize(static_cast<size_t>(m) * inter);
     const float* gate_up = w.expert_gate_up.data() + static_cast<size_t>(e) * 2 * inter * h;
     const float* down = w.expert_down.data() + static_cast<size_t>(e) * h * inter;
-    SLUICE_RETURN_IF_ERROR(FromKernel(
-        kernels::cpu::Gemm(gate_up_.data(), moe_in_.data(), gate_up, nullptr, m, 2 * inter, h)));
+    const float* gate_up_bias =
+        w.expert_gate_up_bias.empty()
+            ? nullptr
+            : w.expert_gate_up_bias.data() + static_cast<size_t>(e) * 2 * inter;
+    const float* down_bias = w.expert_down_bias.empty()
+                                 ? nullptr
+                                 : w.expert_down_bias.data() + static_cast<size_t>(e) * h;
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(gate_up_.data(), moe_in_.data(), gate_up,
+                                                         gate_up_bias, m, 2 * inter, h)));
+    if (c.gpt_oss_moe) {
+      SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::ClampedSwiGlu(
+          act_.data(), gate_up_.data(), m, inter, c.swiglu_alpha, c.swiglu_limit)));
+    } else {
+      SLUICE_RETURN_IF_ERROR(
+          FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), m, inter)));
+    }
     SLUICE_RETURN_IF_ERROR(
-        FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), m, inter)));
-    SLUICE_RETURN_IF_ERROR(
-        FromKernel(kernels::cpu::Gemm(moe_in_.data(), act_.data(), down, nullptr, m, h, inter)));
+        FromKernel(kernels::cpu::Gemm(moe_in_.data(), act_.data(), down, down_bias, m, h, inter)));
     for (int r = 0; r < m; ++r) {
       const float* src = moe_in_.data() + static_cast<size_t>(r) * h;
       float* dst = moe_out_.data() + static_cast<size_t>(rows[r].first) * h;

@@ -28,10 +28,75 @@ class Reader {
     return sink_(layer, slot, (*t)->ToFloat());
   }
 
+  // As Send, with the values rearranged by `fn` first.
+  absl::Status SendAs(const std::string& name, const std::vector<int64_t>& shape, int layer,
+                      WeightSlot slot,
+                      const std::function<std::vector<float>(const std::vector<float>&)>& fn) {
+    auto t = ckpt_.Get(name);
+    if (!t.ok()) return t.status();
+    if ((*t)->shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          (*t)->file, ": tensor ", name, " has shape [", absl::StrJoin((*t)->shape, ", "),
+          "] but the config implies [", absl::StrJoin(shape, ", "), "]"));
+    }
+    return sink_(layer, slot, fn((*t)->ToFloat()));
+  }
+
  private:
   const Checkpoint& ckpt_;
   const WeightSink& sink_;
 };
+
+// gpt-oss keeps its experts fused, as x @ W: gate_up_proj [experts, hidden, 2 * inter] with
+// gate and up interleaved column by column, down_proj [experts, inter, hidden]. They are
+// rearranged into the slots' row-major [out, in] layout, gate rows before up rows.
+absl::Status ReadGptOssExperts(Reader& r, const ModelConfig& c, int i, const std::string& p) {
+  using S = WeightSlot;
+  const int64_t e = c.num_experts, h = c.hidden_size, mi = c.moe_intermediate_size;
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.router.weight", {e, h}, i, S::kRouter));
+  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.router.bias", {e}, i, S::kRouterBias));
+  // Output o of an expert: gate row o < mi is column 2o, up row mi + o' is column 2o' + 1.
+  auto column_of = [mi](int64_t o) { return o < mi ? 2 * o : 2 * (o - mi) + 1; };
+  SLUICE_RETURN_IF_ERROR(
+      r.SendAs(p + "mlp.experts.gate_up_proj", {e, h, 2 * mi}, i, S::kExpertGateUp,
+               [&](const std::vector<float>& w) {
+                 std::vector<float> out(w.size());
+                 for (int64_t x = 0; x < e; ++x) {
+                   for (int64_t o = 0; o < 2 * mi; ++o) {
+                     for (int64_t k = 0; k < h; ++k) {
+                       out[static_cast<size_t>((x * 2 * mi + o) * h + k)] =
+                           w[static_cast<size_t>((x * h + k) * 2 * mi + column_of(o))];
+                     }
+                   }
+                 }
+                 return out;
+               }));
+  SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.gate_up_proj_bias", {e, 2 * mi}, i,
+                                  S::kExpertGateUpBias, [&](const std::vector<float>& b) {
+                                    std::vector<float> out(b.size());
+                                    for (int64_t x = 0; x < e; ++x) {
+                                      for (int64_t o = 0; o < 2 * mi; ++o) {
+                                        out[static_cast<size_t>(x * 2 * mi + o)] =
+                                            b[static_cast<size_t>(x * 2 * mi + column_of(o))];
+                                      }
+                                    }
+                                    return out;
+                                  }));
+  SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.down_proj", {e, mi, h}, i, S::kExpertDown,
+                                  [&](const std::vector<float>& w) {
+                                    std::vector<float> out(w.size());
+                                    for (int64_t x = 0; x < e; ++x) {
+                                      for (int64_t o = 0; o < h; ++o) {
+                                        for (int64_t k = 0; k < mi; ++k) {
+                                          out[static_cast<size_t>((x * h + o) * mi + k)] =
+                                              w[static_cast<size_t>((x * mi + k) * h + o)];
+                                        }
+                                      }
+                                    }
+                                    return out;
+                                  }));
+  return r.Send(p + "mlp.experts.down_proj_bias", {e, h}, i, S::kExpertDownBias);
+}
 
 absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
@@ -52,7 +117,14 @@ absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_norm.weight", {c.head_dim}, i, S::kKNorm));
   }
   SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.weight", {h, q}, i, S::kOProj));
+  if (c.o_proj_bias) {
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.bias", {h}, i, S::kOProjBias));
+  }
+  if (c.attention_sinks) {
+    SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.sinks", {c.num_q_heads}, i, S::kSinks));
+  }
   SLUICE_RETURN_IF_ERROR(r.Send(p + "post_attention_layernorm.weight", {h}, i, S::kPostNorm));
+  if (c.gpt_oss_moe) return ReadGptOssExperts(r, c, i, p);
   if (c.IsMoeLayer(i)) {
     const int64_t e = c.num_experts, mi = c.moe_intermediate_size;
     // Mixtral names them w1 (gate), w3 (up) and w2 (down) under block_sparse_moe.
@@ -111,6 +183,16 @@ int64_t SlotElements(const ModelConfig& c, WeightSlot slot) {
     case WeightSlot::kExpertDown:
       return int64_t{c.num_experts} * (slot == WeightSlot::kExpertGateUp ? 2 : 1) *
              c.moe_intermediate_size * h;
+    case WeightSlot::kOProjBias:
+      return h;
+    case WeightSlot::kSinks:
+      return c.num_q_heads;
+    case WeightSlot::kRouterBias:
+      return c.num_experts;
+    case WeightSlot::kExpertGateUpBias:
+      return int64_t{c.num_experts} * 2 * c.moe_intermediate_size;
+    case WeightSlot::kExpertDownBias:
+      return int64_t{c.num_experts} * h;
   }
   return 0;
 }
@@ -123,6 +205,12 @@ bool HasSlot(const ModelConfig& c, WeightSlot slot) {
       slot == WeightSlot::kExpertDown) {
     return c.num_experts > 0;
   }
+  if (slot == WeightSlot::kOProjBias) return c.o_proj_bias;
+  if (slot == WeightSlot::kSinks) return c.attention_sinks;
+  if (slot == WeightSlot::kRouterBias || slot == WeightSlot::kExpertGateUpBias ||
+      slot == WeightSlot::kExpertDownBias) {
+    return c.gpt_oss_moe;
+  }
   return true;
 }
 
@@ -131,7 +219,8 @@ bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot) {
   const bool moe = c.IsMoeLayer(layer);
   if (slot == WeightSlot::kGateUp || slot == WeightSlot::kDownProj) return !moe;
   if (slot == WeightSlot::kRouter || slot == WeightSlot::kExpertGateUp ||
-      slot == WeightSlot::kExpertDown) {
+      slot == WeightSlot::kExpertDown || slot == WeightSlot::kRouterBias ||
+      slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias) {
     return moe;
   }
   return true;
@@ -173,7 +262,13 @@ RandomRange RandomRangeOf(const ModelConfig& c, WeightSlot slot) {
     case WeightSlot::kKNorm:
       return {0.9f, 1.1f};
     case WeightSlot::kQkvBias:
+    case WeightSlot::kOProjBias:
+    case WeightSlot::kRouterBias:
+    case WeightSlot::kExpertGateUpBias:
+    case WeightSlot::kExpertDownBias:
       return {-0.1f, 0.1f};
+    case WeightSlot::kSinks:
+      return {-1.0f, 1.0f};
     case WeightSlot::kQkv:
     case WeightSlot::kGateUp:
     case WeightSlot::kLmHead:
@@ -227,6 +322,16 @@ std::vector<float>& ModelWeights::Slot(int layer, WeightSlot slot) {
       return layers[layer].expert_gate_up;
     case WeightSlot::kExpertDown:
       return layers[layer].expert_down;
+    case WeightSlot::kOProjBias:
+      return layers[layer].o_bias;
+    case WeightSlot::kSinks:
+      return layers[layer].sinks;
+    case WeightSlot::kRouterBias:
+      return layers[layer].router_bias;
+    case WeightSlot::kExpertGateUpBias:
+      return layers[layer].expert_gate_up_bias;
+    case WeightSlot::kExpertDownBias:
+      return layers[layer].expert_down_bias;
   }
   return embed;
 }

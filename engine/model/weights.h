@@ -32,8 +32,14 @@ enum class WeightSlot {
   kRouter,        // [experts, hidden]
   kExpertGateUp,  // [experts * 2 * moe_intermediate, hidden]: by expert, gate rows then up
   kExpertDown,    // [experts * hidden, moe_intermediate]: by expert
+  // gpt-oss:
+  kOProjBias,         // [hidden] (config.o_proj_bias)
+  kSinks,             // [q_heads] (config.attention_sinks)
+  kRouterBias,        // [experts] (config.gpt_oss_moe)
+  kExpertGateUpBias,  // [experts * 2 * moe_intermediate]: by expert, gate then up
+  kExpertDownBias,    // [experts * hidden]
 };
-inline constexpr int kNumWeightSlots = 15;
+inline constexpr int kNumWeightSlots = 20;
 
 // Elements of `slot` in one layer (or in the model, for the per-model slots).
 int64_t SlotElements(const ModelConfig& c, WeightSlot slot);
@@ -83,6 +89,7 @@ struct LayerWeights {
   std::vector<float> router;          // [experts, hidden], or empty
   std::vector<float> expert_gate_up;  // [experts * 2 * moe_intermediate, hidden]
   std::vector<float> expert_down;     // [experts * hidden, moe_intermediate]
+  std::vector<float> o_bias, sinks, router_bias, expert_gate_up_bias, expert_down_bias;
 };
 
 // The CPU backend's weights, fp32 in host memory.

@@ -20,6 +20,7 @@ Status ValidatePagedAttention(const PagedAttentionParams& p) {
         "paged_attention: head_dim, block_size and "
         "max_blocks_per_seq must be positive");
   }
+  if (p.sliding_window < 0) return Status::InvalidArgument("paged_attention: sliding_window < 0");
   if (p.num_seqs > 0 && (p.block_tables == nullptr || p.seq_lens == nullptr)) {
     return Status::InvalidArgument("paged_attention: block_tables and seq_lens are required");
   }
@@ -29,10 +30,11 @@ Status ValidatePagedAttention(const PagedAttentionParams& p) {
 namespace cpu {
 namespace {
 
-// Attention of one query head vector over one sequence's first kv_len cache positions.
-void AttendOne(const PagedAttentionParams& p, const int32_t* block_row, int kv_head, int kv_len,
-               const float* q, const float* k_cache, const float* v_cache, float* out,
-               std::vector<float>& scores) {
+// Attention of one query head vector over cache positions [first, kv_len) of one
+// sequence; `sink`, when finite, is one more logit in the denominator.
+void AttendOne(const PagedAttentionParams& p, const int32_t* block_row, int kv_head, int first,
+               int kv_len, float sink, const float* q, const float* k_cache, const float* v_cache,
+               float* out, std::vector<float>& scores) {
   const int d = p.head_dim;
   const int64_t token_stride = int64_t{p.num_kv_heads} * d;
   const int64_t block_stride = token_stride * p.block_size;
@@ -41,21 +43,21 @@ void AttendOne(const PagedAttentionParams& p, const int32_t* block_row, int kv_h
            (pos % p.block_size) * token_stride + int64_t{kv_head} * d;
   };
   scores.resize(kv_len);
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int pos = 0; pos < kv_len; ++pos) {
+  float max_score = std::isfinite(sink) ? sink : -std::numeric_limits<float>::infinity();
+  for (int pos = first; pos < kv_len; ++pos) {
     const float* k = kv_row(k_cache, pos);
     float dot = 0.0f;
     for (int i = 0; i < d; ++i) dot += q[i] * k[i];
     scores[pos] = dot * p.scale;
     max_score = std::max(max_score, scores[pos]);
   }
-  float denom = 0.0f;
-  for (int pos = 0; pos < kv_len; ++pos) {
+  float denom = std::isfinite(sink) ? std::exp(sink - max_score) : 0.0f;
+  for (int pos = first; pos < kv_len; ++pos) {
     scores[pos] = std::exp(scores[pos] - max_score);
     denom += scores[pos];
   }
   std::fill(out, out + d, 0.0f);
-  for (int pos = 0; pos < kv_len; ++pos) {
+  for (int pos = first; pos < kv_len; ++pos) {
     const float* v = kv_row(v_cache, pos);
     const float w = scores[pos] / denom;
     for (int i = 0; i < d; ++i) out[i] += w * v[i];
@@ -83,10 +85,13 @@ Status PagedAttention(const PagedAttentionParams& p, float* out, const float* q,
     const int32_t* block_row = p.block_tables + int64_t{s} * p.max_blocks_per_seq;
     for (int i = 0; i < q_len; ++i) {
       const int kv_len = seq_len - q_len + i + 1;
+      const int first = p.sliding_window > 0 ? std::max(0, kv_len - p.sliding_window) : 0;
       const int64_t t = q_begin + i;
       for (int h = 0; h < p.num_q_heads; ++h) {
         const int64_t off = t * token_stride + int64_t{h} * p.head_dim;
-        AttendOne(p, block_row, h / group, kv_len, q + off, k_cache, v_cache, out + off, scores);
+        const float sink = p.sinks ? p.sinks[h] : std::numeric_limits<float>::quiet_NaN();
+        AttendOne(p, block_row, h / group, first, kv_len, sink, q + off, k_cache, v_cache,
+                  out + off, scores);
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "sluice/kernels/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -12,6 +13,32 @@ std::vector<float> RopeInvFreq(const RopeConfig& config) {
     // transformers: 1 / theta ** (arange(0, dim, 2).float() / dim), in fp32.
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(config.rotary_dim);
     inv_freq[i] = 1.0f / std::pow(config.theta, exponent);
+  }
+  if (config.yarn_factor > 0.0f) {
+    // YaRN: interpolated (divided by the factor) below a band of rotations counted over
+    // the original context, extrapolated (kept) above it, blended linearly within it.
+    const double dim = config.rotary_dim, base = config.theta;
+    auto correction_dim = [&](double rotations) {
+      return dim *
+             std::log(config.yarn_original_max_position / (rotations * 2 * std::numbers::pi)) /
+             (2 * std::log(base));
+    };
+    double low = correction_dim(config.yarn_beta_fast),
+           high = correction_dim(config.yarn_beta_slow);
+    if (config.yarn_truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, dim - 1);
+    if (low == high) high += 0.001;
+    for (int i = 0; i < half; ++i) {
+      const float ramp = std::clamp(static_cast<float>((i - low) / (high - low)), 0.0f, 1.0f);
+      const float extrapolation = 1.0f - ramp;  // the share kept unscaled
+      const float kept = inv_freq[i], scaled = inv_freq[i] / config.yarn_factor;
+      inv_freq[i] = scaled * (1.0f - extrapolation) + kept * extrapolation;
+    }
+    return inv_freq;
   }
   if (config.llama3_factor <= 0.0f) return inv_freq;
 
@@ -33,16 +60,23 @@ std::vector<float> RopeInvFreq(const RopeConfig& config) {
   return inv_freq;
 }
 
+float RopeAttentionFactor(const RopeConfig& config) {
+  if (config.yarn_factor <= 0.0f) return 1.0f;
+  if (config.yarn_attention_factor > 0.0f) return config.yarn_attention_factor;
+  return config.yarn_factor > 1.0f ? 0.1f * std::log(config.yarn_factor) + 1.0f : 1.0f;
+}
+
 std::vector<float> RopeCosSinCache(const RopeConfig& config, int max_positions) {
   const std::vector<float> inv_freq = RopeInvFreq(config);
+  const float scale = RopeAttentionFactor(config);
   const int half = config.rotary_dim / 2;
   std::vector<float> cache(static_cast<size_t>(max_positions) * config.rotary_dim);
   for (int p = 0; p < max_positions; ++p) {
     float* row = cache.data() + static_cast<size_t>(p) * config.rotary_dim;
     for (int i = 0; i < half; ++i) {
       const float angle = static_cast<float>(p) * inv_freq[i];
-      row[i] = std::cos(angle);
-      row[half + i] = std::sin(angle);
+      row[i] = std::cos(angle) * scale;
+      row[half + i] = std::sin(angle) * scale;
     }
   }
   return cache;

@@ -1,5 +1,7 @@
 // The CPU paged attention against a dense, contiguous causal attention computed in
-// double precision, over random block tables and ragged lengths.
+// double precision, over random block tables and ragged lengths, with and without
+// sliding windows and sinks.
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -16,6 +18,8 @@ struct Case {
   std::vector<int> seq_lens;
   std::vector<int> q_lens;
   int q_heads, kv_heads, head_dim, block_size;
+  int window = 0;      // a sliding window (0: none)
+  bool sinks = false;  // a learned logit per head in the denominator
 };
 
 class PagedAttentionCpuTest : public ::testing::TestWithParam<Case> {};
@@ -64,6 +68,10 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
   p.block_tables = tables.data();
   p.seq_lens = c.seq_lens.data();
   p.cu_seqlens_q = cu.data();
+  std::vector<float> sinks(c.q_heads);
+  for (float& x : sinks) x = 2.0f * normal(rng);
+  p.sliding_window = c.window;
+  p.sinks = c.sinks ? sinks.data() : nullptr;
   ASSERT_TRUE(cpu::PagedAttention(p, out.data(), q.data(), k_cache.data(), v_cache.data()).ok());
 
   const int group = c.q_heads / c.kv_heads;
@@ -78,8 +86,9 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
       const int t = cu[s] + i, last = c.seq_lens[s] - c.q_lens[s] + i;
       for (int h = 0; h < c.q_heads; ++h) {
         std::vector<double> w(last + 1);
-        double mx = -1e300, denom = 0;
-        for (int pos = 0; pos <= last; ++pos) {
+        const int first = c.window > 0 ? std::max(0, last + 1 - c.window) : 0;
+        double mx = c.sinks ? double{sinks[h]} : -1e300, denom = 0;
+        for (int pos = first; pos <= last; ++pos) {
           double dot = 0;
           for (int d = 0; d < c.head_dim; ++d) {
             dot += double{q[t * width + h * c.head_dim + d]} * kv_at(k_cache, pos, h / group, d);
@@ -87,10 +96,11 @@ TEST_P(PagedAttentionCpuTest, MatchesDenseCausalAttention) {
           w[pos] = dot * p.scale;
           mx = std::max(mx, w[pos]);
         }
-        for (double& x : w) denom += (x = std::exp(x - mx));
+        if (c.sinks) denom = std::exp(double{sinks[h]} - mx);
+        for (int pos = first; pos <= last; ++pos) denom += (w[pos] = std::exp(w[pos] - mx));
         for (int d = 0; d < c.head_dim; ++d) {
           double acc = 0;
-          for (int pos = 0; pos <= last; ++pos)
+          for (int pos = first; pos <= last; ++pos)
             acc += w[pos] / denom * kv_at(v_cache, pos, h / group, d);
           ASSERT_NEAR(out[t * width + h * c.head_dim + d], acc, 1e-4)
               << "seq " << s << " token " << i << " head " << h << " dim " << d;
@@ -105,7 +115,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{{1, 17, 40}, {1, 1, 1}, 4, 4, 64, 16},  // decode, MHA
                       Case{{33, 5}, {33, 5}, 8, 2, 64, 16},        // full prefill, GQA 4
                       Case{{50, 70}, {10, 1}, 8, 1, 128, 16},      // prefix + decode, GQA 8
-                      Case{{29}, {7}, 4, 2, 64, 8}));              // chunk over a cached prefix
+                      Case{{29}, {7}, 4, 2, 64, 8},                // chunk over a cached prefix
+                      // gpt-oss: windows shorter than the context, sinks, both.
+                      Case{{40, 9}, {1, 9}, 4, 2, 64, 16, 16, false},
+                      Case{{33, 5}, {33, 5}, 8, 2, 64, 16, 0, true},
+                      Case{{50, 70}, {10, 1}, 8, 1, 64, 16, 7, true}));
 
 TEST(PagedAttentionCpuTest, RejectsBadHeadRatio) {
   PagedAttentionParams p;

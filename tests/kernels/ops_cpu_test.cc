@@ -1,5 +1,6 @@
 // CPU references of the element-wise ops, the KV-cache writes and the GEMM, each
 // against its defining formula in double precision.
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <random>
@@ -72,6 +73,21 @@ TEST(MoeRoutingCpuTest, TopKFollowsEachDefinition) {
   EXPECT_FALSE(cpu::RouteTopK(ids.data(), w.data(), logits.data(), n, e, e + 1,
                               MoeRouting::kSoftmaxTopK, false)
                    .ok());
+}
+
+TEST(ClampedSwiGluCpuTest, MatchesGptOssFormula) {
+  const int n = 4, inter = 33;
+  auto x = Random(n * 2 * inter, 21);
+  for (float& v : x) v *= 6.0f;  // past the limit on both sides
+  std::vector<float> out(n * inter);
+  ASSERT_TRUE(cpu::ClampedSwiGlu(out.data(), x.data(), n, inter, 1.702f, 7.0f).ok());
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < inter; ++i) {
+      const double g = std::min(double{x[t * 2 * inter + i]}, 7.0);
+      const double u = std::clamp(double{x[t * 2 * inter + inter + i]}, -7.0, 7.0);
+      EXPECT_NEAR(out[t * inter + i], (u + 1) * g / (1 + std::exp(-1.702 * g)), 1e-4);
+    }
+  }
 }
 
 TEST(RmsNormCpuTest, MatchesFormulaAndFusedAddAgrees) {

@@ -100,7 +100,7 @@ TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
 // The architecture variants (QK-norm, mixture of experts): their golden prompts, twice
 // each, batched under preemption, give transformers' single-run greedy ids.
 TEST(EngineModelTest, VariantsBatchedUnderPreemptionMatchTheirGoldens) {
-  for (const char* variant : {"qwen3-dense", "qwen3-moe"}) {
+  for (const char* variant : {"qwen3-dense", "qwen3-moe", "gpt-oss"}) {
     SCOPED_TRACE(variant);
     const std::string dir = testing::SharedDir() + "/fixtures/variants/" + variant;
     auto loaded = CpuModel::Load(dir);

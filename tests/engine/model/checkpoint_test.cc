@@ -235,10 +235,47 @@ TEST(ModelConfigTest, UnsupportedRopeTypeIsRefused) {
   auto c = ParseModelConfig(
       R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
           "num_hidden_layers":1,"num_attention_heads":2,
-          "rope_scaling":{"rope_type":"yarn","factor":4.0}})",
+          "rope_scaling":{"rope_type":"dynamic","factor":4.0}})",
       "inline");
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.status().message().find("yarn"), std::string::npos);
+  EXPECT_NE(c.status().message().find("dynamic"), std::string::npos);
+}
+
+// gpt-oss's fields, read as its architecture defines them, and their errors named.
+TEST(ModelConfigTest, GptOssFieldsAndTheirErrors) {
+  const std::string base =
+      R"({"model_type":"gpt_oss","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":3,"num_attention_heads":2,"num_local_experts":4,
+          "num_experts_per_tok":2,"attention_bias":true,"swiglu_limit":5.0,)";
+  auto c = ParseModelConfig(base + R"("sliding_window":8,
+      "rope_scaling":{"rope_type":"yarn","factor":8.0,"original_max_position_embeddings":64}})",
+                            "inline");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_experts, 4);
+  EXPECT_EQ(c->moe_intermediate_size, 16);
+  EXPECT_TRUE(c->gpt_oss_moe && c->attention_sinks && c->o_proj_bias);
+  EXPECT_FLOAT_EQ(c->swiglu_limit, 5.0f);
+  // No layer_types: sliding first, then alternating, as transformers defaults them.
+  EXPECT_EQ(c->layer_window, (std::vector<int>{8, 0, 8}));
+  EXPECT_FLOAT_EQ(c->rope.yarn_factor, 8.0f);
+  EXPECT_EQ(c->rope.yarn_original_max_position, 64);
+  EXPECT_TRUE(c->rope.yarn_truncate);
+  auto bad_types = ParseModelConfig(
+      base + R"("sliding_window":8,"layer_types":["full_attention","local"]})", "inline");
+  ASSERT_FALSE(bad_types.ok());
+  EXPECT_NE(bad_types.status().message().find("layer_types"), std::string::npos);
+  auto no_window = ParseModelConfig(base + R"("layer_types":["sliding_attention","full_attention",
+                                                   "full_attention"]})",
+                                    "inline");
+  ASSERT_FALSE(no_window.ok());
+  EXPECT_NE(no_window.status().message().find("sliding_window"), std::string::npos);
+  auto too_many = ParseModelConfig(
+      R"({"model_type":"qwen3_moe","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+          "num_hidden_layers":1,"num_attention_heads":2,"num_experts":2,
+          "num_experts_per_tok":3,"moe_intermediate_size":4})",
+      "inline");
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_NE(too_many.status().message().find("num_experts_per_tok"), std::string::npos);
 }
 
 }  // namespace

@@ -92,6 +92,13 @@ TEST(GoldenTest, Qwen3MoeVariantMatchesTransformers) {
   CheckGolden(dir, dir + "/golden.json");
 }
 
+// Router and expert biases, the clamped SwiGLU, sinks, a 16-token sliding window on
+// alternate layers (the 196-token prompt crosses it) and YaRN RoPE.
+TEST(GoldenTest, GptOssVariantMatchesTransformers) {
+  const std::string dir = SharedDir() + "/fixtures/variants/gpt-oss";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
 // The pre-v5 config layout (rope_theta + rope_scaling) must give the same model.
 void CheckHubStyle(const std::string& variant) {
   const std::string src = SharedDir() + "/fixtures/variants/" + variant;
@@ -106,7 +113,7 @@ void CheckHubStyle(const std::string& variant) {
 }
 
 TEST(GoldenTest, HubStyleConfigGivesSameOutputs) {
-  for (const char* variant : {"llama3-rope-untied", "qwen3-dense", "qwen3-moe"}) {
+  for (const char* variant : {"llama3-rope-untied", "qwen3-dense", "qwen3-moe", "gpt-oss"}) {
     SCOPED_TRACE(variant);
     CheckHubStyle(variant);
   }

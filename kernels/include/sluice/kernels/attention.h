@@ -5,7 +5,9 @@
 // the last q_len(s) of its context. Query token i of s (0-based among its new tokens)
 // sits at position seq_lens[s] - q_len(s) + i and attends to cache positions
 // [0, that position] (bottom-right causal mask), so decode (q_len 1), prefill, chunked
-// prefill and prefill over prefix-cached blocks are one case.
+// prefill and prefill over prefix-cached blocks are one case. With a sliding window W,
+// only the last W of those (the position itself included). With sinks, head h's softmax
+// has one more logit, sinks[h], in its denominator only (gpt-oss).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,8 @@ struct PagedAttentionParams {
   // [num_seqs + 1] offsets of each sequence's query tokens in q; nullptr means one
   // query token per sequence (decode).
   const int32_t* cu_seqlens_q = nullptr;
+  int sliding_window = 0;        // 0: attend to the whole context
+  const float* sinks = nullptr;  // [num_q_heads], or nullptr
 };
 
 // Checks shapes and head ratios; pointers are not dereferenced.

@@ -16,7 +16,18 @@ struct RopeConfig {
   float llama3_low_freq_factor = 1.0f;
   float llama3_high_freq_factor = 4.0f;
   int llama3_original_max_position = 8192;
+  // YaRN scaling (gpt-oss); factor <= 0 means off. attention_factor scales cos and sin
+  // (0: 0.1 * ln(factor) + 1, as transformers derives it).
+  float yarn_factor = 0.0f;
+  float yarn_beta_fast = 32.0f;
+  float yarn_beta_slow = 1.0f;
+  int yarn_original_max_position = 4096;
+  bool yarn_truncate = true;
+  float yarn_attention_factor = 0.0f;
 };
+
+// The factor YaRN scales cos and sin by (1 when YaRN is off).
+float RopeAttentionFactor(const RopeConfig& config);
 
 // inv_freq[rotary_dim / 2], in fp32 as transformers computes it.
 std::vector<float> RopeInvFreq(const RopeConfig& config);
