@@ -28,8 +28,9 @@ absl::StatusOr<DType> ParseDType(const std::string& s) {
   if (s == "BF16") return DType::kBF16;
   if (s == "F16") return DType::kF16;
   if (s == "F32") return DType::kF32;
+  if (s == "U8") return DType::kU8;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype ", s, " (supported: BF16, F16, F32)"));
+      absl::StrCat("unsupported dtype ", s, " (supported: BF16, F16, F32, U8)"));
 }
 
 absl::StatusOr<TensorView> ParseEntry(const std::string& name, const json& entry,
@@ -85,11 +86,13 @@ const char* DTypeName(DType dtype) {
       return "F16";
     case DType::kF32:
       return "F32";
+    case DType::kU8:
+      return "U8";
   }
   return "?";
 }
 
-int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : dtype == DType::kU8 ? 1 : 2; }
 
 int64_t TensorView::NumElements() const {
   int64_t n = 1;
@@ -103,6 +106,10 @@ std::vector<float> TensorView::ToFloat() const {
   for (int64_t i = 0; i < n; ++i) {
     if (dtype == DType::kF32) {
       std::memcpy(&out[i], data + 4 * i, 4);
+      continue;
+    }
+    if (dtype == DType::kU8) {
+      out[i] = static_cast<float>(data[i]);
       continue;
     }
     uint16_t bits;

@@ -1,11 +1,13 @@
 #include "engine/model/weights.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "engine/model/mxfp4.h"
 #include "sluice/kernels/random.h"
 
 namespace sluice {
@@ -26,6 +28,25 @@ class Reader {
           "] but the config implies [", absl::StrJoin(shape, ", "), "]"));
     }
     return sink_(layer, slot, (*t)->ToFloat());
+  }
+
+  bool Has(const std::string& name) const { return ckpt_.Has(name); }
+
+  // Tensor `name` as stored: it must have `shape` and `dtype`.
+  absl::StatusOr<const TensorView*> Raw(const std::string& name, const std::vector<int64_t>& shape,
+                                        DType dtype) const {
+    auto t = ckpt_.Get(name);
+    if (!t.ok()) return t.status();
+    if ((*t)->shape != shape || (*t)->dtype != dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat((*t)->file, ": tensor ", name, " is ", DTypeName((*t)->dtype), " [",
+                       absl::StrJoin((*t)->shape, ", "), "] but the config implies ",
+                       DTypeName(dtype), " [", absl::StrJoin(shape, ", "), "]"));
+    }
+    return *t;
+  }
+  absl::Status SendValues(int layer, WeightSlot slot, std::vector<float>&& values) {
+    return sink_(layer, slot, std::move(values));
   }
 
   // As Send, with the values rearranged by `fn` first.
@@ -57,6 +78,46 @@ absl::Status ReadGptOssExperts(Reader& r, const ModelConfig& c, int i, const std
   SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.router.bias", {e}, i, S::kRouterBias));
   // Output o of an expert: gate row o < mi is column 2o, up row mi + o' is column 2o' + 1.
   auto column_of = [mi](int64_t o) { return o < mi ? 2 * o : 2 * (o - mi) + 1; };
+  if (r.Has(p + "mlp.experts.gate_up_proj_blocks")) {
+    // MXFP4, as published: [experts, out, in / 32, 16] blocks with [experts, out, in / 32]
+    // scales, rows already output features (gate and up still interleaved).
+    const std::string g = p + "mlp.experts.gate_up_proj", d = p + "mlp.experts.down_proj";
+    if (h % 32 != 0 || mi % 32 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          g, "_blocks: MXFP4 needs hidden_size and intermediate_size divisible by 32"));
+    }
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* gb,
+                            r.Raw(g + "_blocks", {e, 2 * mi, h / 32, 16}, DType::kU8));
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* gs,
+                            r.Raw(g + "_scales", {e, 2 * mi, h / 32}, DType::kU8));
+    const std::vector<float> rows = DequantizeMxfp4(gb->data, gs->data, e * 2 * mi, h);
+    std::vector<float> gate_up(rows.size());
+    for (int64_t x = 0; x < e; ++x) {
+      for (int64_t o = 0; o < 2 * mi; ++o) {
+        std::copy_n(rows.begin() + (x * 2 * mi + column_of(o)) * h, h,
+                    gate_up.begin() + (x * 2 * mi + o) * h);
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(r.SendValues(i, S::kExpertGateUp, std::move(gate_up)));
+    SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.gate_up_proj_bias", {e, 2 * mi}, i,
+                                    S::kExpertGateUpBias, [&](const std::vector<float>& b) {
+                                      std::vector<float> out(b.size());
+                                      for (int64_t x = 0; x < e; ++x) {
+                                        for (int64_t o = 0; o < 2 * mi; ++o) {
+                                          out[static_cast<size_t>(x * 2 * mi + o)] =
+                                              b[static_cast<size_t>(x * 2 * mi + column_of(o))];
+                                        }
+                                      }
+                                      return out;
+                                    }));
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* db,
+                            r.Raw(d + "_blocks", {e, h, mi / 32, 16}, DType::kU8));
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* ds,
+                            r.Raw(d + "_scales", {e, h, mi / 32}, DType::kU8));
+    SLUICE_RETURN_IF_ERROR(
+        r.SendValues(i, S::kExpertDown, DequantizeMxfp4(db->data, ds->data, e * h, mi)));
+    return r.Send(p + "mlp.experts.down_proj_bias", {e, h}, i, S::kExpertDownBias);
+  }
   SLUICE_RETURN_IF_ERROR(
       r.SendAs(p + "mlp.experts.gate_up_proj", {e, h, 2 * mi}, i, S::kExpertGateUp,
                [&](const std::vector<float>& w) {

@@ -1,14 +1,20 @@
 // Broken checkpoints and configs are refused with errors that name the file and tensor.
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
+#include <tuple>
 
 #include "engine/model/config.h"
 #include "engine/model/cpu_model.h"
+#include "engine/model/mxfp4.h"
 #include "engine/model/safetensors.h"
+#include "engine/model/weights.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "sluice/kernels/dtype.h"
 #include "tests/common/fixtures.h"
 
 namespace sluice {
@@ -229,6 +235,125 @@ TEST(ModelConfigTest, Qwen2DefaultsToQkvBias) {
       "inline");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->attention_bias);
+}
+
+// The decoder against values decoded with NumPy from the OCP Microscaling spec
+// (mxfp4_reference.py wrote them), NaN scales included.
+TEST(Mxfp4Test, DequantizeMatchesTheSpecReference) {
+  const json ref =
+      testing::ReadJsonOrDie(testing::SourceRoot() + "/tests/engine/model/mxfp4_reference.json");
+  for (int c = 0; c < 16; ++c) EXPECT_EQ(E2m1Value(c), ref["e2m1"][c].get<float>()) << c;
+  const auto blocks = ref["blocks"].get<std::vector<uint8_t>>();
+  const auto scales = ref["scales"].get<std::vector<uint8_t>>();
+  const int64_t rows = ref["rows"], cols = ref["cols"];
+  const std::vector<float> got = DequantizeMxfp4(blocks.data(), scales.data(), rows, cols);
+  ASSERT_EQ(got.size(), ref["values"].size());
+  int nans = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (ref["values"][i].is_null()) {
+      EXPECT_TRUE(std::isnan(got[i])) << i;
+      ++nans;
+    } else {
+      EXPECT_EQ(got[i], ref["values"][i].get<double>()) << i;
+    }
+  }
+  EXPECT_EQ(nans, 32);
+}
+
+// gpt-oss's experts stored as MXFP4 (blocks and scales, as published) load into the same
+// weights as the same values stored in bf16 (the layout of the variant fixture).
+TEST(Mxfp4Test, GptOssMxfp4ExpertsLoadAsTheirBf16Values) {
+  const std::string src = testing::SharedDir() + "/fixtures/variants/gpt-oss";
+  auto config = LoadModelConfig(src);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const int64_t e = config->num_experts, h = config->hidden_size,
+                mi = config->moe_intermediate_size;
+  const std::string bytes = testing::ReadFileOrDie(src + "/model.safetensors");
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const json header = json::parse(bytes.substr(8, n));
+  const std::string data = bytes.substr(8 + n);
+  std::mt19937 rng(7);
+  // Two checkpoints: experts as MXFP4, and as bf16 holding the decoded values.
+  json quant = json::object(), plain = json::object();
+  std::string quant_data, plain_data;
+  auto add = [](json& h, std::string& d, const std::string& name, const char* dtype,
+                std::vector<int64_t> shape, const std::string& raw) {
+    h[name] = {
+        {"dtype", dtype}, {"shape", shape}, {"data_offsets", {d.size(), d.size() + raw.size()}}};
+    d += raw;
+  };
+  for (const auto& [name, t] : header.items()) {
+    if (name == "__metadata__") continue;
+    const bool expert = name.find("experts.gate_up_proj") != std::string::npos ||
+                        name.find("experts.down_proj") != std::string::npos;
+    if (expert && name.find("_bias") == std::string::npos) continue;
+    const std::string raw =
+        data.substr(t["data_offsets"][0].get<size_t>(),
+                    t["data_offsets"][1].get<size_t>() - t["data_offsets"][0].get<size_t>());
+    const auto shape = t["shape"].get<std::vector<int64_t>>();
+    add(quant, quant_data, name, t["dtype"].get<std::string>().c_str(), shape, raw);
+    add(plain, plain_data, name, t["dtype"].get<std::string>().c_str(), shape, raw);
+  }
+  auto bf16 = [](const std::vector<float>& v) {
+    std::string raw(v.size() * 2, '\0');
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint16_t bits = kernels::FloatToBf16(v[i]).bits;
+      std::memcpy(raw.data() + 2 * i, &bits, 2);
+    }
+    return raw;
+  };
+  for (int layer = 0; layer < config->num_layers; ++layer) {
+    const std::string p = "model.layers." + std::to_string(layer) + ".mlp.experts.";
+    // (name, out, in): stored as [experts, out, in] in MXFP4, [experts, in, out] in bf16.
+    for (const auto& [name, out, in] :
+         {std::tuple<std::string, int64_t, int64_t>{"gate_up_proj", 2 * mi, h},
+          std::tuple<std::string, int64_t, int64_t>{"down_proj", h, mi}}) {
+      std::string blocks(static_cast<size_t>(e * out * in / 2), '\0'),
+          scales(static_cast<size_t>(e * out * in / 32), '\0');
+      for (char& b : blocks) b = static_cast<char>(rng());
+      for (char& s : scales) s = static_cast<char>(120 + rng() % 8);
+      add(quant, quant_data, p + name + "_blocks", "U8", {e, out, in / 32, 16}, blocks);
+      add(quant, quant_data, p + name + "_scales", "U8", {e, out, in / 32}, scales);
+      const std::vector<float> v =
+          DequantizeMxfp4(reinterpret_cast<const uint8_t*>(blocks.data()),
+                          reinterpret_cast<const uint8_t*>(scales.data()), e * out, in);
+      std::vector<float> t(v.size());  // [experts, in, out]
+      for (int64_t x = 0; x < e; ++x) {
+        for (int64_t o = 0; o < out; ++o) {
+          for (int64_t k = 0; k < in; ++k) t[(x * in + k) * out + o] = v[(x * out + o) * in + k];
+        }
+      }
+      add(plain, plain_data, p + name, "BF16", {e, in, out}, bf16(t));
+    }
+  }
+  auto write = [&](const std::string& tag, const json& h, const std::string& d) {
+    const fs::path dir = fs::temp_directory_path() / ("sluice_mxfp4_" + tag);
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy_file(src + "/config.json", dir / "config.json");
+    const std::string text = h.dump();
+    const uint64_t len = text.size();
+    std::ofstream f(dir / "model.safetensors", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(&len), 8);
+    f << text << d;
+    return dir;
+  };
+  const fs::path qdir = write("quant", quant, quant_data), pdir = write("plain", plain, plain_data);
+  auto qckpt = Checkpoint::OpenDir(qdir.string());
+  auto pckpt = Checkpoint::OpenDir(pdir.string());
+  ASSERT_TRUE(qckpt.ok() && pckpt.ok());
+  auto qw = LoadWeights(**qckpt, *config);
+  auto pw = LoadWeights(**pckpt, *config);
+  ASSERT_TRUE(qw.ok()) << qw.status();
+  ASSERT_TRUE(pw.ok()) << pw.status();
+  for (int layer = 0; layer < config->num_layers; ++layer) {
+    EXPECT_EQ(qw->layers[layer].expert_gate_up, pw->layers[layer].expert_gate_up);
+    EXPECT_EQ(qw->layers[layer].expert_down, pw->layers[layer].expert_down);
+    EXPECT_EQ(qw->layers[layer].expert_gate_up_bias, pw->layers[layer].expert_gate_up_bias);
+  }
+  fs::remove_all(qdir);
+  fs::remove_all(pdir);
 }
 
 TEST(ModelConfigTest, UnsupportedRopeTypeIsRefused) {
