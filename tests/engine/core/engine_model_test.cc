@@ -97,12 +97,14 @@ TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
   EXPECT_EQ(engine->Stats().kv_usage, 0.0);
 }
 
-// The architecture variants (QK-norm, mixture of experts): their golden prompts, twice
+// The architecture variants (QK-norm; experts; sinks, windows, YaRN): their golden prompts, twice
 // each, batched under preemption, give transformers' single-run greedy ids.
 TEST(EngineModelTest, VariantsBatchedUnderPreemptionMatchTheirGoldens) {
-  for (const char* variant : {"qwen3-dense", "qwen3-moe", "gpt-oss"}) {
-    SCOPED_TRACE(variant);
-    const std::string dir = testing::SharedDir() + "/fixtures/variants/" + variant;
+  const std::string variants = testing::SharedDir() + "/fixtures/variants/";
+  for (const std::string& dir :
+       {variants + "qwen3-dense", variants + "qwen3-moe", variants + "gpt-oss",
+        testing::SourceRoot() + "/tests/fixtures/mixtral"}) {
+    SCOPED_TRACE(dir);
     auto loaded = CpuModel::Load(dir);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     auto engine = MakeEngineFor(std::shared_ptr<CpuModel>(std::move(*loaded)), 30, 8, 6, 64);

@@ -92,6 +92,14 @@ TEST(GoldenTest, Qwen3MoeVariantMatchesTransformers) {
   CheckGolden(dir, dir + "/golden.json");
 }
 
+// Mixtral's per-expert tensors (block_sparse_moe.experts.E.w1/w3/w2) and its renormalized
+// top-2, on a small random-weight checkpoint of the repository (tests/fixtures/mixtral,
+// made by its make_fixture.py with transformers).
+TEST(GoldenTest, MixtralMatchesTransformers) {
+  const std::string dir = testing::SourceRoot() + "/tests/fixtures/mixtral";
+  CheckGolden(dir, dir + "/golden.json");
+}
+
 // Router and expert biases, the clamped SwiGLU, sinks, a 16-token sliding window on
 // alternate layers (the 196-token prompt crosses it) and YaRN RoPE.
 TEST(GoldenTest, GptOssVariantMatchesTransformers) {
