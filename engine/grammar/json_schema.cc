@@ -397,7 +397,10 @@ class SchemaCompiler {
     } else {
       return AnyValue();
     }
-    if (s.value("nullable", false)) types.push_back("null");
+    if (s.contains("nullable") && !s["nullable"].is_boolean()) {
+      return Invalid(path, "'nullable' must be a boolean");
+    }
+    if (s.contains("nullable") && s["nullable"] == true) types.push_back("null");
     std::vector<Expr> alts;
     for (const std::string& t : types) {
       absl::StatusOr<Expr> e = Typed(s, t, path);

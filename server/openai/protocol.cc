@@ -138,8 +138,8 @@ std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& r) {
       // Content parts: only text parts are supported; they are joined.
       std::string text;
       for (const json& part : m["content"]) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string()) {
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+            !part.contains("text") || !part["text"].is_string()) {
           return Bad(where + ".content", "only text content parts are supported");
         }
         text += part["text"].get<std::string>();
@@ -267,7 +267,7 @@ std::variant<std::optional<ConstraintSpec>, ApiError> ParseResponseFormat(const 
     return Bad(where + ".strict", "'strict' must be a boolean");
   }
   spec.kind = ConstraintSpec::Kind::kJsonSchema;
-  spec.strict = js.value("strict", false) == true;
+  spec.strict = js.contains("strict") && js["strict"] == true;
   spec.field = where + ".schema";
   if (!js.contains("schema") || js["schema"].is_null()) {
     spec.text = "{}";  // no schema: any JSON value

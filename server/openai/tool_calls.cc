@@ -80,8 +80,8 @@ std::variant<ToolPlan, ApiError> PlanTools(const CompletionRequest& req,
   for (size_t i = 0; has_tools && i < req.tools.size(); ++i) {
     const json& t = req.tools[i];
     const std::string at = absl::StrCat("tools[", i, "]");
-    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
-        !t["function"].is_object()) {
+    if (!t.is_object() || !t.contains("type") || t["type"] != "function" ||
+        !t.contains("function") || !t["function"].is_object()) {
       return Bad(at,
                  absl::StrCat("'", at, "' must be {\"type\": \"function\", \"function\": {...}}"));
     }
@@ -122,8 +122,8 @@ std::variant<ToolPlan, ApiError> PlanTools(const CompletionRequest& req,
     }
     return plan;
   }
-  if (tc.is_object() && tc.value("type", "") == "function" && tc.contains("function") &&
-      tc["function"].is_object() && tc["function"].contains("name") &&
+  if (tc.is_object() && tc.contains("type") && tc["type"] == "function" &&
+      tc.contains("function") && tc["function"].is_object() && tc["function"].contains("name") &&
       tc["function"]["name"].is_string()) {
     plan.named = tc["function"]["name"].get<std::string>();
     bool offered = false;
