@@ -416,6 +416,25 @@ std::vector<bool> Nullable(const std::vector<RuleFsm>& rules) {
   return nullable;
 }
 
+// Labels node `to` of a counted repetition with `want` (items read there); a node first
+// seen is pushed. Two counts meet only in the loop of an unbounded repetition (max < 0),
+// which becomes kLoop; false when they meet otherwise, or at kEnd.
+bool MergeCount(std::vector<int32_t>& chars, int32_t to, int32_t want, int max, int32_t unseen,
+                std::vector<int32_t>& stack) {
+  int32_t& have = chars[static_cast<size_t>(to)];
+  if (have == unseen) {
+    have = want;
+    stack.push_back(to);
+  } else if (have != want) {
+    if (max >= 0 || have == StringBody::kEnd || want == StringBody::kEnd) return false;
+    if (have != StringBody::kLoop) {
+      have = StringBody::kLoop;
+      stack.push_back(to);
+    }
+  }
+  return true;
+}
+
 // Counts the characters read at each node of a string body's automaton; empty when the
 // automaton is not of the shape json char{min,max} '"'.
 StringBody LabelStringBody(const RuleFsm& f, int char_rule, int max) {
@@ -448,18 +467,7 @@ StringBody LabelStringBody(const RuleFsm& f, int char_rule, int max) {
         if (e.rule != char_rule) return fail();
         want = at == StringBody::kLoop ? StringBody::kLoop : at + 1;
       }
-      int32_t& have = body.chars[e.to];
-      if (have == unseen) {
-        have = want;
-        stack.push_back(e.to);
-      } else if (have != want) {
-        // Two counts meet only in the loop of an unbounded body.
-        if (max >= 0 || have == StringBody::kEnd || want == StringBody::kEnd) return fail();
-        if (have != StringBody::kLoop) {
-          have = StringBody::kLoop;
-          stack.push_back(e.to);
-        }
-      }
+      if (!MergeCount(body.chars, e.to, want, max, unseen, stack)) return fail();
     }
   }
   for (int32_t c : body.chars) {
@@ -498,17 +506,7 @@ ByteRun LabelByteRun(const RuleFsm& f, const ByteSet& set, int max) {
     if (read.bits != set.bits) return fail();
     const int32_t at = run.chars[x];
     const int32_t want = at == StringBody::kLoop ? StringBody::kLoop : at + 1;
-    int32_t& have = run.chars[to];
-    if (have == unseen) {
-      have = want;
-      stack.push_back(to);
-    } else if (have != want) {
-      if (max >= 0) return fail();  // counts meet only in the loop of an unbounded run
-      if (have != StringBody::kLoop) {
-        have = StringBody::kLoop;
-        stack.push_back(to);
-      }
-    }
+    if (!MergeCount(run.chars, to, want, max, unseen, stack)) return fail();
   }
   for (int32_t c : run.chars) {
     if (c == unseen) return fail();

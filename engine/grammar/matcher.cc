@@ -8,6 +8,22 @@
 
 namespace sluice::grammar {
 
+namespace {
+
+// Bitmask rows 0..last, `words` each: row r holds the tokens of buckets[0..r].
+std::vector<uint32_t> CumulativeRows(const std::vector<std::vector<int32_t>>& buckets, int last,
+                                     size_t words) {
+  std::vector<uint32_t> rows(static_cast<size_t>(last + 1) * words, 0);
+  for (size_t r = 0; r < buckets.size(); ++r) {
+    uint32_t* row = rows.data() + r * words;
+    if (r > 0) std::memcpy(row, row - words, sizeof(uint32_t) * words);
+    for (int32_t id : buckets[r]) row[id >> 5] |= uint32_t{1} << (id & 31);
+  }
+  return rows;
+}
+
+}  // namespace
+
 Vocabulary::Vocabulary(std::vector<std::string> token_bytes, std::vector<int32_t> end_ids)
     : bytes_(std::move(token_bytes)), end_ids_(std::move(end_ids)) {
   // Built as lists of (byte, child) per node, then laid out depth first, children by byte.
@@ -133,12 +149,7 @@ const Vocabulary::JsonStrings& Vocabulary::json_strings() const {
     }
     std::sort(table->closing.begin(), table->closing.end());
     table->max_slots = by_slots.empty() ? 0 : static_cast<int>(by_slots.size()) - 1;
-    table->inside.assign(static_cast<size_t>(table->max_slots + 1) * table->words, 0);
-    for (size_t r = 0; r < by_slots.size(); ++r) {
-      uint32_t* row = table->inside.data() + r * table->words;
-      if (r > 0) std::memcpy(row, row - table->words, sizeof(uint32_t) * table->words);
-      for (int32_t id : by_slots[r]) row[id >> 5] |= uint32_t{1} << (id & 31);
-    }
+    table->inside = CumulativeRows(by_slots, table->max_slots, table->words);
     json_ = std::move(table);
   });
   return *json_;
@@ -195,12 +206,7 @@ const Vocabulary::ByteRuns* Vocabulary::byte_runs(const ByteSet& set) const {
     }
   }
   table->max_len = by_len.empty() ? 0 : static_cast<int>(by_len.size()) - 1;
-  table->rows.assign(static_cast<size_t>(table->max_len + 1) * table->words, 0);
-  for (size_t r = 0; r < by_len.size(); ++r) {
-    uint32_t* row = table->rows.data() + r * table->words;
-    if (r > 0) std::memcpy(row, row - table->words, sizeof(uint32_t) * table->words);
-    for (int32_t id : by_len[r]) row[id >> 5] |= uint32_t{1} << (id & 31);
-  }
+  table->rows = CumulativeRows(by_len, table->max_len, table->words);
   runs_.emplace_back(set, std::move(table));
   return runs_.back().second.get();
 }

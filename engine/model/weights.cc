@@ -20,14 +20,8 @@ class Reader {
   // Sends tensor `name`, which must have exactly `shape`, to (layer, slot).
   absl::Status Send(const std::string& name, const std::vector<int64_t>& shape, int layer,
                     WeightSlot slot) {
-    auto t = ckpt_.Get(name);
-    if (!t.ok()) return t.status();
-    if ((*t)->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          (*t)->file, ": tensor ", name, " has shape [", absl::StrJoin((*t)->shape, ", "),
-          "] but the config implies [", absl::StrJoin(shape, ", "), "]"));
-    }
-    return sink_(layer, slot, (*t)->ToFloat());
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(name, shape));
+    return sink_(layer, slot, t->ToFloat());
   }
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
@@ -35,15 +29,13 @@ class Reader {
   // Tensor `name` as stored: it must have `shape` and `dtype`.
   absl::StatusOr<const TensorView*> Raw(const std::string& name, const std::vector<int64_t>& shape,
                                         DType dtype) const {
-    auto t = ckpt_.Get(name);
-    if (!t.ok()) return t.status();
-    if ((*t)->shape != shape || (*t)->dtype != dtype) {
-      return absl::InvalidArgumentError(
-          absl::StrCat((*t)->file, ": tensor ", name, " is ", DTypeName((*t)->dtype), " [",
-                       absl::StrJoin((*t)->shape, ", "), "] but the config implies ",
-                       DTypeName(dtype), " [", absl::StrJoin(shape, ", "), "]"));
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(name, shape));
+    if (t->dtype != dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor ", name, " is ",
+                                                     DTypeName(t->dtype), " but should be ",
+                                                     DTypeName(dtype)));
     }
-    return *t;
+    return t;
   }
   absl::Status SendValues(int layer, WeightSlot slot, std::vector<float>&& values) {
     return sink_(layer, slot, std::move(values));
@@ -53,6 +45,14 @@ class Reader {
   absl::Status SendAs(const std::string& name, const std::vector<int64_t>& shape, int layer,
                       WeightSlot slot,
                       const std::function<std::vector<float>(const std::vector<float>&)>& fn) {
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(name, shape));
+    return sink_(layer, slot, fn(t->ToFloat()));
+  }
+
+ private:
+  // Tensor `name`, or the error naming it and its file when its shape is not `shape`.
+  absl::StatusOr<const TensorView*> Shaped(const std::string& name,
+                                           const std::vector<int64_t>& shape) const {
     auto t = ckpt_.Get(name);
     if (!t.ok()) return t.status();
     if ((*t)->shape != shape) {
@@ -60,10 +60,9 @@ class Reader {
           (*t)->file, ": tensor ", name, " has shape [", absl::StrJoin((*t)->shape, ", "),
           "] but the config implies [", absl::StrJoin(shape, ", "), "]"));
     }
-    return sink_(layer, slot, fn((*t)->ToFloat()));
+    return *t;
   }
 
- private:
   const Checkpoint& ckpt_;
   const WeightSink& sink_;
 };
@@ -99,39 +98,41 @@ absl::Status ReadGptOssExperts(Reader& r, const ModelConfig& c, int i, const std
       }
     }
     SLUICE_RETURN_IF_ERROR(r.SendValues(i, S::kExpertGateUp, std::move(gate_up)));
-    SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.gate_up_proj_bias", {e, 2 * mi}, i,
-                                    S::kExpertGateUpBias, [&](const std::vector<float>& b) {
-                                      std::vector<float> out(b.size());
-                                      for (int64_t x = 0; x < e; ++x) {
-                                        for (int64_t o = 0; o < 2 * mi; ++o) {
-                                          out[static_cast<size_t>(x * 2 * mi + o)] =
-                                              b[static_cast<size_t>(x * 2 * mi + column_of(o))];
-                                        }
-                                      }
-                                      return out;
-                                    }));
     SLUICE_ASSIGN_OR_RETURN(const TensorView* db,
                             r.Raw(d + "_blocks", {e, h, mi / 32, 16}, DType::kU8));
     SLUICE_ASSIGN_OR_RETURN(const TensorView* ds,
                             r.Raw(d + "_scales", {e, h, mi / 32}, DType::kU8));
     SLUICE_RETURN_IF_ERROR(
         r.SendValues(i, S::kExpertDown, DequantizeMxfp4(db->data, ds->data, e * h, mi)));
-    return r.Send(p + "mlp.experts.down_proj_bias", {e, h}, i, S::kExpertDownBias);
-  }
-  SLUICE_RETURN_IF_ERROR(
-      r.SendAs(p + "mlp.experts.gate_up_proj", {e, h, 2 * mi}, i, S::kExpertGateUp,
-               [&](const std::vector<float>& w) {
-                 std::vector<float> out(w.size());
-                 for (int64_t x = 0; x < e; ++x) {
-                   for (int64_t o = 0; o < 2 * mi; ++o) {
-                     for (int64_t k = 0; k < h; ++k) {
-                       out[static_cast<size_t>((x * 2 * mi + o) * h + k)] =
-                           w[static_cast<size_t>((x * h + k) * 2 * mi + column_of(o))];
+  } else {
+    SLUICE_RETURN_IF_ERROR(
+        r.SendAs(p + "mlp.experts.gate_up_proj", {e, h, 2 * mi}, i, S::kExpertGateUp,
+                 [&](const std::vector<float>& w) {
+                   std::vector<float> out(w.size());
+                   for (int64_t x = 0; x < e; ++x) {
+                     for (int64_t o = 0; o < 2 * mi; ++o) {
+                       for (int64_t k = 0; k < h; ++k) {
+                         out[static_cast<size_t>((x * 2 * mi + o) * h + k)] =
+                             w[static_cast<size_t>((x * h + k) * 2 * mi + column_of(o))];
+                       }
                      }
                    }
-                 }
-                 return out;
-               }));
+                   return out;
+                 }));
+    SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.down_proj", {e, mi, h}, i, S::kExpertDown,
+                                    [&](const std::vector<float>& w) {
+                                      std::vector<float> out(w.size());
+                                      for (int64_t x = 0; x < e; ++x) {
+                                        for (int64_t o = 0; o < h; ++o) {
+                                          for (int64_t k = 0; k < mi; ++k) {
+                                            out[static_cast<size_t>((x * h + o) * mi + k)] =
+                                                w[static_cast<size_t>((x * mi + k) * h + o)];
+                                          }
+                                        }
+                                      }
+                                      return out;
+                                    }));
+  }
   SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.gate_up_proj_bias", {e, 2 * mi}, i,
                                   S::kExpertGateUpBias, [&](const std::vector<float>& b) {
                                     std::vector<float> out(b.size());
@@ -139,19 +140,6 @@ absl::Status ReadGptOssExperts(Reader& r, const ModelConfig& c, int i, const std
                                       for (int64_t o = 0; o < 2 * mi; ++o) {
                                         out[static_cast<size_t>(x * 2 * mi + o)] =
                                             b[static_cast<size_t>(x * 2 * mi + column_of(o))];
-                                      }
-                                    }
-                                    return out;
-                                  }));
-  SLUICE_RETURN_IF_ERROR(r.SendAs(p + "mlp.experts.down_proj", {e, mi, h}, i, S::kExpertDown,
-                                  [&](const std::vector<float>& w) {
-                                    std::vector<float> out(w.size());
-                                    for (int64_t x = 0; x < e; ++x) {
-                                      for (int64_t o = 0; o < h; ++o) {
-                                        for (int64_t k = 0; k < mi; ++k) {
-                                          out[static_cast<size_t>((x * h + o) * mi + k)] =
-                                              w[static_cast<size_t>((x * mi + k) * h + o)];
-                                        }
                                       }
                                     }
                                     return out;
