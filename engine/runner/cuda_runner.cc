@@ -70,10 +70,15 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
                                                  " is a mixture of experts, which the CUDA "
                                                  "runner does not run yet; use --device cpu"));
   }
-  if (c.qk_norm) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device cuda: ", c.model_type,
-        " normalizes q and k per head, which the CUDA runner does not do yet; use --device cpu"));
+  // One attention plan serves every layer of a step, so windows must agree across layers
+  // (Mistral's do; gpt-oss alternates, and is refused above as a mixture of experts).
+  for (int layer = 1; layer < c.num_layers; ++layer) {
+    if (c.LayerWindow(layer) != c.LayerWindow(0)) {
+      return absl::UnimplementedError(
+          absl::StrCat("--device cuda: layers ", 0, " and ", layer, " have sliding windows ",
+                       c.LayerWindow(0), " and ", c.LayerWindow(layer),
+                       "; the CUDA runner plans one window per step; use --device cpu"));
+    }
   }
   if (c.head_dim != 64 && c.head_dim != 128) {
     return absl::UnimplementedError(absl::StrCat("--device cuda: head_dim ", c.head_dim,
@@ -224,7 +229,8 @@ absl::Status CudaRunner::QkvPart(int layer, int n) {
       Kernel(gemm_qkv_->Run(qkv_, hidden_, w.qkv, w.qkv_bias, n, gemm_ws_.as<void>(), stream_)));
   return Kernel(kc::SplitQkvRopeWriteKv(
       q_, KCache(layer), VCache(layer), qkv_, inputs_.as<int32_t>(layout_.positions),
-      inputs_.as<int64_t>(layout_.slots), cos_sin_.as<float>(), n, qkv_layout_, shape_, stream_));
+      inputs_.as<int64_t>(layout_.slots), cos_sin_.as<float>(), n, qkv_layout_, shape_, stream_,
+      kernels::QkNorm<bf16>{w.q_norm, w.k_norm, config_.rms_norm_eps}));
 }
 
 absl::Status CudaRunner::RunPiece(int k, int n, int rows, bool gather) {
@@ -297,6 +303,7 @@ absl::Status CudaRunner::PrepareAttention(const ForwardBatch& b) {
   p.block_size = shape_.block_size;
   p.max_blocks_per_seq = std::max(1, b.max_blocks_per_seq);
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.sliding_window = c.LayerWindow(0);
   p.block_tables = inputs_.as<int32_t>(layout_.block_tables);
   p.seq_lens = inputs_.as<int32_t>(layout_.seq_lens);
   p.cu_seqlens_q = inputs_.as<int32_t>(layout_.cu_seqlens);

@@ -114,6 +114,7 @@ inline size_t Align(size_t x, size_t a = 256) { return (x + a - 1) / a * a; }
 struct DeviceLayer {
   bf16 *input_norm = nullptr, *qkv = nullptr, *qkv_bias = nullptr, *o_proj = nullptr,
        *post_norm = nullptr, *gate_up = nullptr, *down_proj = nullptr;
+  bf16 *q_norm = nullptr, *k_norm = nullptr;  // QK-norm models only
 };
 
 // The step inputs, at fixed offsets in one device buffer and its pinned host mirror, so

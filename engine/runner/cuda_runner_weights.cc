@@ -54,6 +54,8 @@ absl::Status CudaRunner::AllocateWeights() {
     d.post_norm = at(l, WeightSlot::kPostNorm);
     d.gate_up = at(l, WeightSlot::kGateUp);
     d.down_proj = at(l, WeightSlot::kDownProj);
+    d.q_norm = at(l, WeightSlot::kQNorm);
+    d.k_norm = at(l, WeightSlot::kKNorm);
   }
   return absl::OkStatus();
 }

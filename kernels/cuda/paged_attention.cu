@@ -101,10 +101,6 @@ bool RegisterAttentionVariants(const AttentionVariant* variants, int num_variant
 Status PlanPagedAttention(const PagedAttentionParams& p, const int32_t* seq_lens_host,
                           const int32_t* cu_seqlens_q_host, PagedAttentionPlan* plan,
                           const PagedAttentionOptions& options) {
-  if (p.sliding_window != 0 || p.sinks != nullptr) {
-    return Status::InvalidArgument(
-        "paged_attention: sliding windows and sinks have no CUDA kernel yet (CPU only)");
-  }
   if (Status s = ValidatePagedAttention(p); !s.ok()) return s;
   if (p.num_seqs > 0 && seq_lens_host == nullptr) {
     return Status::InvalidArgument("paged_attention: plan needs the host copy of seq_lens");
@@ -224,6 +220,8 @@ Status PagedAttention(const PagedAttentionPlan& plan, const PagedAttentionParams
   args.num_kv_heads = p.num_kv_heads;
   args.group = p.num_q_heads / p.num_kv_heads;
   args.scale_log2 = p.scale * 1.4426950408889634f;
+  args.window = p.sliding_window;
+  args.sinks = p.sinks;
   args.q = Nv(q);
   args.out = Nv(out);
   args.k_cache = Nv(k_cache);

@@ -38,7 +38,22 @@ struct AttentionKernelArgs {
   float* partial_lse;                // [num_partials, kPartialRows], log2 domain
   const AttentionMergeItem* merges;  // [num_merges]
   int32_t* merge_counters;           // [num_merges], zero between launches
+  int window;                        // sliding window (0: none)
+  const float* sinks;                // [num_q_heads] fp32 logits, or nullptr
 };
+
+// Head `head`'s sink logit in the kernels' log2 domain (sinks are in the units of the
+// scaled scores, as gpt-oss concatenates them), or -inf without sinks.
+__device__ __forceinline__ float SinkLog2(const AttentionKernelArgs& a, int head) {
+  return a.sinks != nullptr ? __ldg(a.sinks + head) * 1.4426950408889634f : -INFINITY;
+}
+
+// 1 / the softmax denominator of a row whose scores have maximum m (log2 units, -inf
+// when no position was attended) and sum l of exp2(score - m): the sink's term joins l.
+__device__ __forceinline__ float InverseDenominator(float m, float l, float sink_log2) {
+  if (sink_log2 != -INFINITY) l += exp2f(sink_log2 - (m == -INFINITY ? 0.0f : m));
+  return l > 0.0f ? 1.0f / l : 0.0f;
+}
 
 // Work items carried in the kernel parameters (3.5 KiB; with AttentionKernelArgs the
 // parameters stay under the classic 4 KiB limit).
@@ -82,7 +97,8 @@ __device__ void MergeTile(const AttentionKernelArgs& a, const AttentionMergeItem
     sum = WarpSum(sum);
     if (lane == 0) {
       row_max[r] = mx == -INFINITY ? 0.0f : mx;
-      row_inv[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+      row_inv[r] = InverseDenominator(
+          mx, sum, SinkLog2(a, m.kv_head * a.group + (m.row_begin + r) % a.group));
     }
   }
   __syncthreads();
@@ -159,8 +175,8 @@ __device__ void MergeTileOnePass(const AttentionKernelArgs& a, const AttentionMe
         acc.w += w * v[k].w;
       }
     }
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const int gr = m.row_begin + r;
+    const float inv = InverseDenominator(mx, l, SinkLog2(a, m.kv_head * a.group + gr % a.group));
     const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
                          int64_t{m.kv_head} * a.group + gr % a.group) *
                             D +
@@ -220,8 +236,8 @@ __device__ void ClusterMergeTile(const AttentionKernelArgs& a, void* area, int k
         acc.w += w * v[k].w;
       }
     }
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const int gr = row0 + r;
+    const float inv = InverseDenominator(mx, l, SinkLog2(a, kv_head * a.group + gr % a.group));
     const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
                          int64_t{kv_head} * a.group + gr % a.group) *
                             D +

@@ -20,8 +20,12 @@ constexpr int kDefaultDecodeMinChunk = 256;
 
 size_t Align256(size_t x) { return (x + 255) & ~size_t{255}; }
 
+// A tile attends to cache positions [kv_start, kv_len): kv_start is 0, or with a sliding
+// window the start of its first row's window, rounded down to a K/V tile so that the
+// pieces' tile boundaries stay where they are without one.
 struct Tile {
-  int seq, kv_head, row_begin, num_rows, kv_len;
+  int seq, kv_head, row_begin, num_rows, kv_start, kv_len;
+  int span() const { return kv_len - kv_start; }
 };
 
 // Splits tiles into work items so that a grid of `capacity` CTAs has enough of them, and
@@ -29,7 +33,7 @@ struct Tile {
 void SplitTiles(const std::vector<Tile>& tiles, int capacity, int block_n, int min_chunk,
                 PagedAttentionPlan* plan, std::vector<AttentionWorkItem>* items) {
   int64_t total_kv = 0;
-  for (const Tile& t : tiles) total_kv += t.kv_len;
+  for (const Tile& t : tiles) total_kv += t.span();
   int64_t chunk = INT32_MAX;
   if (static_cast<int64_t>(tiles.size()) < capacity) {
     const int64_t even = (total_kv + capacity - 1) / capacity;
@@ -37,15 +41,15 @@ void SplitTiles(const std::vector<Tile>& tiles, int capacity, int block_n, int m
                               (even + block_n - 1) / block_n * block_n);
   }
   for (const Tile& t : tiles) {
-    const int n = static_cast<int>((t.kv_len + chunk - 1) / chunk);
+    const int n = static_cast<int>((t.span() + chunk - 1) / chunk);
     if (n <= 1) {
-      items->push_back({t.seq, t.kv_head, t.row_begin, 0, t.kv_len, -1, -1});
+      items->push_back({t.seq, t.kv_head, t.row_begin, t.kv_start, t.kv_len, -1, -1});
       continue;
     }
     const int merge = static_cast<int>(plan->merge_items.size());
     plan->merge_items.push_back({t.seq, t.kv_head, t.row_begin, t.num_rows, plan->num_partials, n});
     for (int i = 0; i < n; ++i) {
-      const int begin = static_cast<int>(i * chunk);
+      const int begin = static_cast<int>(t.kv_start + i * chunk);
       const int end = static_cast<int>(std::min<int64_t>(t.kv_len, begin + chunk));
       items->push_back({t.seq, t.kv_head, t.row_begin, begin, end, plan->num_partials++, merge});
     }
@@ -65,8 +69,8 @@ void SplitTilesForClusters(const std::vector<Tile>& tiles, int capacity, int blo
   int64_t total_kv = 0;
   int max_kv = 0;
   for (const Tile& t : tiles) {
-    total_kv += t.kv_len;
-    max_kv = std::max(max_kv, t.kv_len);
+    total_kv += t.span();
+    max_kv = std::max(max_kv, t.span());
   }
   int n = 1;
   int64_t chunk = max_kv;
@@ -91,7 +95,7 @@ void SplitTilesForClusters(const std::vector<Tile>& tiles, int capacity, int blo
   plan->decode_cluster = n;
   for (const Tile& t : tiles) {
     for (int i = 0; i < n; ++i) {
-      const int begin = static_cast<int>(std::min<int64_t>(t.kv_len, i * chunk));
+      const int begin = static_cast<int>(std::min<int64_t>(t.kv_len, t.kv_start + i * chunk));
       const int end = static_cast<int>(std::min<int64_t>(t.kv_len, begin + chunk));
       items->push_back({t.seq, t.kv_head, t.row_begin, begin, end, i, -1});
     }
@@ -146,8 +150,15 @@ Status PlanTiles(const PagedAttentionParams& p, const int32_t* seq_lens,
     for (int row = 0; row < rows; row += bm) {
       const int last = std::min(row + bm, rows) - 1;
       const int kv_len = seq_len - q_len + last / group + 1;
+      int kv_start = 0;
+      if (p.sliding_window > 0) {
+        const int block_n = is_decode ? dec.block_n : pre.block_n;
+        const int first = std::max(0, seq_len - q_len + row / group - p.sliding_window + 1);
+        kv_start = first / block_n * block_n;
+      }
       for (int h = 0; h < p.num_kv_heads; ++h) {
-        (is_decode ? dec_tiles : pre_tiles).push_back({s, h, row, last - row + 1, kv_len});
+        (is_decode ? dec_tiles : pre_tiles)
+            .push_back({s, h, row, last - row + 1, kv_start, kv_len});
       }
     }
   }

@@ -370,7 +370,8 @@ __device__ __forceinline__ void OnlineSoftmax(const AttentionKernelArgs& a, cons
   constexpr int kNT = C::kWarpKeys / 8;
   const int key0 = lr.warp_n * C::kWarpKeys;
   const int tile_k0 = sp.kv_begin + t * C::kBlockN;
-  const bool need_mask = tile_k0 + C::kBlockN > sp.kv_end || tile_k0 + C::kBlockN - 1 > lr.pos_min;
+  const bool need_mask =
+      tile_k0 + C::kBlockN > sp.kv_end || tile_k0 + C::kBlockN - 1 > lr.pos_min || a.window > 0;
   // Raw scores are masked and maxed; the scale folds into the exponent's FFMA.
   float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
@@ -380,7 +381,9 @@ __device__ __forceinline__ void OnlineSoftmax(const AttentionKernelArgs& a, cons
       for (int e = 0; e < 4; ++e) {
         const int key = tile_k0 + key0 + j * 8 + (lr.lane & 3) * 2 + (e & 1);
         const int limit = e < 2 ? lr.pos_a : lr.pos_b;
-        if (key >= sp.kv_end || key > limit) s[j][e] = -INFINITY;
+        if (key >= sp.kv_end || key > limit || (a.window > 0 && key <= limit - a.window)) {
+          s[j][e] = -INFINITY;
+        }
       }
     }
     mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));

@@ -22,6 +22,8 @@ struct AttentionCase {
   int num_kv_heads = 8;
   int head_dim = 128;
   int block_size = 16;
+  int window = 0;      // sliding window (0: none)
+  bool sinks = false;  // a random sink logit per query head
 };
 
 inline std::vector<int> Repeat(int n, int v) { return std::vector<int>(n, v); }
@@ -39,6 +41,14 @@ inline std::vector<AttentionCase> AttentionTestCases(bool quick) {
   c.push_back({"prefill_prefix_gqa8_d64", {4097, 511}, {100, 33}, 32, 4, 64});
   c.push_back({"prefill_mha", {129}, {129}, 4, 4, 128});
   c.push_back({"mixed_batch", {1, 40, 50, 700, 9}, {1, 1, 50, 200, 1}, 32, 8, 128});
+  // gpt-oss's attention: 64 q / 8 kv heads of 64, sinks, 128-position windows on half of
+  // the layers; and windows that are not a multiple of the block or the K/V tile.
+  c.push_back({"decode_window_sinks", {1, 100, 129, 4097, 700}, {}, 64, 8, 64, 16, 128, true});
+  c.push_back({"decode_sinks_only", {1, 511, 4097}, {}, 64, 8, 64, 16, 0, true});
+  c.push_back({"decode_window_d128", {3000, 17, 300}, {}, 32, 8, 128, 16, 77, false});
+  c.push_back({"prefill_window_sinks", {300, 700}, {300, 200}, 64, 8, 64, 16, 128, true});
+  c.push_back({"prefill_window_d128", {600}, {450}, 32, 8, 128, 16, 45, true});
+  c.push_back({"mixed_window_sinks", {1, 40, 500, 9}, {1, 1, 200, 1}, 64, 8, 64, 16, 16, true});
   if (!quick) {
     std::vector<int> lens(64);
     std::mt19937 rng(7);
@@ -114,6 +124,7 @@ inline AttentionBatch BuildAttentionBatch(const AttentionCase& c, int pool_facto
   p.block_tables = b.block_tables.data();
   p.seq_lens = b.seq_lens.data();
   p.cu_seqlens_q = b.cu_seqlens_q.empty() ? nullptr : b.cu_seqlens_q.data();
+  p.sliding_window = c.window;
   return b;
 }
 

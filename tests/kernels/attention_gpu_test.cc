@@ -28,6 +28,7 @@ struct Prepared {
   AttentionCase c;
   AttentionBatch b;
   std::vector<bf16> q, k, v;
+  std::vector<float> sinks;  // [num_q_heads] when the case has sinks
   std::vector<float> want;
 };
 
@@ -41,6 +42,11 @@ Prepared Prepare(const AttentionCase& c) {
   RandomBf16(q_elems, -3.0f, 3.0f, &x.q, &qf);
   RandomBf16(cache_elems, -1.0f, 1.0f, &x.k, &kf);
   RandomBf16(cache_elems, -1.0f, 1.0f, &x.v, &vf);
+  if (c.sinks) {
+    std::vector<bf16> unused;
+    RandomBf16(static_cast<size_t>(c.num_q_heads), -2.0f, 4.0f, &unused, &x.sinks);
+    x.b.params.sinks = x.sinks.data();
+  }
   x.want.resize(q_elems);
   GPU_CHECK_OK(cpu::PagedAttention(x.b.params, x.want.data(), qf.data(), kf.data(), vf.data()));
   return x;
@@ -55,7 +61,9 @@ bool RunCase(const Prepared& x, const cuda::PagedAttentionOptions& options) {
   DeviceBuffer<bf16> dq(x.q), dk(x.k), dv(x.v), dout(x.q.size());
   DeviceBuffer<int32_t> dtables(b.block_tables), dlens(b.seq_lens);
   DeviceBuffer<int32_t> dcu(b.cu_seqlens_q.empty() ? std::vector<int32_t>{0} : b.cu_seqlens_q);
+  DeviceBuffer<float> dsinks(x.sinks.empty() ? std::vector<float>{0.0f} : x.sinks);
   PagedAttentionParams dp = b.params;
+  dp.sinks = x.sinks.empty() ? nullptr : dsinks.get();
   dp.block_tables = dtables.get();
   dp.seq_lens = dlens.get();
   dp.cu_seqlens_q = b.cu_seqlens_q.empty() ? nullptr : dcu.get();

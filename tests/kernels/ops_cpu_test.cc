@@ -247,6 +247,46 @@ TEST(FillUniformCpuTest, DeterministicByIndexInRangeAndUniform) {
   EXPECT_NE(std::vector<float>(a.begin(), a.begin() + 8), d);
 }
 
+// With QK-norm, each head of q and k is normalized with its weight before the rotation:
+// the fused call equals RmsNorm over heads followed by ApplyRope, and differs without it.
+TEST(SplitQkvCpuTest, QkNormNormalizesEachHeadBeforeRope) {
+  const QkvLayout l{4, 2, 8, 8};
+  const KvCacheShape shape{3, 4, 2, 8};
+  RopeConfig rope;
+  rope.rotary_dim = 8;
+  const std::vector<float> cos_sin = RopeCosSinCache(rope, 16);
+  const std::vector<float> qkv = Random(3 * l.Width(), 11);
+  const std::vector<float> qw = Random(8, 12), kw = Random(8, 13);
+  const std::vector<int32_t> positions = {0, 5, 9};
+  const std::vector<int64_t> slots = {6, 2, 11};
+  const int64_t cache_elems = int64_t{shape.num_blocks} * shape.BlockElems();
+  std::vector<float> q(3 * 4 * 8), kc(cache_elems, 0.f), vc(cache_elems, 0.f);
+  ASSERT_TRUE(cpu::SplitQkvRopeWriteKv(q.data(), kc.data(), vc.data(), qkv.data(), positions.data(),
+                                       slots.data(), cos_sin.data(), 3, l, shape,
+                                       {qw.data(), kw.data(), 1e-6f})
+                  .ok());
+  // The same by hand: split, per-head norm, rope.
+  std::vector<float> wq(3 * 32), wk(3 * 16);
+  for (int t = 0; t < 3; ++t) {
+    std::copy_n(qkv.begin() + t * l.Width(), 32, wq.begin() + t * 32);
+    std::copy_n(qkv.begin() + t * l.Width() + 32, 16, wk.begin() + t * 16);
+  }
+  ASSERT_TRUE(cpu::RmsNorm(wq.data(), wq.data(), qw.data(), 3 * 4, 8, 1e-6f).ok());
+  ASSERT_TRUE(cpu::RmsNorm(wk.data(), wk.data(), kw.data(), 3 * 2, 8, 1e-6f).ok());
+  ASSERT_TRUE(
+      cpu::ApplyRope(wq.data(), wk.data(), positions.data(), cos_sin.data(), 3, 4, 2, 8, 8).ok());
+  for (size_t i = 0; i < wq.size(); ++i) EXPECT_NEAR(q[i], wq[i], 1e-6f) << i;
+  for (int t = 0; t < 3; ++t) {
+    for (int i = 0; i < 16; ++i) EXPECT_NEAR(kc[slots[t] * 16 + i], wk[t * 16 + i], 1e-6f);
+  }
+  // Without the norm the result is another one.
+  std::vector<float> plain(q.size());
+  ASSERT_TRUE(cpu::SplitQkvRopeWriteKv(plain.data(), kc.data(), vc.data(), qkv.data(),
+                                       positions.data(), slots.data(), cos_sin.data(), 3, l, shape)
+                  .ok());
+  EXPECT_NE(plain, q);
+}
+
 TEST(SplitQkvCpuTest, SplitsRotatesAndWritesSlots) {
   const QkvLayout l{4, 2, 8, 8};
   const KvCacheShape shape{3, 4, 2, 8};

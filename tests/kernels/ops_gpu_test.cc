@@ -166,15 +166,29 @@ void GatherCase(int rows, int in_rows, int width) {
   AllClose(ToFloat(dout.Download()), want, 0.f, 0.f, "gather_rows");
 }
 
-void SplitQkvCase(int tokens, int hq, int hkv, int d, int rot) {
-  const std::string tag =
-      std::to_string(tokens) + " tokens d" + std::to_string(d) + " rot" + std::to_string(rot);
+// How a SplitQkvCase rotates and normalizes: Llama-3's plain table, Qwen3's QK-norm, or
+// gpt-oss's YaRN table (factor 32 over 4096 positions, truncated, mscale 1 + 0.1 ln 32).
+enum class QkvFlavor { kPlain, kQkNorm, kYarn };
+
+void SplitQkvCase(int tokens, int hq, int hkv, int d, int rot,
+                  QkvFlavor flavor = QkvFlavor::kPlain) {
+  const std::string tag = std::to_string(tokens) + " tokens d" + std::to_string(d) + " rot" +
+                          std::to_string(rot) + " flavor " +
+                          std::to_string(static_cast<int>(flavor));
   const QkvLayout l{hq, hkv, d, rot};
   const KvCacheShape shape{tokens / 4 + 2, 16, hkv, d};
   RopeConfig cfg;
-  cfg.theta = 500000.0f;
+  cfg.theta = flavor == QkvFlavor::kYarn ? 150000.0f : 500000.0f;
   cfg.rotary_dim = rot;
+  if (flavor == QkvFlavor::kYarn) cfg.yarn_factor = 32.0f;
   const std::vector<float> cos_sin = RopeCosSinCache(cfg, 4096);
+  // Norm weights around 1 (bf16 values on both sides).
+  std::vector<bf16> qw, kw;
+  std::vector<float> qwf, kwf;
+  RandomBf16(size_t(d), 0.5f, 1.5f, &qw, &qwf);
+  RandomBf16(size_t(d), 0.5f, 1.5f, &kw, &kwf);
+  QkNorm<float> norm;
+  if (flavor == QkvFlavor::kQkNorm) norm = {qwf.data(), kwf.data(), 1e-6f};
   std::vector<bf16> qkv;
   std::vector<float> qkvf;
   RandomBf16(size_t(tokens) * l.Width(), -2.f, 2.f, &qkv, &qkvf);
@@ -188,15 +202,19 @@ void SplitQkvCase(int tokens, int hq, int hkv, int d, int rot) {
   const size_t cache = size_t(num_slots) * hkv * d;
   std::vector<float> q(size_t(tokens) * hq * d), kc(cache, 0.f), vc(cache, 0.f);
   GPU_CHECK_OK(cpu::SplitQkvRopeWriteKv(q.data(), kc.data(), vc.data(), qkvf.data(), pos.data(),
-                                        slots.data(), cos_sin.data(), tokens, l, shape));
+                                        slots.data(), cos_sin.data(), tokens, l, shape, norm));
   DeviceBuffer<bf16> dqkv(qkv), dq(q.size()), dk(std::vector<bf16>(cache, FloatToBf16(0.f))),
       dv(std::vector<bf16>(cache, FloatToBf16(0.f)));
   DeviceBuffer<int32_t> dpos(pos);
   DeviceBuffer<int64_t> dslots(slots);
   DeviceBuffer<float> dcs(cos_sin);
+  DeviceBuffer<bf16> dqw(qw), dkw(kw);
+  QkNorm<bf16> dnorm;
+  if (norm.enabled()) dnorm = {dqw.get(), dkw.get(), norm.eps};
   dq.Poison();
   GPU_CHECK_OK(cuda::SplitQkvRopeWriteKv(dq.get(), dk.get(), dv.get(), dqkv.get(), dpos.get(),
-                                         dslots.get(), dcs.get(), tokens, l, shape, nullptr));
+                                         dslots.get(), dcs.get(), tokens, l, shape, nullptr,
+                                         dnorm));
   AllClose(ToFloat(dq.Download()), q, 2e-2f, 1e-2f, "split_qkv q " + tag);
   AllClose(ToFloat(dk.Download()), kc, 2e-2f, 1e-2f, "split_qkv k cache " + tag);
   AllClose(ToFloat(dv.Download()), vc, 0.f, 0.f, "split_qkv v cache " + tag);
@@ -239,6 +257,9 @@ int main() {
   GemmCase(1024, 256, true, quick ? std::vector<int>{3} : std::vector<int>{1, 100, 300});
   SplitQkvCase(9, 32, 8, 128, 128);
   SplitQkvCase(quick ? 6 : 200, 8, 2, 64, 32);
+  SplitQkvCase(9, 32, 4, 128, 128, QkvFlavor::kQkNorm);               // Qwen3-30B-A3B's heads
+  SplitQkvCase(quick ? 5 : 100, 16, 8, 128, 64, QkvFlavor::kQkNorm);  // partial rotary
+  SplitQkvCase(quick ? 7 : 300, 64, 8, 64, 64, QkvFlavor::kYarn);     // gpt-oss's heads
   GatherCase(5, 40, 4096);
   GatherCase(quick ? 3 : 64, 2048, 128);
   FillCase(quick ? 1000 : 3000001, 0);

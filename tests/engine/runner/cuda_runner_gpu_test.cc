@@ -188,6 +188,12 @@ TEST(CudaRunnerTest, Llama3RopeUntiedParity) {
   CheckParity("llama3-rope-untied", dir, dir + "/golden.json");
 }
 
+// Qwen3's per-head QK-norm in the fused split/RoPE kernel.
+TEST(CudaRunnerTest, Qwen3DenseParity) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen3-dense";
+  CheckParity("qwen3-dense", dir, dir + "/golden.json");
+}
+
 TEST(CudaRunnerTest, Qwen2BiasTiedParity) {
   const std::string dir = SharedDir() + "/fixtures/variants/qwen2-bias-tied";
   CheckParity("qwen2-bias-tied", dir, dir + "/golden.json");

@@ -18,10 +18,20 @@ struct QkvLayout {
   int Width() const { return (num_q_heads + 2 * num_kv_heads) * head_dim; }
 };
 
+// Per-head RMSNorm of q and k before RoPE (Qwen3's QK-norm): each head's head_dim values
+// become x / sqrt(mean(x²) + eps) * weight, in fp32. q == nullptr: no norm.
+template <class T>
+struct QkNorm {
+  const T* q = nullptr;  // [head_dim]
+  const T* k = nullptr;  // [head_dim]
+  float eps = 1e-6f;
+  bool enabled() const { return q != nullptr; }
+};
+
 namespace cpu {
 
-// q_out[t] = rope(q part of qkv[t]); cache[slot[t]] = rope(k part), v part. Slot -1
-// writes nothing (padding).
+// q_out[t] = rope(norm(q part of qkv[t])); cache[slot[t]] = rope(norm(k part)), v part,
+// where norm is `norm` when enabled. Slot -1 writes nothing (padding).
 Status SplitQkvRopeWriteKv(float* q_out,      // [num_tokens, num_q_heads, head_dim]
                            float* k_cache,    // [num_blocks, block_size, kv_heads, head_dim]
                            float* v_cache,    // [num_blocks, block_size, kv_heads, head_dim]
@@ -29,7 +39,8 @@ Status SplitQkvRopeWriteKv(float* q_out,      // [num_tokens, num_q_heads, head_
                            const int32_t* positions,     // [num_tokens]
                            const int64_t* slot_mapping,  // [num_tokens]
                            const float* cos_sin,         // [max_positions, rotary_dim]
-                           int num_tokens, const QkvLayout& layout, const KvCacheShape& shape);
+                           int num_tokens, const QkvLayout& layout, const KvCacheShape& shape,
+                           const QkNorm<float>& norm = {});
 
 }  // namespace cpu
 }  // namespace sluice::kernels

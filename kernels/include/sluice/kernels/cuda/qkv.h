@@ -19,6 +19,6 @@ Status SplitQkvRopeWriteKv(bf16* q_out,      // [num_tokens, num_q_heads, head_d
                            const int64_t* slot_mapping,  // [num_tokens]
                            const float* cos_sin,         // [max_positions, rotary_dim]
                            int num_tokens, const QkvLayout& layout, const KvCacheShape& shape,
-                           cudaStream_t stream);
+                           cudaStream_t stream, const QkNorm<bf16>& norm = {});
 
 }  // namespace sluice::kernels::cuda
