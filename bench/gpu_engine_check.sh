@@ -29,6 +29,9 @@ step() {  # step NAME TIMEOUT_S COMMAND...
 
 step ops 40 "$D/bin/ops_gpu_test"
 grep -E "^PASS|^FAIL|CHECK failed" "$LOG/ops.log" | head -20
+# Windows and sinks over the quick shape table (gpt-oss's heads included).
+step attention 60 env SLUICE_QUICK=1 "$D/bin/attention_gpu_test"
+grep -E "^PASS|^FAIL|CHECK failed|window|sinks" "$LOG/attention.log" | head -20
 step runner 90 "$D/bin/cuda_runner_gpu_test"
 grep -E "PARITY|BATCH|RANDOM|\[  FAILED|Failure|SKIP" -A3 "$LOG/runner.log" | head -60
 
