@@ -168,9 +168,7 @@ __device__ __forceinline__ void WriteRows(const AttentionKernelArgs& a,
     // The sink joins the denominator once: here for unsplit items, in the merge for split
     // ones.
     const float inv_l =
-        item.partial < 0
-            ? InverseDenominator(m, l, SinkLog2(a, sp.kv_head * a.group + gr % a.group))
-            : (l > 0.0f ? 1.0f / l : 0.0f);
+        InverseDenominator(m, l, item.partial < 0 ? SinkLog2(a, sp.kv_head, gr) : -INFINITY);
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] *= inv_l;
     if (item.partial < 0) {

@@ -42,10 +42,12 @@ struct AttentionKernelArgs {
   const float* sinks;                // [num_q_heads] fp32 logits, or nullptr
 };
 
-// Head `head`'s sink logit in the kernels' log2 domain (sinks are in the units of the
-// scaled scores, as gpt-oss concatenates them), or -inf without sinks.
-__device__ __forceinline__ float SinkLog2(const AttentionKernelArgs& a, int head) {
-  return a.sinks != nullptr ? __ldg(a.sinks + head) * 1.4426950408889634f : -INFINITY;
+// The sink logit of row `row` of (sequence, kv_head) — query head kv_head × group +
+// row % group — in the kernels' log2 domain (sinks are in the units of the scaled
+// scores, as gpt-oss concatenates them), or -inf without sinks.
+__device__ __forceinline__ float SinkLog2(const AttentionKernelArgs& a, int kv_head, int row) {
+  if (a.sinks == nullptr) return -INFINITY;
+  return __ldg(a.sinks + kv_head * a.group + row % a.group) * 1.4426950408889634f;
 }
 
 // 1 / the softmax denominator of a row whose scores have maximum m (log2 units, -inf
@@ -97,8 +99,7 @@ __device__ void MergeTile(const AttentionKernelArgs& a, const AttentionMergeItem
     sum = WarpSum(sum);
     if (lane == 0) {
       row_max[r] = mx == -INFINITY ? 0.0f : mx;
-      row_inv[r] = InverseDenominator(
-          mx, sum, SinkLog2(a, m.kv_head * a.group + (m.row_begin + r) % a.group));
+      row_inv[r] = InverseDenominator(mx, sum, SinkLog2(a, m.kv_head, m.row_begin + r));
     }
   }
   __syncthreads();
@@ -176,7 +177,7 @@ __device__ void MergeTileOnePass(const AttentionKernelArgs& a, const AttentionMe
       }
     }
     const int gr = m.row_begin + r;
-    const float inv = InverseDenominator(mx, l, SinkLog2(a, m.kv_head * a.group + gr % a.group));
+    const float inv = InverseDenominator(mx, l, SinkLog2(a, m.kv_head, gr));
     const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
                          int64_t{m.kv_head} * a.group + gr % a.group) *
                             D +
@@ -237,7 +238,7 @@ __device__ void ClusterMergeTile(const AttentionKernelArgs& a, void* area, int k
       }
     }
     const int gr = row0 + r;
-    const float inv = InverseDenominator(mx, l, SinkLog2(a, kv_head * a.group + gr % a.group));
+    const float inv = InverseDenominator(mx, l, SinkLog2(a, kv_head, gr));
     const int64_t off = (int64_t{q_begin + gr / a.group} * a.num_q_heads +
                          int64_t{kv_head} * a.group + gr % a.group) *
                             D +
