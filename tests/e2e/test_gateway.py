@@ -22,6 +22,9 @@ from server_fixture import SluiceServer, free_port, stop_process
 KEYS = {"acme": "sk-acme-0123456789", "beta": "sk-beta-9876543210",
         "conc": "sk-conc-3", "rpm10": "sk-rpm-10", "newcomer": "sk-new-1"}
 MODEL = "sluice-tiny-code"
+# Requests that reach the model: under ThreadSanitizer, with other suites sharing the two
+# cores, a prefill takes many times longer than httpx's 5 s default.
+MODEL_TIMEOUT = 120
 
 
 def keys_file(path, tenants):
@@ -103,7 +106,8 @@ def test_no_key_and_wrong_key_are_401_and_never_forwarded(stack):
     before = metric(server.url, "sluice_requests_arrived_total")
     for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "Basic abc"},
                     {"Authorization": f"Bearer {KEYS['acme']}x"}):
-        r = httpx.post(gw.url + "/v1/completions", json=completion("x"), headers=headers)
+        r = httpx.post(gw.url + "/v1/completions", json=completion("x"), headers=headers,
+                       timeout=MODEL_TIMEOUT)
         assert r.status_code == 401, r.text
         err = r.json()["error"]
         assert err["code"] == "invalid_api_key" and err["type"] == "invalid_request_error"
@@ -118,8 +122,9 @@ def test_no_key_and_wrong_key_are_401_and_never_forwarded(stack):
 def test_right_key_gives_the_servers_own_answer_streaming_included(stack):
     server, gw, _ = stack
     body = completion("def fibonacci(n):", 16)
-    direct = httpx.post(server.url + "/v1/completions", json=body).json()
-    via = httpx.post(gw.url + "/v1/completions", json=body, headers=auth("acme"))
+    direct = httpx.post(server.url + "/v1/completions", json=body, timeout=MODEL_TIMEOUT).json()
+    via = httpx.post(gw.url + "/v1/completions", json=body, headers=auth("acme"),
+                     timeout=MODEL_TIMEOUT)
     assert via.status_code == 200, via.text
     assert via.json()["choices"][0]["text"] == direct["choices"][0]["text"]
     assert via.json()["usage"]["completion_tokens"] == 16
@@ -153,7 +158,7 @@ def test_tenants_never_share_prefix_cache_blocks(stack):
     usage = []
     for tenant in ("acme", "acme", "beta", "beta"):
         r = httpx.post(gw.url + "/v1/completions", json={**body, "cache_salt": "shared"},
-                       headers=auth(tenant))
+                       headers=auth(tenant), timeout=MODEL_TIMEOUT)
         assert r.status_code == 200, r.text
         usage.append(r.json()["usage"])
     assert usage[0]["prompt_tokens"] > 64
@@ -266,7 +271,8 @@ def test_first_chunk_arrives_within_5ms_of_direct(stack):
 
     def first_chunk_s(url, headers):
         start = time.perf_counter()
-        with httpx.stream("POST", url + "/v1/completions", json=body, headers=headers) as r:
+        with httpx.stream("POST", url + "/v1/completions", json=body, headers=headers,
+                          timeout=MODEL_TIMEOUT) as r:
             for _ in r.iter_raw():
                 return time.perf_counter() - start
     direct, via = [], []
@@ -383,7 +389,7 @@ def test_max_concurrent_is_never_exceeded_upstream(scripted):
     assert codes.count(200) == upstream.total - start_total >= 3
     # Once they are done, slots are free again.
     assert httpx.post(gw.url + "/v1/completions", json={"model": MODEL, "prompt": "x"},
-                      headers=auth("conc")).status_code == 200
+                      headers=auth("conc"), timeout=MODEL_TIMEOUT).status_code == 200
 
 
 def test_internal_headers_stripped_and_salt_set(scripted):
@@ -404,7 +410,7 @@ def test_internal_headers_stripped_and_salt_set(scripted):
 def test_upstream_refusal_and_retry_after_pass_through(scripted):
     _, gw = scripted
     r = httpx.post(gw.url + "/v1/completions", json={"model": MODEL, "prompt": "busy"},
-                   headers=auth("acme"))
+                   headers=auth("acme"), timeout=MODEL_TIMEOUT)
     assert r.status_code == 503
     assert r.headers["retry-after"] == "7"
 
