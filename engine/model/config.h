@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "sluice/kernels/moe.h"
 #include "sluice/kernels/rope.h"
 
 namespace sluice {
@@ -46,6 +47,21 @@ struct ModelConfig {
   }
   bool IsMoeLayer(int layer) const {
     return static_cast<size_t>(layer) < moe_layer.size() && moe_layer[layer] != 0;
+  }
+  // The MoE layers' shape and routing, as the kernels take them.
+  kernels::MoeShape MoeShapeOf() const {
+    kernels::MoeShape m;
+    m.num_experts = num_experts;
+    m.top_k = num_experts_per_tok;
+    m.hidden = hidden_size;
+    m.intermediate = moe_intermediate_size;
+    m.routing = gpt_oss_moe ? kernels::MoeRouting::kTopKSoftmax : kernels::MoeRouting::kSoftmaxTopK;
+    m.renormalize = norm_topk_prob;
+    m.activation =
+        gpt_oss_moe ? kernels::MoeActivation::kClampedSwiGlu : kernels::MoeActivation::kSiluAndMul;
+    m.swiglu_alpha = swiglu_alpha;
+    m.swiglu_limit = swiglu_limit;
+    return m;
   }
   bool tie_word_embeddings = false;
   kernels::RopeConfig rope;

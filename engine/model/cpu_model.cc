@@ -137,10 +137,6 @@ void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
   picked_.assign(static_cast<size_t>(std::max(max_rows, 0)) * c.hidden_size, 0.0f);
   if (c.num_experts > 0) {
     router_logits_.assign(n * c.num_experts, 0.0f);
-    topk_weights_.assign(n * c.num_experts_per_tok, 0.0f);
-    topk_ids_.assign(n * c.num_experts_per_tok, 0);
-    moe_in_.assign(n * c.hidden_size, 0.0f);
-    moe_out_.assign(n * c.hidden_size, 0.0f);
   }
 }
 
@@ -166,10 +162,10 @@ int64_t CpuModel::weight_bytes() const {
 int64_t CpuModel::scratch_bytes() const {
   int64_t bytes = 0;
   for (const auto* v : {&hidden_, &residual_, &qkv_, &q_, &k_, &v_, &attn_, &gate_up_, &act_,
-                        &picked_, &router_logits_, &topk_weights_, &moe_in_, &moe_out_}) {
+                        &picked_, &router_logits_}) {
     bytes += BytesOf(*v);
   }
-  return bytes + static_cast<int64_t>(topk_ids_.capacity()) * 4;
+  return bytes;
 }
 
 int64_t CpuKvCache::bytes() const {
@@ -251,67 +247,17 @@ absl::Status CpuModel::Mlp(int layer, int n) {
 absl::Status CpuModel::Moe(int layer, int n) {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];
-  const int h = c.hidden_size, experts = c.num_experts, k = c.num_experts_per_tok;
-  const int inter = c.moe_intermediate_size;
-  router_logits_.resize(static_cast<size_t>(n) * experts);
-  SLUICE_RETURN_IF_ERROR(FromKernel(
-      kernels::cpu::Gemm(router_logits_.data(), hidden_.data(), w.router.data(),
-                         w.router_bias.empty() ? nullptr : w.router_bias.data(), n, experts, h)));
-  topk_ids_.resize(static_cast<size_t>(n) * k);
-  topk_weights_.resize(static_cast<size_t>(n) * k);
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RouteTopK(
-      topk_ids_.data(), topk_weights_.data(), router_logits_.data(), n, experts, k,
-      c.gpt_oss_moe ? kernels::MoeRouting::kTopKSoftmax : kernels::MoeRouting::kSoftmaxTopK,
-      c.norm_topk_prob)));
-  // Expert by expert over the tokens routed to it, each output added with its weight.
-  moe_out_.assign(static_cast<size_t>(n) * h, 0.0f);
-  std::vector<std::vector<std::pair<int, float>>> routed(static_cast<size_t>(experts));
-  for (int t = 0; t < n; ++t) {
-    for (int j = 0; j < k; ++j) {
-      const size_t at = static_cast<size_t>(t) * k + j;
-      routed[static_cast<size_t>(topk_ids_[at])].emplace_back(t, topk_weights_[at]);
-    }
-  }
-  for (int e = 0; e < experts; ++e) {
-    const auto& rows = routed[static_cast<size_t>(e)];
-    if (rows.empty()) continue;
-    const int m = static_cast<int>(rows.size());
-    moe_in_.resize(static_cast<size_t>(m) * h);
-    for (int r = 0; r < m; ++r) {
-      const float* src = hidden_.data() + static_cast<size_t>(rows[r].first) * h;
-      std::copy(src, src + h, moe_in_.begin() + static_cast<size_t>(r) * h);
-    }
-    gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
-    act_.resize(static_cast<size_t>(m) * inter);
-    const float* gate_up = w.expert_gate_up.data() + static_cast<size_t>(e) * 2 * inter * h;
-    const float* down = w.expert_down.data() + static_cast<size_t>(e) * h * inter;
-    const float* gate_up_bias =
-        w.expert_gate_up_bias.empty()
-            ? nullptr
-            : w.expert_gate_up_bias.data() + static_cast<size_t>(e) * 2 * inter;
-    const float* down_bias = w.expert_down_bias.empty()
-                                 ? nullptr
-                                 : w.expert_down_bias.data() + static_cast<size_t>(e) * h;
-    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(gate_up_.data(), moe_in_.data(), gate_up,
-                                                         gate_up_bias, m, 2 * inter, h)));
-    if (c.gpt_oss_moe) {
-      SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::ClampedSwiGlu(
-          act_.data(), gate_up_.data(), m, inter, c.swiglu_alpha, c.swiglu_limit)));
-    } else {
-      SLUICE_RETURN_IF_ERROR(
-          FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), m, inter)));
-    }
-    SLUICE_RETURN_IF_ERROR(
-        FromKernel(kernels::cpu::Gemm(moe_in_.data(), act_.data(), down, down_bias, m, h, inter)));
-    for (int r = 0; r < m; ++r) {
-      const float* src = moe_in_.data() + static_cast<size_t>(r) * h;
-      float* dst = moe_out_.data() + static_cast<size_t>(rows[r].first) * h;
-      const float weight = rows[r].second;
-      for (int i = 0; i < h; ++i) dst[i] += weight * src[i];
-    }
-  }
-  std::copy(moe_out_.begin(), moe_out_.end(), hidden_.begin());
-  return absl::OkStatus();
+  router_logits_.resize(static_cast<size_t>(n) * c.num_experts);
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
+      router_logits_.data(), hidden_.data(), w.router.data(),
+      w.router_bias.empty() ? nullptr : w.router_bias.data(), n, c.num_experts, c.hidden_size)));
+  kernels::MoeExpertWeights<float> experts;
+  experts.gate_up = w.expert_gate_up.data();
+  experts.gate_up_bias = w.expert_gate_up_bias.empty() ? nullptr : w.expert_gate_up_bias.data();
+  experts.down = w.expert_down.data();
+  experts.down_bias = w.expert_down_bias.empty() ? nullptr : w.expert_down_bias.data();
+  return FromKernel(kernels::cpu::MoeExperts(hidden_.data(), hidden_.data(), router_logits_.data(),
+                                             experts, c.MoeShapeOf(), n));
 }
 
 }  // namespace sluice

@@ -85,8 +85,7 @@ class CpuModel {
   std::vector<float> rope_cos_sin_;  // [max_positions, rotary_dim]
   // Scratch reused across steps.
   std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_, picked_;
-  std::vector<float> router_logits_, topk_weights_, moe_in_, moe_out_;
-  std::vector<int32_t> topk_ids_;
+  std::vector<float> router_logits_;
 };
 
 }  // namespace sluice

@@ -75,6 +75,75 @@ TEST(MoeRoutingCpuTest, TopKFollowsEachDefinition) {
                    .ok());
 }
 
+// The MoE layer against its definition token by token in double precision: each token
+// through its own top-k experts, with and without biases, both activations, more experts
+// than tokens (so that some receive none), written over its input.
+TEST(MoeExpertsCpuTest, MatchesPerTokenDefinition) {
+  for (bool gpt_oss : {false, true}) {
+    MoeShape s;
+    s.num_experts = 16;
+    s.top_k = gpt_oss ? 4 : 2;
+    s.hidden = 24;
+    s.intermediate = 12;
+    s.routing = gpt_oss ? MoeRouting::kTopKSoftmax : MoeRouting::kSoftmaxTopK;
+    s.renormalize = !gpt_oss;
+    s.activation = gpt_oss ? MoeActivation::kClampedSwiGlu : MoeActivation::kSiluAndMul;
+    const int n = 5, e = s.num_experts, h = s.hidden, inter = s.intermediate, k = s.top_k;
+    const auto x = Random(n * h, 31), logits = Random(n * e, 32);
+    auto gate_up = Random(size_t(e) * 2 * inter * h, 33), down = Random(size_t(e) * h * inter, 34);
+    for (float& v : gate_up) v *= 0.3f;
+    for (float& v : down) v *= 0.3f;
+    const auto gate_up_bias = Random(size_t(e) * 2 * inter, 35),
+               down_bias = Random(size_t(e) * h, 36);
+    MoeExpertWeights<float> w;
+    w.gate_up = gate_up.data();
+    w.down = down.data();
+    if (gpt_oss) {
+      w.gate_up_bias = gate_up_bias.data();
+      w.down_bias = down_bias.data();
+    }
+    std::vector<int32_t> ids(n * k);
+    std::vector<float> weights(n * k);
+    ASSERT_TRUE(
+        cpu::RouteTopK(ids.data(), weights.data(), logits.data(), n, e, k, s.routing, s.renormalize)
+            .ok());
+    std::vector<float> out = x;  // in place
+    ASSERT_TRUE(cpu::MoeExperts(out.data(), out.data(), logits.data(), w, s, n).ok());
+    for (int t = 0; t < n; ++t) {
+      std::vector<double> want(h, 0.0);
+      for (int j = 0; j < k; ++j) {
+        const int ex = ids[t * k + j];
+        std::vector<double> act(inter);
+        for (int i = 0; i < inter; ++i) {
+          double g = 0, u = 0;
+          for (int c = 0; c < h; ++c) {
+            g += double{gate_up[(size_t(ex) * 2 * inter + i) * h + c]} * x[t * h + c];
+            u += double{gate_up[(size_t(ex) * 2 * inter + inter + i) * h + c]} * x[t * h + c];
+          }
+          if (gpt_oss) {
+            g = std::min(g + gate_up_bias[size_t(ex) * 2 * inter + i], double{s.swiglu_limit});
+            u = std::clamp(u + gate_up_bias[size_t(ex) * 2 * inter + inter + i],
+                           -double{s.swiglu_limit}, double{s.swiglu_limit});
+            act[i] = (u + 1) * g / (1 + std::exp(-double{s.swiglu_alpha} * g));
+          } else {
+            act[i] = g / (1 + std::exp(-g)) * u;
+          }
+        }
+        for (int c = 0; c < h; ++c) {
+          double y = gpt_oss ? double{down_bias[size_t(ex) * h + c]} : 0.0;
+          for (int i = 0; i < inter; ++i)
+            y += double{down[(size_t(ex) * h + c) * inter + i]} * act[i];
+          want[c] += weights[t * k + j] * y;
+        }
+      }
+      for (int c = 0; c < h; ++c) {
+        EXPECT_NEAR(out[t * h + c], want[c], 1e-4 * (1 + std::abs(want[c])))
+            << "gpt_oss " << gpt_oss << " token " << t << " column " << c;
+      }
+    }
+  }
+}
+
 TEST(ClampedSwiGluCpuTest, MatchesGptOssFormula) {
   const int n = 4, inter = 33;
   auto x = Random(n * 2 * inter, 21);
