@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The device check for the CUDA runner: the kernels' new ops, the engine's gpu tests
 # (greedy parity with transformers, alone vs batch, graphs vs eager, random weights on
-# both backends) and bench/engine's throughput on the Llama-3.1-8B shape with random
-# weights, then a short table. Runs from the bundle scripts/make_device_bundle.sh packs
+# both backends) and bench/engine's throughput on the Llama-3.1-8B, Qwen3-30B-A3B and
+# gpt-oss-20b shapes with random weights, then a short table. Runs from the bundle scripts/make_device_bundle.sh packs
 # (the GPU machine has CUDA but not the project's libraries). Logs go to $OUT.
-# Usage: bash bench/gpu_engine_check.sh         (under 5 minutes on one H100)
+# Usage: bash bench/gpu_engine_check.sh         (about 7 minutes on one H100)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/gpu_engine_check}
@@ -32,7 +32,10 @@ grep -E "^PASS|^FAIL|CHECK failed" "$LOG/ops.log" | head -20
 # Windows and sinks over the quick shape table (gpt-oss's heads included).
 step attention 60 env SLUICE_QUICK=1 "$D/bin/attention_gpu_test"
 grep -E "^PASS|^FAIL|CHECK failed|window|sinks" "$LOG/attention.log" | head -20
-step runner 90 "$D/bin/cuda_runner_gpu_test"
+# The fused MoE over its shape table (experts 8-128, top-k 1-8, 1-4096 tokens, graphs).
+step moe 60 "$D/bin/moe_gpu_test"
+grep -E "^PASS|^FAIL|CHECK failed" "$LOG/moe.log" | head -20
+step runner 120 "$D/bin/cuda_runner_gpu_test"
 grep -E "PARITY|BATCH|RANDOM|\[  FAILED|Failure|SKIP" -A3 "$LOG/runner.log" | head -60
 
 M=models/configs/llama-3.1-8b
@@ -46,7 +49,16 @@ step b256 70 "${TB[@]}" --num-requests 256 --input-len 960 --output-len 128 --ma
   --max-num-batched-tokens 8192 --out "$LOG/b256.json"
 step b64 50 "${TB[@]}" --num-requests 64 --input-len 1920 --output-len 128 --max-num-seqs 64 \
   --max-num-batched-tokens 8192 --out "$LOG/b64.json"
-for b in b1 b1_tuned b64 b256; do grep -E "error|decode step|decode floor|throughput|KV blocks" "$LOG/$b.log" | sed "s/^/$b: /"; done
+# The MoE shapes (random weights): decode at batch 1 and 64, against the bytes of the
+# experts the tokens are routed to.
+for moe in qwen3-30b-a3b gpt-oss-20b; do
+  MB=("$D/bin/throughput_bench" --device cuda --model "models/configs/$moe" --random-weights)
+  step "${moe}_b1" 60 "${MB[@]}" --num-requests 1 --input-len 512 --output-len 256 \
+    --max-num-seqs 1 --out "$LOG/${moe}_b1.json"
+  step "${moe}_b64" 60 "${MB[@]}" --num-requests 64 --input-len 512 --output-len 128 \
+    --max-num-seqs 64 --max-num-batched-tokens 8192 --out "$LOG/${moe}_b64.json"
+done
+for b in b1 b1_tuned b64 b256 qwen3-30b-a3b_b1 qwen3-30b-a3b_b64 gpt-oss-20b_b1 gpt-oss-20b_b64; do grep -E "error|decode step|decode floor|throughput|KV blocks" "$LOG/$b.log" | sed "s/^/$b: /"; done
 
 echo "== summary =="
 head -2 "$LOG/device.txt"
@@ -55,7 +67,8 @@ python3 - "$LOG" <<'PY'
 import json, os, sys
 log = sys.argv[1]
 print(f"{'run':10} {'decode step ms':>15} {'floor ms':>9} {'roofline':>9} {'decode tok/s':>13} {'overall out tok/s':>18} {'copy GB/s':>10}")
-for b in ("b1", "b1_tuned", "b64", "b256"):
+for b in ("b1", "b1_tuned", "b64", "b256", "qwen3-30b-a3b_b1", "qwen3-30b-a3b_b64",
+          "gpt-oss-20b_b1", "gpt-oss-20b_b64"):
     p = os.path.join(log, b + ".json")
     if not os.path.exists(p):
         print(f"{b:10} (no result)")

@@ -40,17 +40,26 @@ int64_t CpuActivationBytes(const ModelConfig& c, int max_num_batched_tokens, int
 
 // What one decode step must read: every weight but the embedding table (a gather reads
 // one row per token; tied, the table is read whole as the lm_head), and each sequence's
-// KV for its context.
+// KV for its context. A mixture-of-experts layer reads only the experts its tokens are
+// routed to: counted as the number expected when each token picks its top-k uniformly,
+// E * (1 - (1 - k / E)^batch) per layer (k at batch 1; all E as the batch grows).
 struct Roofline {
-  double weight_bytes = 0;
+  double weight_bytes = 0;  // read every step: all but the embedding table and the experts
   double kv_bytes_per_token = 0;
+  double expert_bytes = 0;  // one expert of one layer: gate/up, down and their biases
+  int moe_layers = 0, num_experts = 0, top_k = 0;
+
+  double ActiveExperts(int batch) const;
+  // Bytes of a decode step over `batch` sequences holding `context_tokens` in all.
+  double StepBytes(int batch, double context_tokens) const;
 };
 Roofline DecodeRoofline(const ModelConfig& c, int bytes_per_elem);
-// (weights + KV of batch x context tokens) / bandwidth.
+// StepBytes(batch, batch x context) / bandwidth.
 double DecodeFloorSeconds(const Roofline& r, int batch, int context, double bandwidth_gbps);
 
 // Matmul FLOPs of one prompt token at `context` tokens of attention: 2 per weight of the
-// matmuls (lm_head included) plus QK^T and PV over the context.
+// matmuls (lm_head included; of the experts, the top-k a token goes through) plus QK^T
+// and PV over the context.
 double PrefillFlopsPerToken(const ModelConfig& c, int context);
 
 struct PlanOptions {

@@ -13,11 +13,11 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLUICE_CUDA_ARCHS=90a >/dev/null
 fi
 cmake --build "$BUILD" -j "$(nproc)" --target cuda_runner_gpu_test ops_gpu_test attention_gpu_test \
-  throughput_bench
+  moe_gpu_test throughput_bench
 stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib" "$stage/shared/fixtures"
 bins="$BUILD/tests/cuda_runner_gpu_test $BUILD/tests/ops_gpu_test $BUILD/tests/attention_gpu_test
-  $BUILD/bin/throughput_bench"
+  $BUILD/tests/moe_gpu_test $BUILD/bin/throughput_bench"
 cp $bins "$stage/bin/"
 strip "$stage"/bin/*
 # Every library the binaries load except glibc, libstdc++ and CUDA's.

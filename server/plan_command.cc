@@ -102,7 +102,8 @@ void PrintText(const CapacityPlan& p, const PlanFlags& f, const ModelConfig& c) 
               p.max_len_sequences, c.max_position_embeddings, p.workload_sequences, o.input_len,
               o.output_len, o.max_num_seqs);
   if (cpu) return;
-  std::printf("\nroofline (weights + KV bytes over bandwidth; FLOPs over compute)\n");
+  std::printf("\nroofline (weights + KV bytes over bandwidth%s; FLOPs over compute)\n",
+              c.num_experts > 0 ? "; of the experts, those routed to under uniform routing" : "");
   std::printf("  decode step   %.2f ms at batch 1, %.2f ms at batch %d (context %d)\n",
               p.decode_floor_batch1_s * 1e3, p.decode_floor_max_batch_s * 1e3,
               std::max(p.workload_sequences, 1), o.input_len + o.output_len / 2);

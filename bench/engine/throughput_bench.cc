@@ -9,6 +9,7 @@
 // With --structured, every request decodes under one grammar (structured outputs).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -324,7 +325,7 @@ int Run(int argc, char** argv) {
     decode_s += r.seconds;
     if (copy_gbs > 0) {
       floor_sum_s +=
-          (roof.weight_bytes + roof.kv_bytes_per_token * r.context_tokens) / (copy_gbs * 1e9);
+          roof.StepBytes(r.num_seqs, static_cast<double>(r.context_tokens)) / (copy_gbs * 1e9);
     }
   }
   const double steps = static_cast<double>(decode_ms.size());
@@ -351,6 +352,10 @@ int Run(int argc, char** argv) {
       {"mean_decode_batch", steps > 0 ? batch_sum / steps : 0},
       {"mean_decode_context", steps > 0 ? context_sum / steps : 0},
       {"weight_bytes", roof.weight_bytes},
+      {"expert_bytes", roof.expert_bytes},
+      {"moe_layers", roof.moe_layers},
+      {"active_experts_at_mean_batch",
+       roof.ActiveExperts(static_cast<int>(std::lround(steps > 0 ? batch_sum / steps : 0)))},
       {"copy_bandwidth_gbs", copy_gbs},
       {"mean_decode_floor_ms", steps > 0 ? floor_sum_s * 1e3 / steps : 0},
       {"roofline_fraction", decode_s > 0 ? floor_sum_s / decode_s : 0},
@@ -377,9 +382,10 @@ int Run(int argc, char** argv) {
   std::printf("%-28s mean %.3f ms, p50 %.3f, p99 %.3f (%.1f output tok/s while decoding)\n",
               "decode step", mean_ms, j["p50_decode_step_ms"].get<double>(),
               j["p99_decode_step_ms"].get<double>(), j["decode_output_tokens_per_s"].get<double>());
-  std::printf("%-28s %.3f ms (%.2f GB weights + KV at %.0f GB/s copy) -> %.3f of the roofline\n",
+  std::printf("%-28s %.3f ms (%.2f GB weights%s + KV at %.0f GB/s copy) -> %.3f of the roofline\n",
               "decode floor", j["mean_decode_floor_ms"].get<double>(), roof.weight_bytes / 1e9,
-              copy_gbs, j["roofline_fraction"].get<double>());
+              roof.moe_layers > 0 ? " + the experts routed to" : "", copy_gbs,
+              j["roofline_fraction"].get<double>());
   std::printf("%-28s %d allocated, %d planned (sluice plan)\n", "KV blocks", kv_blocks,
               j["planned_kv_blocks"].get<int>());
   std::printf("RESULT %s\n", j.dump().c_str());

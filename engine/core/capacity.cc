@@ -81,8 +81,8 @@ int64_t CpuActivationBytes(const ModelConfig& c, int max_num_batched_tokens, int
   const int64_t rows = std::max(max_num_seqs, 0);
   const int64_t q = int64_t{c.num_q_heads} * c.head_dim, kv = int64_t{c.num_kv_heads} * c.head_dim;
   // CpuModel::ReserveScratch: hidden, residual, qkv, q, k, v, attn, gate_up, act, picked,
-  // and with experts the router's logits, the top-k ids and weights, the gathered rows and
-  // the weighted sum.
+  // and with experts the router's logits and what cpu::MoeExperts takes while it runs: the
+  // top-k ids and weights, the gathered rows and the weighted sum.
   const int64_t mlp = std::max(c.intermediate_size, c.moe_intermediate_size);
   int64_t scratch =
       n * (2 * c.hidden_size + (q + 2 * kv) + q + 2 * kv + q + 3 * mlp) + rows * c.hidden_size;
@@ -95,18 +95,39 @@ int64_t CpuActivationBytes(const ModelConfig& c, int max_num_batched_tokens, int
 
 Roofline DecodeRoofline(const ModelConfig& c, int bytes_per_elem) {
   Roofline r;
+  double all_experts = 0;  // every expert of every layer
   ForEachWeight(c, [&](int, WeightSlot slot) {
     if (slot == WeightSlot::kEmbed && !c.tie_word_embeddings) return;
-    r.weight_bytes += static_cast<double>(SlotElements(c, slot)) * bytes_per_elem;
+    const double bytes = static_cast<double>(SlotElements(c, slot)) * bytes_per_elem;
+    const bool expert = slot == WeightSlot::kExpertGateUp || slot == WeightSlot::kExpertDown ||
+                        slot == WeightSlot::kExpertGateUpBias ||
+                        slot == WeightSlot::kExpertDownBias;
+    (expert ? all_experts : r.weight_bytes) += bytes;
   });
+  for (int l = 0; l < c.num_layers; ++l) r.moe_layers += c.IsMoeLayer(l) ? 1 : 0;
+  if (r.moe_layers > 0) {
+    r.num_experts = c.num_experts;
+    r.top_k = c.num_experts_per_tok;
+    r.expert_bytes = all_experts / (static_cast<double>(r.moe_layers) * c.num_experts);
+  }
   r.kv_bytes_per_token = static_cast<double>(KvBytesPerToken(c, bytes_per_elem));
   return r;
 }
 
+double Roofline::ActiveExperts(int batch) const {
+  if (num_experts <= 0 || batch <= 0) return 0;
+  const double miss = 1.0 - static_cast<double>(top_k) / num_experts;
+  return num_experts * (1.0 - std::pow(miss, batch));
+}
+
+double Roofline::StepBytes(int batch, double context_tokens) const {
+  return weight_bytes + moe_layers * expert_bytes * ActiveExperts(batch) +
+         kv_bytes_per_token * context_tokens;
+}
+
 double DecodeFloorSeconds(const Roofline& r, int batch, int context, double bandwidth_gbps) {
   if (bandwidth_gbps <= 0) return 0;
-  const double bytes = r.weight_bytes + r.kv_bytes_per_token * batch * static_cast<double>(context);
-  return bytes / (bandwidth_gbps * 1e9);
+  return r.StepBytes(batch, static_cast<double>(batch) * context) / (bandwidth_gbps * 1e9);
 }
 
 double PrefillFlopsPerToken(const ModelConfig& c, int context) {
@@ -117,7 +138,11 @@ double PrefillFlopsPerToken(const ModelConfig& c, int context) {
         slot == WeightSlot::kFinalNorm || slot == WeightSlot::kQkvBias) {
       return;
     }
-    matmul += static_cast<double>(SlotElements(c, slot));
+    const bool expert = slot == WeightSlot::kExpertGateUp || slot == WeightSlot::kExpertDown;
+    if (slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias) return;
+    // A token goes through top_k of a layer's experts.
+    const double share = expert ? static_cast<double>(c.num_experts_per_tok) / c.num_experts : 1.0;
+    matmul += static_cast<double>(SlotElements(c, slot)) * share;
   });
   // QK^T and PV: 2 FLOPs per multiply-add, each q head over `context` positions.
   const double attention = 4.0 * c.num_layers * c.num_q_heads * c.head_dim * context;
@@ -198,6 +223,7 @@ absl::StatusOr<CapacityPlan> PlanCapacity(const ModelConfig& c, const PlanOption
   if (!cpu) {
     Roofline r = DecodeRoofline(c, elem);
     r.weight_bytes /= tp;
+    r.expert_bytes /= tp;
     r.kv_bytes_per_token /= tp;
     const int context = o.input_len + o.output_len / 2;
     p.decode_floor_batch1_s = DecodeFloorSeconds(r, 1, context, o.device.bandwidth_gbps);

@@ -23,6 +23,7 @@
 #include "sluice/kernels/cuda/embedding.h"
 #include "sluice/kernels/cuda/gather.h"
 #include "sluice/kernels/cuda/gemm.h"
+#include "sluice/kernels/cuda/moe.h"
 #include "sluice/kernels/cuda/norm.h"
 #include "sluice/kernels/cuda/qkv.h"
 #include "sluice/kernels/cuda/sampling.h"
@@ -65,20 +66,21 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
 
   SLUICE_ASSIGN_OR_RETURN(config_, LoadModelConfig(options_.model_dir));
   const ModelConfig& c = config_;
-  if (c.num_experts > 0) {
-    return absl::UnimplementedError(absl::StrCat("--device cuda: ", c.model_type,
-                                                 " is a mixture of experts, which the CUDA "
-                                                 "runner does not run yet; use --device cpu"));
+  if (c.num_experts > 0 && (c.num_experts % 8 != 0 || c.num_experts > 1024 ||
+                            c.num_experts_per_tok > 32 || c.moe_intermediate_size % 8 != 0)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda: ", c.num_experts, " experts, top-", c.num_experts_per_tok,
+        ", expert intermediate size ", c.moe_intermediate_size,
+        " (the fused MoE takes a multiple of 8 experts up to 1024, top-k up to 32 and an "
+        "intermediate size that is a multiple of 8)"));
   }
-  // One attention plan serves every layer of a step, so windows must agree across layers
-  // (Mistral's do; gpt-oss alternates, and is refused above as a mixture of experts).
-  for (int layer = 1; layer < c.num_layers; ++layer) {
-    if (c.LayerWindow(layer) != c.LayerWindow(0)) {
-      return absl::UnimplementedError(
-          absl::StrCat("--device cuda: layers ", 0, " and ", layer, " have sliding windows ",
-                       c.LayerWindow(0), " and ", c.LayerWindow(layer),
-                       "; the CUDA runner plans one window per step; use --device cpu"));
-    }
+  // One attention plan per distinct window; layer l uses its window's.
+  window_of_layer_.resize(c.num_layers);
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const int w = c.LayerWindow(layer);
+    auto it = std::find(windows_.begin(), windows_.end(), w);
+    window_of_layer_[layer] = static_cast<int>(it - windows_.begin());
+    if (it == windows_.end()) windows_.push_back(w);
   }
   if (c.head_dim != 64 && c.head_dim != 128) {
     return absl::UnimplementedError(absl::StrCat("--device cuda: head_dim ", c.head_dim,
@@ -104,6 +106,7 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
   SLUICE_RETURN_IF_ERROR(AllocateWeights());
   info->weight_gib = weights_.bytes() / kGiB;
   SLUICE_RETURN_IF_ERROR(options_.random_weights ? FillRandom() : LoadCheckpoint());
+  SLUICE_RETURN_IF_ERROR(ConvertSinks());
   SLUICE_RETURN_IF_ERROR(AllocateBuffers());
   if (options_.tune_gemms) SLUICE_RETURN_IF_ERROR(TuneGemms(info));
   SLUICE_RETURN_IF_ERROR(AllocateKvCache(info));
@@ -123,9 +126,23 @@ absl::Status CudaRunner::AllocateBuffers() {
     return Kernel(kc::GemmRunner::Create(n, k, bias, T, r, out));
   };
   SLUICE_RETURN_IF_ERROR(gemm(qkv_layout_.Width(), h, c.attention_bias, &gemm_qkv_));
-  SLUICE_RETURN_IF_ERROR(gemm(h, q_width, false, &gemm_o_));
-  SLUICE_RETURN_IF_ERROR(gemm(2 * c.intermediate_size, h, false, &gemm_gate_up_));
-  SLUICE_RETURN_IF_ERROR(gemm(h, c.intermediate_size, false, &gemm_down_));
+  SLUICE_RETURN_IF_ERROR(gemm(h, q_width, c.o_proj_bias, &gemm_o_));
+  // The dense MLP's runners and buffers only where some layer is dense.
+  bool any_dense = false;
+  for (int l = 0; l < c.num_layers; ++l) any_dense = any_dense || !c.IsMoeLayer(l);
+  const int dense_inter = any_dense ? c.intermediate_size : 0;
+  if (any_dense) {
+    SLUICE_RETURN_IF_ERROR(gemm(2 * c.intermediate_size, h, false, &gemm_gate_up_));
+    SLUICE_RETURN_IF_ERROR(gemm(h, c.intermediate_size, false, &gemm_down_));
+  }
+  if (c.num_experts > 0) {
+    SLUICE_RETURN_IF_ERROR(
+        gemm(c.num_experts, h, c.gpt_oss_moe, &gemm_router_, kc::GemmOut::kFloat));
+    SLUICE_RETURN_IF_ERROR(
+        router_logits_.Allocate(sizeof(float) * size_t(T) * c.num_experts, "router logits"));
+    SLUICE_RETURN_IF_ERROR(
+        moe_ws_.Allocate(kc::MoeWorkspaceBytes(c.MoeShapeOf(), T), "MoE workspace"));
+  }
   SLUICE_RETURN_IF_ERROR(Kernel(
       kc::GemmRunner::Create(c.vocab_size, h, false, S, &gemm_lm_head_, kc::GemmOut::kFloat)));
 
@@ -137,9 +154,8 @@ absl::Status CudaRunner::AllocateBuffers() {
   };
   const size_t o_hidden = take(size_t(T) * h), o_residual = take(size_t(T) * h),
                o_qkv = take(size_t(T) * qkv_layout_.Width()), o_q = take(size_t(T) * q_width),
-               o_attn = take(size_t(T) * q_width),
-               o_gate_up = take(size_t(T) * 2 * c.intermediate_size),
-               o_act = take(size_t(T) * c.intermediate_size), o_gh = take(size_t(S) * h),
+               o_attn = take(size_t(T) * q_width), o_gate_up = take(size_t(T) * 2 * dense_inter),
+               o_act = take(size_t(T) * dense_inter), o_gh = take(size_t(S) * h),
                o_gr = take(size_t(S) * h);
   SLUICE_RETURN_IF_ERROR(acts_.Allocate(at, "activations"));
   hidden_ = acts_.as<bf16>(o_hidden);
@@ -153,7 +169,13 @@ absl::Status CudaRunner::AllocateBuffers() {
   gathered_residual_ = acts_.as<bf16>(o_gr);
   SLUICE_RETURN_IF_ERROR(logits_.Allocate(sizeof(float) * size_t(S) * c.vocab_size, "logits"));
   SLUICE_RETURN_IF_ERROR(gemm_ws_.Allocate(kc::kGemmWorkspaceBytes, "GEMM workspace"));
-  SLUICE_RETURN_IF_ERROR(attn_ws_.Allocate(size_t{16} << 20, "attention workspace"));
+  plans_.resize(windows_.size());
+  attn_params_.resize(windows_.size());
+  attn_ws_.clear();
+  for (size_t i = 0; i < windows_.size(); ++i) {
+    attn_ws_.push_back(std::make_unique<DeviceMemory>());
+    SLUICE_RETURN_IF_ERROR(attn_ws_[i]->Allocate(size_t{16} << 20, "attention workspace"));
+  }
   SLUICE_RETURN_IF_ERROR(sampled_.Allocate(sizeof(int32_t) * S, "sampled ids"));
   SLUICE_RETURN_IF_ERROR(host_sampled_.Allocate(sizeof(int32_t) * S));
   const size_t mask_bytes =
@@ -177,10 +199,11 @@ MemoryUsage CudaRunner::memory() const {
   MemoryUsage m;
   m.weights = static_cast<int64_t>(weights_.bytes());
   m.kv_cache = static_cast<int64_t>(kv_.bytes());
-  for (const DeviceMemory* d :
-       {&acts_, &logits_, &gemm_ws_, &attn_ws_, &inputs_, &cos_sin_, &sampled_}) {
+  for (const DeviceMemory* d : {&acts_, &logits_, &gemm_ws_, &inputs_, &cos_sin_, &sampled_,
+                                &router_logits_, &moe_ws_, &sinks_}) {
     m.activations += static_cast<int64_t>(d->bytes());
   }
+  for (const auto& ws : attn_ws_) m.activations += static_cast<int64_t>(ws->bytes());
   m.cuda_graphs = graph_bytes_;
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
@@ -233,6 +256,24 @@ absl::Status CudaRunner::QkvPart(int layer, int n) {
       kernels::QkNorm<bf16>{w.q_norm, w.k_norm, config_.rms_norm_eps}));
 }
 
+absl::Status CudaRunner::MlpPart(int layer, int n) {
+  const ModelConfig& c = config_;
+  const DeviceLayer& w = layers_[layer];
+  void* ws = gemm_ws_.as<void>();
+  if (c.IsMoeLayer(layer)) {
+    // Router logits in fp32 (routing compares them), then the fused experts in place.
+    float* logits = router_logits_.as<float>();
+    SLUICE_RETURN_IF_ERROR(
+        Kernel(gemm_router_->RunFloat(logits, hidden_, w.router, w.router_bias, n, ws, stream_)));
+    return Kernel(kc::Moe(hidden_, hidden_, logits, w.experts, c.MoeShapeOf(), n,
+                          moe_ws_.as<void>(), max_tokens_, stream_));
+  }
+  SLUICE_RETURN_IF_ERROR(
+      Kernel(gemm_gate_up_->Run(gate_up_, hidden_, w.gate_up, nullptr, n, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(kc::SiluAndMul(act_, gate_up_, n, c.intermediate_size, stream_)));
+  return Kernel(gemm_down_->Run(hidden_, act_, w.down_proj, nullptr, n, ws, stream_));
+}
+
 absl::Status CudaRunner::RunPiece(int k, int n, int rows, bool gather) {
   const ModelConfig& c = config_;
   const int h = c.hidden_size;
@@ -246,14 +287,11 @@ absl::Status CudaRunner::RunPiece(int k, int n, int rows, bool gather) {
     return QkvPart(0, n);
   }
   const DeviceLayer& w = layers_[k - 1];
-  SLUICE_RETURN_IF_ERROR(Kernel(gemm_o_->Run(hidden_, attn_, w.o_proj, nullptr, n, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(
+      Kernel(gemm_o_->Run(hidden_, attn_, w.o_proj, w.o_proj_bias, n, ws, stream_)));
   SLUICE_RETURN_IF_ERROR(
       Kernel(kc::FusedAddRmsNorm(hidden_, residual_, w.post_norm, n, h, eps, stream_)));
-  SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_gate_up_->Run(gate_up_, hidden_, w.gate_up, nullptr, n, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(Kernel(kc::SiluAndMul(act_, gate_up_, n, c.intermediate_size, stream_)));
-  SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_down_->Run(hidden_, act_, w.down_proj, nullptr, n, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(MlpPart(k - 1, n));
   if (k < c.num_layers) {
     SLUICE_RETURN_IF_ERROR(
         Kernel(kc::FusedAddRmsNorm(hidden_, residual_, layers_[k].input_norm, n, h, eps, stream_)));
@@ -294,8 +332,17 @@ absl::Status CudaRunner::UploadMasks() {
 }
 
 absl::Status CudaRunner::PrepareAttention(const ForwardBatch& b) {
+  for (size_t i = 0; i < windows_.size(); ++i) {
+    SLUICE_RETURN_IF_ERROR(PrepareAttentionPlan(b, i));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaRunner::PrepareAttentionPlan(const ForwardBatch& b, size_t i) {
   const ModelConfig& c = config_;
-  kernels::PagedAttentionParams& p = attn_params_;
+  kernels::PagedAttentionParams& p = attn_params_[i];
+  kc::PagedAttentionPlan& plan = plans_[i];
+  DeviceMemory& ws = *attn_ws_[i];
   p.num_seqs = b.num_seqs();
   p.num_q_heads = c.num_q_heads;
   p.num_kv_heads = c.num_kv_heads;
@@ -303,24 +350,26 @@ absl::Status CudaRunner::PrepareAttention(const ForwardBatch& b) {
   p.block_size = shape_.block_size;
   p.max_blocks_per_seq = std::max(1, b.max_blocks_per_seq);
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  p.sliding_window = c.LayerWindow(0);
+  p.sliding_window = windows_[i];
   p.block_tables = inputs_.as<int32_t>(layout_.block_tables);
   p.seq_lens = inputs_.as<int32_t>(layout_.seq_lens);
   p.cu_seqlens_q = inputs_.as<int32_t>(layout_.cu_seqlens);
   SLUICE_RETURN_IF_ERROR(
-      Kernel(kc::PlanPagedAttention(p, b.seq_lens.data(), b.cu_seqlens_q.data(), &plan_)));
-  if (plan_.workspace_bytes > attn_ws_.bytes()) {
+      Kernel(kc::PlanPagedAttention(p, b.seq_lens.data(), b.cu_seqlens_q.data(), &plan)));
+  if (plan.workspace_bytes > ws.bytes()) {
     // Grows between steps; the stream holds no work that reads the old workspace yet.
     SLUICE_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "attention workspace"));
-    SLUICE_RETURN_IF_ERROR(attn_ws_.Allocate(plan_.workspace_bytes * 2, "attention workspace"));
+    SLUICE_RETURN_IF_ERROR(ws.Allocate(plan.workspace_bytes * 2, "attention workspace"));
   }
-  return Kernel(
-      kc::UploadPagedAttentionPlan(plan_, attn_ws_.as<void>(), attn_ws_.bytes(), stream_));
+  return Kernel(kc::UploadPagedAttentionPlan(plan, ws.as<void>(), ws.bytes(), stream_));
 }
 
 absl::Status CudaRunner::Attention(int layer) {
-  return Kernel(kc::PagedAttention(plan_, attn_params_, attn_, q_, KCache(layer), VCache(layer),
-                                   attn_ws_.as<void>(), stream_));
+  const size_t i = static_cast<size_t>(window_of_layer_[layer]);
+  kernels::PagedAttentionParams p = attn_params_[i];
+  p.sinks = layers_[layer].sinks;
+  return Kernel(kc::PagedAttention(plans_[i], p, attn_, q_, KCache(layer), VCache(layer),
+                                   attn_ws_[i]->as<void>(), stream_));
 }
 
 absl::StatusOr<StepResult> CudaRunner::Execute(const SchedulerOutput& output) {

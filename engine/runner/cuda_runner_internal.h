@@ -35,6 +35,7 @@
 #include "sluice/kernels/cuda/gemm.h"
 #include "sluice/kernels/dtype.h"
 #include "sluice/kernels/kv_cache.h"
+#include "sluice/kernels/moe.h"
 #include "sluice/kernels/qkv.h"
 #include "sluice/kernels/sampling.h"
 #include "sluice/kernels/status.h"
@@ -115,6 +116,11 @@ struct DeviceLayer {
   bf16 *input_norm = nullptr, *qkv = nullptr, *qkv_bias = nullptr, *o_proj = nullptr,
        *post_norm = nullptr, *gate_up = nullptr, *down_proj = nullptr;
   bf16 *q_norm = nullptr, *k_norm = nullptr;  // QK-norm models only
+  bf16* o_proj_bias = nullptr;                // gpt-oss
+  const float* sinks = nullptr;               // gpt-oss: [q_heads], in fp32 for attention
+  // Mixture-of-experts layers, in place of gate_up and down_proj.
+  bf16 *router = nullptr, *router_bias = nullptr;
+  kernels::MoeExpertWeights<bf16> experts;
 };
 
 // The step inputs, at fixed offsets in one device buffer and its pinned host mirror, so
@@ -165,6 +171,8 @@ class CudaRunner : public Runner {
   absl::Status AllocateWeights();
   absl::Status LoadCheckpoint();
   absl::Status FillRandom();
+  // The attention sinks in fp32 (the kernels' type), from the loaded bf16 weights.
+  absl::Status ConvertSinks();
   absl::Status AllocateBuffers();
   absl::Status AllocateKvCache(CudaRunnerInfo* info);
   absl::Status CaptureGraphs(CudaRunnerInfo* info);
@@ -175,8 +183,11 @@ class CudaRunner : public Runner {
   // graphs), else the rows listed in the inputs' logits_rows.
   absl::Status RunPiece(int k, int n, int rows, bool gather);
   absl::Status QkvPart(int layer, int n);
+  // The feed-forward half of a layer over hidden_ (normed), written back to hidden_.
+  absl::Status MlpPart(int layer, int n);
   absl::Status Attention(int layer);
   absl::Status PrepareAttention(const ForwardBatch& b);
+  absl::Status PrepareAttentionPlan(const ForwardBatch& b, size_t window_index);
   // The forward pass of a staged step: graphs when `graph` >= 0 (index into graphs_).
   // `before_sampling` runs on the host once every layer is queued, while the device
   // computes them, and before the piece that samples.
@@ -231,9 +242,12 @@ class CudaRunner : public Runner {
   bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
   std::vector<DeviceLayer> layers_;
   std::unique_ptr<kc::GemmRunner> gemm_qkv_, gemm_o_, gemm_gate_up_, gemm_down_, gemm_lm_head_;
+  std::unique_ptr<kc::GemmRunner> gemm_router_;  // mixture-of-experts models: fp32 logits
+  DeviceMemory sinks_;                           // [layers, q_heads] fp32 (attention sinks)
 
   // Activations and step state.
-  DeviceMemory acts_, logits_, gemm_ws_, attn_ws_, inputs_, cos_sin_, sampled_;
+  DeviceMemory acts_, logits_, gemm_ws_, inputs_, cos_sin_, sampled_;
+  DeviceMemory router_logits_, moe_ws_;  // [max_tokens, experts] fp32; kc::Moe's workspace
   bf16 *hidden_ = nullptr, *residual_ = nullptr, *qkv_ = nullptr, *q_ = nullptr, *attn_ = nullptr,
        *gate_up_ = nullptr, *act_ = nullptr, *gathered_hidden_ = nullptr,
        *gathered_residual_ = nullptr;
@@ -243,8 +257,12 @@ class CudaRunner : public Runner {
   PinnedMemory host_token_masks_;
   StepMasks masks_;
   InputLayout layout_{0, 0, 0};
-  kc::PagedAttentionPlan plan_;
-  kernels::PagedAttentionParams attn_params_;
+  // One attention plan per distinct sliding window among the layers (gpt-oss alternates
+  // windowed and full layers), each with its workspace; layer l uses window_of_layer_[l].
+  std::vector<int> windows_, window_of_layer_;
+  std::vector<kc::PagedAttentionPlan> plans_;
+  std::vector<kernels::PagedAttentionParams> attn_params_;
+  std::vector<std::unique_ptr<DeviceMemory>> attn_ws_;
 
   DeviceMemory kv_;
 

@@ -40,7 +40,8 @@ absl::Status CudaRunner::AllocateWeights() {
   SLUICE_RETURN_IF_ERROR(weights_.Allocate(total, "weights"));
   layers_.resize(c.num_layers);
   auto at = [&](int layer, WeightSlot slot) {
-    return HasSlot(c, slot) ? Weight(layer, slot) : nullptr;
+    const bool has = layer < 0 ? HasSlot(c, slot) : HasLayerSlot(c, layer, slot);
+    return has ? Weight(layer, slot) : nullptr;
   };
   embed_ = at(-1, WeightSlot::kEmbed);
   final_norm_ = at(-1, WeightSlot::kFinalNorm);
@@ -56,7 +57,36 @@ absl::Status CudaRunner::AllocateWeights() {
     d.down_proj = at(l, WeightSlot::kDownProj);
     d.q_norm = at(l, WeightSlot::kQNorm);
     d.k_norm = at(l, WeightSlot::kKNorm);
+    d.o_proj_bias = at(l, WeightSlot::kOProjBias);
+    d.router = at(l, WeightSlot::kRouter);
+    d.router_bias = at(l, WeightSlot::kRouterBias);
+    d.experts.gate_up = at(l, WeightSlot::kExpertGateUp);
+    d.experts.gate_up_bias = at(l, WeightSlot::kExpertGateUpBias);
+    d.experts.down = at(l, WeightSlot::kExpertDown);
+    d.experts.down_bias = at(l, WeightSlot::kExpertDownBias);
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaRunner::ConvertSinks() {
+  const ModelConfig& c = config_;
+  if (!c.attention_sinks) return absl::OkStatus();
+  const size_t heads = static_cast<size_t>(c.num_q_heads);
+  std::vector<bf16> raw(heads);
+  std::vector<float> sinks(heads * c.num_layers);
+  // The weights were uploaded (or filled) on other streams: wait for them.
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaDeviceSynchronize(), "loading the model"));
+  for (int l = 0; l < c.num_layers; ++l) {
+    SLUICE_RETURN_IF_ERROR(Cuda(cudaMemcpy(raw.data(), Weight(l, WeightSlot::kSinks),
+                                           heads * sizeof(bf16), cudaMemcpyDeviceToHost),
+                                "reading the attention sinks"));
+    for (size_t h = 0; h < heads; ++h) sinks[l * heads + h] = kernels::Bf16ToFloat(raw[h]);
+  }
+  SLUICE_RETURN_IF_ERROR(sinks_.Allocate(sinks.size() * sizeof(float), "attention sinks"));
+  SLUICE_RETURN_IF_ERROR(Cuda(cudaMemcpy(sinks_.as<float>(), sinks.data(),
+                                         sinks.size() * sizeof(float), cudaMemcpyHostToDevice),
+                              "uploading the attention sinks"));
+  for (int l = 0; l < c.num_layers; ++l) layers_[l].sinks = sinks_.as<float>() + l * heads;
   return absl::OkStatus();
 }
 
@@ -106,18 +136,33 @@ absl::Status CudaRunner::TuneGemms(CudaRunnerInfo* info) {
   // Up to 8 layers' matrices, cycled through by the timed calls.
   auto of = [&](bf16* DeviceLayer::*slot) {
     std::vector<const bf16*> v;
-    for (size_t l = 0; l < layers_.size() && l < 8; ++l) v.push_back(layers_[l].*slot);
+    for (size_t l = 0; l < layers_.size() && v.size() < 8; ++l) {
+      if (layers_[l].*slot != nullptr) v.push_back(layers_[l].*slot);
+    }
     return v;
   };
   const bf16* bias = layers_[0].qkv_bias;
   SLUICE_RETURN_IF_ERROR(
       Kernel(gemm_qkv_->Tune(qkv_, hidden_, of(&DeviceLayer::qkv), bias, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_o_->Tune(hidden_, attn_, of(&DeviceLayer::o_proj), nullptr, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(Kernel(
-      gemm_gate_up_->Tune(gate_up_, hidden_, of(&DeviceLayer::gate_up), nullptr, ws, stream_)));
-  SLUICE_RETURN_IF_ERROR(
-      Kernel(gemm_down_->Tune(hidden_, act_, of(&DeviceLayer::down_proj), nullptr, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(Kernel(gemm_o_->Tune(hidden_, attn_, of(&DeviceLayer::o_proj),
+                                              layers_[0].o_proj_bias, ws, stream_)));
+  if (gemm_gate_up_ != nullptr) {  // some layer is dense
+    SLUICE_RETURN_IF_ERROR(Kernel(
+        gemm_gate_up_->Tune(gate_up_, hidden_, of(&DeviceLayer::gate_up), nullptr, ws, stream_)));
+    SLUICE_RETURN_IF_ERROR(
+        Kernel(gemm_down_->Tune(hidden_, act_, of(&DeviceLayer::down_proj), nullptr, ws, stream_)));
+  }
+  if (gemm_router_ != nullptr) {
+    const bf16* router_bias = nullptr;  // the first MoE layer's
+    for (const DeviceLayer& d : layers_) {
+      if (d.router != nullptr) {
+        router_bias = d.router_bias;
+        break;
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(Kernel(gemm_router_->Tune(
+        router_logits_.as<float>(), hidden_, of(&DeviceLayer::router), router_bias, ws, stream_)));
+  }
   SLUICE_RETURN_IF_ERROR(Kernel(gemm_lm_head_->Tune(logits_.as<float>(), gathered_hidden_,
                                                     {lm_head_}, nullptr, ws, stream_)));
   info->gemm_tune_s =

@@ -56,6 +56,31 @@ TEST(CapacityTest, DecodeFloorOfLlama8BAtBatchOneIsTheMeasuredOne) {
   EXPECT_GT(plan->max_output_tokens_per_s, 1 / plan->decode_floor_batch1_s);
 }
 
+// A mixture-of-experts step reads the experts its tokens go to: Qwen3-30B-A3B's 30.5B
+// parameters, of which 3.3B are read at batch 1 (8 of 128 experts a layer).
+TEST(CapacityTest, MoeRooflineCountsTheActiveExperts) {
+  auto c = LoadModelConfig(testing::SourceRoot() + "/models/configs/qwen3-30b-a3b");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const Roofline r = DecodeRoofline(*c, 2);
+  const double h = 2048, embed = 151936 * h, expert = 3 * 768 * h;
+  EXPECT_EQ(r.moe_layers, 48);
+  EXPECT_DOUBLE_EQ(r.expert_bytes, 2 * expert);
+  EXPECT_DOUBLE_EQ(r.ActiveExperts(1), 8);
+  EXPECT_NEAR(r.ActiveExperts(64), 128 * (1 - std::pow(120.0 / 128, 64)), 1e-9);
+  EXPECT_GT(r.ActiveExperts(64), 125.9);
+  EXPECT_LT(r.ActiveExperts(4096), 128.0 + 1e-9);
+  EXPECT_DOUBLE_EQ(WeightBytes(*c, 2) / 2.0, 30532122624.0);
+  // Batch 1, no context: everything but the embedding table and 120 experts a layer.
+  EXPECT_NEAR((r.StepBytes(1, 0) / 2 + embed) / 1e9, 3.353, 1e-3);
+  EXPECT_DOUBLE_EQ(r.StepBytes(64, 1000) - r.StepBytes(64, 0), 1000 * r.kv_bytes_per_token);
+  // A prompt token goes through 8 experts a layer: about 2 x 3.3B FLOPs (less the embedding).
+  EXPECT_NEAR(PrefillFlopsPerToken(*c, 0) / 2 / 1e9, 3.353 - embed / 1e9, 2e-3);
+  // A dense model has no experts to count.
+  const Roofline dense = DecodeRoofline(Llama31_8B(), 2);
+  EXPECT_EQ(dense.moe_layers, 0);
+  EXPECT_DOUBLE_EQ(dense.StepBytes(64, 0), dense.weight_bytes);
+}
+
 TEST(CapacityTest, CudaPlanFitsKvIntoWhatTheWeightsLeave) {
   const ModelConfig c = Llama31_8B();
   PlanOptions o;

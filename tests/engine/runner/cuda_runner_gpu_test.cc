@@ -1,7 +1,7 @@
 // The engine on the CUDA runner (bf16): greedy parity with transformers on the tiny model
-// and both variants, the same output alone and in a full batch, graphs and eager mode
-// agreeing, the random model equal on both backends. Prints one PARITY line per model.
-// Exits 77 (ctest SKIP) where no GPU is usable.
+// and the variants (dense, mixture-of-experts, gpt-oss), the same output alone and in a full batch,
+// graphs and eager mode agreeing, the random model equal on both backends. Prints one PARITY line
+// per model. Exits 77 (ctest SKIP) where no GPU is usable.
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -192,6 +192,20 @@ TEST(CudaRunnerTest, Llama3RopeUntiedParity) {
 TEST(CudaRunnerTest, Qwen3DenseParity) {
   const std::string dir = SharedDir() + "/fixtures/variants/qwen3-dense";
   CheckParity("qwen3-dense", dir, dir + "/golden.json");
+}
+
+// The fused MoE (softmax then top-k, renormalized) behind the router GEMM.
+TEST(CudaRunnerTest, Qwen3MoeParity) {
+  const std::string dir = SharedDir() + "/fixtures/variants/qwen3-moe";
+  CheckParity("qwen3-moe", dir, dir + "/golden.json");
+}
+
+// Top-k then softmax with router and expert biases, the clamped SwiGLU, the output
+// projection's bias, sinks, and windowed layers between full ones (two attention plans a
+// step); the 196-token prompt crosses the 16-token window.
+TEST(CudaRunnerTest, GptOssParity) {
+  const std::string dir = SharedDir() + "/fixtures/variants/gpt-oss";
+  CheckParity("gpt-oss", dir, dir + "/golden.json");
 }
 
 TEST(CudaRunnerTest, Qwen2BiasTiedParity) {
