@@ -47,9 +47,90 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::LoadRandom(const std::string
   return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
 }
 
-CpuModel::CpuModel(ModelConfig config, ModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+CpuModel::CpuModel(ModelConfig config, ModelWeights weights, const TpShard& shard,
+                   Communicator* comm)
+    : config_(std::move(config)), shard_(shard), comm_(comm), weights_(std::move(weights)) {
+  if (comm_ == nullptr || comm_->size() == 1) {
+    comm_ = nullptr;
+    shard_ = PlanShard(config_, 0, 1);
+  }
+  local_ = LocalConfig(config_, shard_);
   rope_cos_sin_ = kernels::RopeCosSinCache(config_.rope, config_.max_position_embeddings);
+}
+
+std::unique_ptr<CpuModel> CpuModel::Rank(const ModelConfig& config, const ModelWeights& weights,
+                                         const TpShard& shard, Communicator* comm) {
+  return std::unique_ptr<CpuModel>(
+      new CpuModel(config, ShardWeights(config, weights, shard), shard, comm));
+}
+
+absl::Status CpuModel::AllReduce(std::vector<float>& data, size_t count) {
+  if (comm_ == nullptr) return absl::OkStatus();
+  return comm_->AllReduceSum(data.data(), count, CommDtype::kFloat32);
+}
+
+absl::Status CpuModel::Embed(const ForwardBatch& batch) {
+  const ModelConfig& c = config_;
+  const int n = batch.num_tokens(), h = c.hidden_size;
+  if (comm_ == nullptr) {
+    return FromKernel(kernels::cpu::Embedding(residual_.data(), batch.input_ids.data(),
+                                              weights_.embed.data(), n, c.vocab_size, h));
+  }
+  // The rank's rows of the table; the ids of other ranks' rows stay zero here and arrive
+  // through the all-reduce.
+  for (int t = 0; t < n; ++t) {
+    const int32_t id = batch.input_ids[t];
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("embedding: token id ", id, " at index ", t,
+                                                     " is outside [0, ", c.vocab_size, ")"));
+    }
+    float* dst = residual_.data() + static_cast<size_t>(t) * h;
+    if (id >= shard_.vocab_begin && id < shard_.vocab_end) {
+      const float* row = weights_.embed.data() + static_cast<size_t>(id - shard_.vocab_begin) * h;
+      std::copy(row, row + h, dst);
+    } else {
+      std::fill(dst, dst + h, 0.0f);
+    }
+  }
+  return AllReduce(residual_, static_cast<size_t>(n) * h);
+}
+
+absl::Status CpuModel::LmHead(int rows, std::vector<float>& logits) {
+  const ModelConfig& c = config_;
+  const int h = c.hidden_size, vocab = c.vocab_size;
+  logits.resize(static_cast<size_t>(rows) * vocab);
+  if (comm_ == nullptr) {
+    return FromKernel(kernels::cpu::Gemm(logits.data(), picked_.data(), weights_.LmHead().data(),
+                                         nullptr, rows, vocab, h));
+  }
+  // Each rank's columns, padded to vocab_slice, gathered rank after rank, then laid out
+  // row by row.
+  const int mine = shard_.vocab_end - shard_.vocab_begin, slice = shard_.vocab_slice;
+  local_logits_.assign(static_cast<size_t>(rows) * slice, 0.0f);
+  gathered_logits_.resize(local_logits_.size() * shard_.size);
+  if (mine > 0 && rows > 0) {
+    logits.resize(static_cast<size_t>(rows) * mine);
+    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
+        logits.data(), picked_.data(), weights_.LmHead().data(), nullptr, rows, mine, h)));
+    for (int r = 0; r < rows; ++r) {
+      std::copy(logits.begin() + static_cast<size_t>(r) * mine,
+                logits.begin() + static_cast<size_t>(r + 1) * mine,
+                local_logits_.begin() + static_cast<size_t>(r) * slice);
+    }
+  }
+  SLUICE_RETURN_IF_ERROR(comm_->AllGather(local_logits_.data(), gathered_logits_.data(),
+                                          local_logits_.size(), CommDtype::kFloat32));
+  logits.resize(static_cast<size_t>(rows) * vocab);
+  for (int rank = 0; rank < shard_.size; ++rank) {
+    const int begin = std::min(vocab, rank * slice), end = std::min(vocab, begin + slice);
+    const float* part = gathered_logits_.data() + static_cast<size_t>(rank) * rows * slice;
+    for (int r = 0; r < rows; ++r) {
+      std::copy(part + static_cast<size_t>(r) * slice,
+                part + static_cast<size_t>(r) * slice + (end - begin),
+                logits.begin() + static_cast<size_t>(r) * vocab + begin);
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CpuModel::ValidateBatch(const ForwardBatch& b, const CpuKvCache& cache) const {
@@ -90,17 +171,18 @@ absl::Status CpuModel::Forward(const ForwardBatch& batch, CpuKvCache& cache,
   const int h = c.hidden_size;
   hidden_.resize(static_cast<size_t>(n) * h);
   residual_.assign(static_cast<size_t>(n) * h, 0.0f);
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Embedding(
-      residual_.data(), batch.input_ids.data(), weights_.embed.data(), n, c.vocab_size, h)));
+  SLUICE_RETURN_IF_ERROR(Embed(batch));
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
     // residual already holds the running sum; hidden := norm(residual).
     SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
         hidden_.data(), residual_.data(), w.input_norm.data(), n, h, c.rms_norm_eps)));
     SLUICE_RETURN_IF_ERROR(Attention(layer, batch, cache));  // hidden := attn output
+    SLUICE_RETURN_IF_ERROR(AllReduce(hidden_, hidden_.size()));
     SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::FusedAddRmsNorm(
         hidden_.data(), residual_.data(), w.post_norm.data(), n, h, c.rms_norm_eps)));
     SLUICE_RETURN_IF_ERROR(Mlp(layer, n));  // hidden := mlp output
+    SLUICE_RETURN_IF_ERROR(AllReduce(hidden_, hidden_.size()));
     for (size_t i = 0; i < hidden_.size(); ++i) residual_[i] += hidden_[i];
   }
   // Final norm and lm_head only for the rows that need logits.
@@ -112,13 +194,11 @@ absl::Status CpuModel::Forward(const ForwardBatch& batch, CpuKvCache& cache,
   }
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::RmsNorm(
       picked_.data(), picked_.data(), weights_.final_norm.data(), rows, h, c.rms_norm_eps)));
-  logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-  return FromKernel(kernels::cpu::Gemm(logits.data(), picked_.data(), weights_.LmHead().data(),
-                                       nullptr, rows, c.vocab_size, h));
+  return LmHead(rows, logits);
 }
 
 void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const size_t n = static_cast<size_t>(std::max(max_tokens, 0));
   const size_t q_width = static_cast<size_t>(c.num_q_heads) * c.head_dim;
   const size_t kv_width = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
@@ -176,7 +256,7 @@ int64_t CpuKvCache::bytes() const {
 }
 
 absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& cache) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const LayerWeights& w = weights_.layers[layer];
   const int n = b.num_tokens();
   const int q_width = c.num_q_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
@@ -230,7 +310,7 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
 }
 
 absl::Status CpuModel::Mlp(int layer, int n) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const LayerWeights& w = weights_.layers[layer];
   if (c.IsMoeLayer(layer)) return Moe(layer, n);
   const int inter = c.intermediate_size;
@@ -245,7 +325,7 @@ absl::Status CpuModel::Mlp(int layer, int n) {
 }
 
 absl::Status CpuModel::Moe(int layer, int n) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const LayerWeights& w = weights_.layers[layer];
   router_logits_.resize(static_cast<size_t>(n) * c.num_experts);
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(

@@ -1,6 +1,9 @@
 // The Llama-family forward pass on the CPU backend (dense, and mixture-of-experts layers):
 // fp32 math on weights converted from the checkpoint, paged KV cache, ops from kernels/
-// (the same references the CUDA kernels are tested against).
+// (the same references the CUDA kernels are tested against). A model may be one rank of
+// a tensor-parallel group (tensor_parallel.h): it then holds its slices of the weights,
+// computes over its heads and columns, and meets the other ranks through a Communicator
+// twice a layer, once for the embedding and once for the logits.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +13,9 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/config.h"
+#include "engine/model/tensor_parallel.h"
 #include "engine/model/weights.h"
+#include "engine/parallel/communicator.h"
 #include "sluice/kernels/kv_cache.h"
 
 namespace sluice {
@@ -55,11 +60,20 @@ class CpuModel {
   static absl::StatusOr<std::unique_ptr<CpuModel>> LoadRandom(const std::string& dir,
                                                               uint64_t seed);
 
-  const ModelConfig& config() const { return config_; }
+  // Rank `shard.rank` of a tensor-parallel group over the whole model's `weights`,
+  // meeting the others through `comm` (not owned; it outlives the model).
+  static std::unique_ptr<CpuModel> Rank(const ModelConfig& config, const ModelWeights& weights,
+                                        const TpShard& shard, Communicator* comm);
+
+  const ModelConfig& config() const { return config_; }  // the whole model's
+  // What this rank computes with: its heads and intermediate sizes (config() when alone).
+  const ModelConfig& local_config() const { return local_; }
+  const TpShard& shard() const { return shard_; }
 
   // Runs the batch, writing its K/V into `cache` and the logits of batch.logits_rows
-  // into `logits` ([logits_rows.size(), vocab]).
-  // REQUIRES: every slot and block the batch names lies inside `cache`.
+  // into `logits` ([logits_rows.size(), vocab]; every rank of a group gets them all).
+  // REQUIRES: every slot and block the batch names lies inside `cache` (built from
+  // local_config()); the other ranks of a group run the same batch at the same time.
   absl::Status Forward(const ForwardBatch& batch, CpuKvCache& cache, std::vector<float>& logits);
 
   // Sizes the per-step scratch for batches of up to `max_tokens` tokens and `max_rows`
@@ -73,19 +87,29 @@ class CpuModel {
   int64_t scratch_bytes() const;
 
  private:
-  CpuModel(ModelConfig config, ModelWeights weights);
+  CpuModel(ModelConfig config, ModelWeights weights, const TpShard& shard = {},
+           Communicator* comm = nullptr);
+  // data[0, count) summed over the group's ranks (nothing when alone).
+  absl::Status AllReduce(std::vector<float>& data, size_t count);
+  // The vocab-parallel embedding (the rank's rows, zeros for the others' ids).
+  absl::Status Embed(const ForwardBatch& batch);
+  absl::Status LmHead(int rows, std::vector<float>& logits);
   absl::Status ValidateBatch(const ForwardBatch& batch, const CpuKvCache& cache) const;
   absl::Status Attention(int layer, const ForwardBatch& batch, CpuKvCache& cache);
   absl::Status Mlp(int layer, int num_tokens);
   // A mixture-of-experts layer's MLP: hidden_ := the weighted sum of its tokens' experts.
   absl::Status Moe(int layer, int num_tokens);
 
-  ModelConfig config_;
+  ModelConfig config_;  // the whole model
+  ModelConfig local_;   // this rank's part
+  TpShard shard_;
+  Communicator* comm_ = nullptr;  // null: alone
   ModelWeights weights_;
   std::vector<float> rope_cos_sin_;  // [max_positions, rotary_dim]
   // Scratch reused across steps.
   std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_, picked_;
   std::vector<float> router_logits_;
+  std::vector<float> local_logits_, gathered_logits_;  // vocab-parallel lm_head
 };
 
 }  // namespace sluice

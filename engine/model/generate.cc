@@ -1,6 +1,8 @@
 #include "engine/model/generate.h"
 
 #include <algorithm>
+#include <functional>
+#include <memory>
 #include <numeric>
 
 #include "absl/status/status.h"
@@ -27,13 +29,14 @@ ForwardBatch OneSequence(std::span<const int32_t> ids, int first_pos, int num_bl
   return b;
 }
 
-}  // namespace
+using ForwardFn = std::function<absl::Status(const ForwardBatch&, std::vector<float>&)>;
+// Blocks the sequence needs, or an error.
+using CacheFn = std::function<absl::Status(int num_blocks)>;
 
-absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t> prompt,
-                                        const GenerateOptions& options,
-                                        const TokenObserver& on_token,
-                                        const LogitsObserver& on_logits) {
-  const ModelConfig& c = model.config();
+absl::StatusOr<GenerateResult> Run(const ModelConfig& c, const ForwardFn& forward,
+                                   const CacheFn& make_cache, std::span<const int32_t> prompt,
+                                   const GenerateOptions& options, const TokenObserver& on_token,
+                                   const LogitsObserver& on_logits) {
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
   const int prompt_len = static_cast<int>(prompt.size());
   if (prompt_len >= c.max_position_embeddings) {
@@ -43,7 +46,7 @@ absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t
   const int max_new = std::min(options.max_tokens, c.max_position_embeddings - prompt_len);
   const int total = prompt_len + max_new;
   const int num_blocks = (total + options.block_size - 1) / options.block_size;
-  CpuKvCache cache(c, num_blocks, options.block_size);
+  SLUICE_RETURN_IF_ERROR(make_cache(num_blocks));
 
   kernels::SamplingRow row;
   row.temperature = options.temperature;
@@ -59,7 +62,7 @@ absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t
   int pos = 0;
   for (int step = 0; step < max_new; ++step) {
     ForwardBatch batch = OneSequence(step_ids, pos, num_blocks);
-    SLUICE_RETURN_IF_ERROR(model.Forward(batch, cache, logits));
+    SLUICE_RETURN_IF_ERROR(forward(batch, logits));
     if (on_logits) on_logits(step, logits);
     pos += static_cast<int>(step_ids.size());
     row.offset = static_cast<uint64_t>(step);
@@ -77,6 +80,42 @@ absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t
     step_ids = {next};
   }
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t> prompt,
+                                        const GenerateOptions& options,
+                                        const TokenObserver& on_token,
+                                        const LogitsObserver& on_logits) {
+  std::unique_ptr<CpuKvCache> cache;
+  auto make_cache = [&](int num_blocks) {
+    cache = std::make_unique<CpuKvCache>(model.local_config(), num_blocks, options.block_size);
+    return absl::OkStatus();
+  };
+  auto forward = [&](const ForwardBatch& b, std::vector<float>& logits) {
+    return model.Forward(b, *cache, logits);
+  };
+  return Run(model.config(), forward, make_cache, prompt, options, on_token, on_logits);
+}
+
+absl::StatusOr<GenerateResult> Generate(CpuModelGroup& group, std::span<const int32_t> prompt,
+                                        const GenerateOptions& options,
+                                        const TokenObserver& on_token,
+                                        const LogitsObserver& on_logits) {
+  auto check_cache = [&](int num_blocks) {
+    const kernels::KvCacheShape& s = group.cache_shape();
+    if (s.block_size != options.block_size || s.num_blocks < num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "generate: the group's caches hold ", s.num_blocks, " blocks of ", s.block_size,
+          " tokens; this run needs ", num_blocks, " of ", options.block_size));
+    }
+    return absl::OkStatus();
+  };
+  auto forward = [&](const ForwardBatch& b, std::vector<float>& logits) {
+    return group.Forward(b, logits);
+  };
+  return Run(group.config(), forward, check_cache, prompt, options, on_token, on_logits);
 }
 
 }  // namespace sluice

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/cpu_model.h"
+#include "engine/model/cpu_model_group.h"
 #include "sluice/kernels/sampling.h"
 
 namespace sluice {
@@ -37,6 +38,13 @@ using TokenObserver = std::function<void(int32_t id)>;
 
 // REQUIRES: prompt is non-empty.
 absl::StatusOr<GenerateResult> Generate(CpuModel& model, std::span<const int32_t> prompt,
+                                        const GenerateOptions& options,
+                                        const TokenObserver& on_token = nullptr,
+                                        const LogitsObserver& on_logits = nullptr);
+
+// The same over a tensor-parallel group, whose caches hold the sequence in blocks 0, 1, ...
+// Errors also: caches too small for the prompt and max_tokens.
+absl::StatusOr<GenerateResult> Generate(CpuModelGroup& group, std::span<const int32_t> prompt,
                                         const GenerateOptions& options,
                                         const TokenObserver& on_token = nullptr,
                                         const LogitsObserver& on_logits = nullptr);

@@ -8,27 +8,28 @@
 namespace sluice {
 
 CpuRunner::CpuRunner(std::shared_ptr<CpuModel> model, int num_blocks, int block_size)
-    : model_(std::move(model)),
-      cache_(model_->config(), num_blocks, block_size),
-      table_(block_size) {}
+    : CpuRunner(std::make_unique<CpuModelGroup>(std::move(model), num_blocks, block_size)) {}
+
+CpuRunner::CpuRunner(std::unique_ptr<CpuModelGroup> group)
+    : group_(std::move(group)), table_(group_->cache_shape().block_size) {}
 
 void CpuRunner::ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs) {
   // A step samples at most one row per running sequence.
-  model_->ReserveScratch(max_num_batched_tokens, max_num_seqs);
-  logits_.assign(static_cast<size_t>(std::max(max_num_seqs, 0)) * model_->config().vocab_size,
+  group_->ReserveScratch(max_num_batched_tokens, max_num_seqs);
+  logits_.assign(static_cast<size_t>(std::max(max_num_seqs, 0)) * group_->config().vocab_size,
                  0.0f);
 }
 
 MemoryUsage CpuRunner::memory() const {
   MemoryUsage m;
-  m.weights = model_->weight_bytes();
-  m.kv_cache = cache_.bytes();
-  m.activations = model_->scratch_bytes() + static_cast<int64_t>(logits_.capacity()) * 4;
+  m.weights = group_->weight_bytes();
+  m.kv_cache = group_->kv_bytes();
+  m.activations = group_->scratch_bytes() + static_cast<int64_t>(logits_.capacity()) * 4;
   return m;
 }
 
 int64_t CpuRunner::kv_bytes_per_block() const {
-  return cache_.bytes() / std::max(cache_.shape().num_blocks, 1);
+  return group_->kv_bytes() / std::max(group_->cache_shape().num_blocks, 1);
 }
 
 absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
@@ -40,11 +41,11 @@ absl::StatusOr<StepResult> CpuRunner::Execute(const SchedulerOutput& output) {
   const size_t sampling_rows = batch.logits_rows.size();
   batch.logits_rows.insert(batch.logits_rows.end(), prompt_rows.rows.begin(),
                            prompt_rows.rows.end());
-  const int vocab = model_->config().vocab_size;
+  const int vocab = group_->config().vocab_size;
   // The grammars' masks fill on the worker thread while the forward pass runs here.
   masks_.Plan(table_.SamplingSeqs(output), vocab);
   masks_.Fill(/*async=*/true);
-  const absl::Status forward = model_->Forward(batch, cache_, logits_);
+  const absl::Status forward = group_->Forward(batch, logits_);
   const absl::Status masked = masks_.Wait();
   SLUICE_RETURN_IF_ERROR(forward);
   SLUICE_RETURN_IF_ERROR(masked);
