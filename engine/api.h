@@ -206,6 +206,7 @@ struct EngineOptions {
   double gpu_memory_utilization = 0.9;  // cuda
   bool enforce_eager = false;           // cuda: no CUDA graphs
   bool tune_gemms = false;              // cuda: time GEMM algorithms at load
+  int tensor_parallel_size = 1;         // ranks the model is split over (cpu: threads)
   int num_kv_blocks = 0;                // 0: sized from kv_cache_gib (cpu) or free memory (cuda)
   double kv_cache_gib = 1.0;
   int block_size = 16;

@@ -33,9 +33,11 @@ int64_t WeightBytes(const ModelConfig& c, int bytes_per_elem);  // every tensor
 int64_t KvBytesPerToken(const ModelConfig& c, int bytes_per_elem);
 int64_t KvBytesPerBlock(const ModelConfig& c, int block_size, int bytes_per_elem);
 
-// The CPU backend (fp32): KV blocks in `kv_cache_gib`, and the step buffers sized for
-// the limits (CpuModel::ReserveScratch and the runner's logits).
-int CpuKvBlocks(const ModelConfig& c, double kv_cache_gib, int block_size);
+// The CPU backend (fp32): KV blocks in `kv_cache_gib` (all tensor-parallel ranks' caches
+// together), and the step buffers sized for the limits (CpuModel::ReserveScratch and the
+// runner's logits).
+int CpuKvBlocks(const ModelConfig& c, double kv_cache_gib, int block_size,
+                int tensor_parallel_size = 1);
 int64_t CpuActivationBytes(const ModelConfig& c, int max_num_batched_tokens, int max_num_seqs);
 
 // What one decode step must read: every weight but the embedding table (a gather reads

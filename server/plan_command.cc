@@ -36,7 +36,7 @@ nlohmann::ordered_json ToJson(const CapacityPlan& p, const PlanFlags& f, const M
       {"model", c.Summary()},
       {"backend", o.backend},
       {"dtype", o.backend == "cpu" ? "float32" : f.dtype},
-      {"tensor_parallel_size", o.backend == "cpu" ? 1 : o.tensor_parallel_size},
+      {"tensor_parallel_size", o.tensor_parallel_size},
       {"memory_budget_bytes", p.memory_bytes},
       {"weight_bytes", p.weight_bytes},
       {"activation_bytes", p.activation_bytes},
@@ -77,7 +77,8 @@ void PrintText(const CapacityPlan& p, const PlanFlags& f, const ModelConfig& c) 
   const bool cpu = o.backend == "cpu";
   std::printf("model       %s\n", c.Summary().c_str());
   if (cpu) {
-    std::printf("backend     cpu, float32, --kv-cache-gib %.2f\n", o.kv_cache_gib);
+    std::printf("backend     cpu, float32, --kv-cache-gib %.2f, tensor parallel %d\n",
+                o.kv_cache_gib, o.tensor_parallel_size);
   } else {
     std::printf("device      %s: %.1f GiB, %.0f GB/s, %.0f bf16 TFLOPS (%s)\n",
                 o.device.name.c_str(), o.device.memory_gib, o.device.bandwidth_gbps,
@@ -191,7 +192,8 @@ void AddPlanCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
                   "Fraction of GPU memory the engine may use, as `sluice serve`")
       ->check(CLI::Range(0.05, 1.0));
-  cmd->add_option("--tensor-parallel-size", o.tensor_parallel_size, "GPUs one replica spans")
+  cmd->add_option("--tensor-parallel-size", o.tensor_parallel_size,
+                  "Ranks one replica spans (GPUs; threads on the CPU backend)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--dtype", f->dtype, "Weights and KV cache: bfloat16, float16, float32 or fp8");
   cmd->add_option("--kv-cache-gib", o.kv_cache_gib, "--backend cpu: KV cache memory, as serve")

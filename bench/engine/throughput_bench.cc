@@ -228,6 +228,7 @@ int Run(int argc, char** argv) {
   po.gpu_memory_utilization = options.gpu_memory_utilization;
   po.kv_cache_gib = options.kv_cache_gib;
   po.block_size = options.block_size;
+  po.tensor_parallel_size = options.tensor_parallel_size;
   po.max_num_seqs = options.max_num_seqs;
   po.max_num_batched_tokens = options.max_num_batched_tokens;
   const absl::StatusOr<CapacityPlan> planned = PlanCapacity(config, po);
@@ -332,6 +333,7 @@ int Run(int argc, char** argv) {
   const double mean_ms = steps > 0 ? decode_s * 1e3 / steps : 0;
   nlohmann::ordered_json j = {
       {"device", options.device},
+      {"tensor_parallel_size", options.tensor_parallel_size},
       {"model", config.Summary()},
       {"random_weights", options.random_weights},
       {"structured", structured},

@@ -6,6 +6,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/model/tensor_parallel.h"
 #include "engine/model/weights.h"
 
 namespace sluice {
@@ -71,8 +73,11 @@ int64_t KvBytesPerBlock(const ModelConfig& c, int block_size, int bytes_per_elem
   return KvBytesPerToken(c, bytes_per_elem) * block_size;
 }
 
-int CpuKvBlocks(const ModelConfig& c, double kv_cache_gib, int block_size) {
-  const double bytes_per_block = static_cast<double>(KvBytesPerBlock(c, block_size, 4));
+int CpuKvBlocks(const ModelConfig& c, double kv_cache_gib, int block_size,
+                int tensor_parallel_size) {
+  // The ranks' caches together: the whole KV once, or more where heads are replicated.
+  const double bytes_per_block = static_cast<double>(KvBytesPerBlock(c, block_size, 4)) *
+                                 KvReplication(c, tensor_parallel_size);
   return std::max(1, static_cast<int>(kv_cache_gib * kGiB / bytes_per_block));
 }
 
@@ -168,25 +173,24 @@ absl::StatusOr<CapacityPlan> PlanCapacity(const ModelConfig& c, const PlanOption
     return absl::InvalidArgumentError(absl::StrCat("--backend ", o.backend, ": cpu or cuda"));
   }
   if (o.block_size < 1) return absl::InvalidArgumentError("--block-size must be >= 1");
-  if (o.tensor_parallel_size < 1 || c.num_kv_heads % o.tensor_parallel_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--tensor-parallel-size ",
-                                                   o.tensor_parallel_size, " must divide the ",
-                                                   c.num_kv_heads, " KV heads"));
-  }
+  SLUICE_RETURN_IF_ERROR(CheckTensorParallel(c, o.tensor_parallel_size));
   if (o.input_len < 1 || o.output_len < 1) {
     return absl::InvalidArgumentError("--input-len and --output-len must be >= 1");
   }
   const bool cpu = o.backend == "cpu";
   const int elem = cpu ? 4 : o.bytes_per_elem;
-  const int tp = cpu ? 1 : o.tensor_parallel_size;
+  const int tp = o.tensor_parallel_size;
+  // A rank's share: its heads (KV heads replicated past their count) and columns. The CPU
+  // backend's ranks share one host, so its figures are the ranks' sum.
+  const ModelConfig local = LocalConfig(c, PlanShard(c, 0, tp));
   CapacityPlan p;
-  p.weight_bytes = static_cast<double>(WeightBytes(c, elem)) / tp;
-  p.kv_bytes_per_block = KvBytesPerBlock(c, o.block_size, elem) / tp;
+  p.weight_bytes = static_cast<double>(WeightBytes(c, elem)) / (cpu ? 1 : tp);
+  p.kv_bytes_per_block = KvBytesPerBlock(local, o.block_size, elem) * (cpu ? tp : 1);
   if (cpu) {
     p.activation_bytes =
         static_cast<double>(CpuActivationBytes(c, o.max_num_batched_tokens, o.max_num_seqs));
     p.num_kv_blocks =
-        o.num_kv_blocks > 0 ? o.num_kv_blocks : CpuKvBlocks(c, o.kv_cache_gib, o.block_size);
+        o.num_kv_blocks > 0 ? o.num_kv_blocks : CpuKvBlocks(c, o.kv_cache_gib, o.block_size, tp);
     p.memory_bytes = o.kv_cache_gib * kGiB;
   } else {
     if (o.device.memory_gib <= 0) {
@@ -224,7 +228,7 @@ absl::StatusOr<CapacityPlan> PlanCapacity(const ModelConfig& c, const PlanOption
     Roofline r = DecodeRoofline(c, elem);
     r.weight_bytes /= tp;
     r.expert_bytes /= tp;
-    r.kv_bytes_per_token /= tp;
+    r.kv_bytes_per_token = static_cast<double>(KvBytesPerToken(local, elem));
     const int context = o.input_len + o.output_len / 2;
     p.decode_floor_batch1_s = DecodeFloorSeconds(r, 1, context, o.device.bandwidth_gbps);
     const int batch = std::max(p.workload_sequences, 1);

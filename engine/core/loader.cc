@@ -6,12 +6,16 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "engine/model/cpu_model.h"
+#include "engine/model/cpu_model_group.h"
+#include "engine/model/tensor_parallel.h"
 #include "engine/runner/cpu_runner.h"
 #include "engine/runner/cuda_runner.h"
 #include "engine/runner/fault_injection.h"
@@ -47,6 +51,10 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
   cmd->add_flag("--gemm-tuning", o->tune_gemms,
                 "--device cuda: time cuBLASLt's candidate algorithms at load instead of taking "
                 "its first pick");
+  cmd->add_option("--tensor-parallel-size,--tp", o->tensor_parallel_size,
+                  "Ranks the model is split over (heads and MLP columns): threads on the CPU "
+                  "backend, GPUs with --device cuda")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
                   "KV cache blocks (default: from --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber);
@@ -80,23 +88,37 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
 
 absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
                                                       const std::string& model_dir,
-                                                      const ModelConfig& config);
+                                                      const ModelConfig& config,
+                                                      const StepFaults* rank_faults);
 
 absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
                                                      const std::string& model_dir,
                                                      ModelConfig* config) {
   SLUICE_ASSIGN_OR_RETURN(*config, LoadModelConfig(model_dir));
-  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, CreateBackend(o, model_dir, *config));
+  SLUICE_RETURN_IF_ERROR(CheckTensorParallel(*config, o.tensor_parallel_size));
+  std::optional<StepFaults> faults;
   if (!o.inject_step_faults.empty()) {
-    SLUICE_ASSIGN_OR_RETURN(StepFaults faults, ParseStepFaults(o.inject_step_faults));
-    runner = std::make_unique<FaultInjectingRunner>(std::move(runner), faults);
+    SLUICE_ASSIGN_OR_RETURN(faults, ParseStepFaults(o.inject_step_faults));
+    if (faults->rank >= o.tensor_parallel_size) {
+      return absl::InvalidArgumentError(absl::StrCat("--inject-step-faults rank=", faults->rank,
+                                                     ": there are ", o.tensor_parallel_size,
+                                                     " ranks (--tensor-parallel-size)"));
+    }
+  }
+  // A fault of one rank goes to that rank's part of the step; others wrap the runner.
+  const bool rank_fault = faults && faults->rank >= 0;
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner,
+                          CreateBackend(o, model_dir, *config, rank_fault ? &*faults : nullptr));
+  if (faults && !rank_fault) {
+    runner = std::make_unique<FaultInjectingRunner>(std::move(runner), *faults);
   }
   return runner;
 }
 
 absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
                                                       const std::string& model_dir,
-                                                      const ModelConfig& model_config) {
+                                                      const ModelConfig& model_config,
+                                                      const StepFaults* rank_faults) {
   const ModelConfig* config = &model_config;
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] {
@@ -105,7 +127,15 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   auto progress = [&](int done, int total) {
     if (!o.quiet) spdlog::info("loading weights: layer {}/{}", done, total);
   };
+  const int tp = o.tensor_parallel_size;
   if (o.device == "cuda") {
+    if (tp > 1 || rank_faults != nullptr) {
+      return absl::UnimplementedError(absl::StrCat(
+          "--device cuda --tensor-parallel-size ", tp,
+          ": the CUDA runner does not shard over GPUs yet (one GPU per engine); --device cpu "
+          "runs ",
+          tp, " ranks as threads"));
+    }
     CudaRunnerOptions co;
     co.model_dir = model_dir;
     co.random_weights = o.random_weights;
@@ -140,20 +170,33 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
         "has %.1f GiB of memory; use --device cuda",
         model_dir, weight_bytes / (1 << 30), host_bytes / (1 << 30)));
   }
-  std::unique_ptr<CpuModel> model;
-  if (o.random_weights) {
-    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
-  } else {
-    SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
-  }
   // `sluice plan --backend cpu` sizes it the same way (engine/core/capacity).
-  const int num_blocks =
-      o.num_kv_blocks > 0 ? o.num_kv_blocks : CpuKvBlocks(*config, o.kv_cache_gib, o.block_size);
-  if (!o.quiet) {
-    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens", config->Summary(),
-                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size);
+  const int num_blocks = o.num_kv_blocks > 0
+                             ? o.num_kv_blocks
+                             : CpuKvBlocks(*config, o.kv_cache_gib, o.block_size, tp);
+  std::unique_ptr<CpuRunner> runner;
+  if (tp > 1) {
+    SLUICE_ASSIGN_OR_RETURN(
+        auto group, CpuModelGroup::Load(model_dir, tp, num_blocks, o.block_size, o.random_weights,
+                                        o.random_seed, progress));
+    if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
+    runner = std::make_unique<CpuRunner>(std::move(group));
+  } else {
+    std::unique_ptr<CpuModel> model;
+    if (o.random_weights) {
+      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
+    } else {
+      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
+    }
+    auto group = std::make_unique<CpuModelGroup>(std::move(model), num_blocks, o.block_size);
+    if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
+    runner = std::make_unique<CpuRunner>(std::move(group));
   }
-  auto runner = std::make_unique<CpuRunner>(std::move(model), num_blocks, o.block_size);
+  if (!o.quiet) {
+    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens{}", config->Summary(),
+                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size,
+                 tp > 1 ? absl::StrFormat(", %d tensor-parallel ranks as threads", tp) : "");
+  }
   runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs);
   return std::unique_ptr<Runner>(std::move(runner));
 }

@@ -1,6 +1,7 @@
 #include "engine/runner/fault_injection.h"
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -22,13 +23,33 @@ absl::StatusOr<StepFaults> ParseStepFaults(const std::string& spec) {
       f.failing_steps = value;
     } else if (kv.first == "hang" && kv.second.empty()) {
       f.hang = true;
+    } else if (kv.first == "rank" && numeric) {
+      f.rank = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("step fault spec '", spec, "': cannot read '",
-                                                     std::string(part),
-                                                     "' (expected after=N, fail=N or hang)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("step fault spec '", spec, "': cannot read '", std::string(part),
+                       "' (expected after=N, fail=N, hang or rank=R)"));
     }
   }
   return f;
+}
+
+CpuModelGroup::RankHook RankFaultHook(const StepFaults& faults) {
+  spdlog::warn("FAULT INJECTION: tensor parallel rank {}: steps after {} {}", faults.rank,
+               faults.ok_steps, faults.hang ? "hang" : "fail");
+  auto steps = std::make_shared<int64_t>(0);  // touched by the faulty rank's thread only
+  return [faults, steps](int rank) -> absl::Status {
+    if (rank != faults.rank) return absl::OkStatus();
+    const int64_t step = ++*steps;
+    const bool faulty = step > faults.ok_steps &&
+                        (faults.failing_steps == 0 ||
+                         step <= static_cast<int64_t>(faults.ok_steps) + faults.failing_steps);
+    if (!faulty) return absl::OkStatus();
+    if (faults.hang) {
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    return absl::InternalError(absl::StrCat("injected fault: step ", step, " failed"));
+  };
 }
 
 FaultInjectingRunner::FaultInjectingRunner(std::unique_ptr<Runner> inner, StepFaults faults)

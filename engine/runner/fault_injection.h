@@ -1,6 +1,8 @@
 // A runner that wraps another and makes its steps fail or hang on purpose, so that the
 // engine's and the server's handling of a broken device or model can be tested end to
-// end (`sluice serve --inject-step-faults SPEC`). Never enabled unless asked for.
+// end (`sluice serve --inject-step-faults SPEC`); with `rank=R`, only one tensor-parallel
+// rank's part of the steps fails or hangs (a rank that dies mid-step), through the model
+// group's rank hook. Never enabled unless asked for.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/model/cpu_model_group.h"
 #include "engine/runner/runner.h"
 
 namespace sluice {
@@ -16,12 +19,18 @@ struct StepFaults {
   int ok_steps = 0;       // steps that run normally first
   int failing_steps = 0;  // then this many fail (0: every later step)
   bool hang = false;      // the faulty steps never return instead of failing
+  int rank = -1;          // >= 0: only this tensor-parallel rank's part of a step is faulty
 };
 
 // SPEC: comma-separated `after=N` (normal steps first), `fail=K` (K faulty steps, then
-// normal again; default: all later steps), `hang` (faulty steps block). Example:
-// "after=2,fail=3". Errors name the part that is wrong.
+// normal again; default: all later steps), `hang` (faulty steps block), `rank=R` (only
+// rank R of a tensor-parallel group). Example: "after=2,fail=3". Errors name the part
+// that is wrong.
 absl::StatusOr<StepFaults> ParseStepFaults(const std::string& spec);
+
+// The rank hook of `faults` (faults.rank >= 0): rank faults.rank's steps after ok_steps
+// fail (or block) as the spec says; the other ranks run normally.
+CpuModelGroup::RankHook RankFaultHook(const StepFaults& faults);
 
 class FaultInjectingRunner : public Runner {
  public:

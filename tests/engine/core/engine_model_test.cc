@@ -9,6 +9,7 @@
 #include "engine/grammar/matcher.h"
 #include "engine/model/generate.h"
 #include "engine/runner/cpu_runner.h"
+#include "engine/runner/fault_injection.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/tokenizer/tokenizer.h"
@@ -38,6 +39,27 @@ std::unique_ptr<Engine> MakeEngineFor(std::shared_ptr<CpuModel> model, int num_b
   c.max_waiting_requests = 1000;
   auto runner = std::make_unique<CpuRunner>(model, num_blocks, block_size);
   runner->ReserveStepBuffers(budget, max_seqs);  // as the server does
+  auto engine = Engine::Create(c, std::move(runner));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(*engine);
+}
+
+// The same over a tensor-parallel group of the model in `dir`.
+std::unique_ptr<Engine> MakeTpEngine(const std::string& dir, int tp, int num_blocks, int block_size,
+                                     int max_seqs, int budget,
+                                     CpuModelGroup::RankHook hook = nullptr) {
+  auto group = CpuModelGroup::Load(dir, tp, num_blocks, block_size);
+  EXPECT_TRUE(group.ok()) << group.status();
+  if (!group.ok()) return nullptr;
+  if (hook) (*group)->SetRankHook(std::move(hook));
+  EngineConfig c;
+  c.max_num_seqs = max_seqs;
+  c.max_num_batched_tokens = budget;
+  c.max_model_len = (*group)->config().max_position_embeddings;
+  c.eos_token_ids = (*group)->config().eos_token_ids;
+  c.max_waiting_requests = 1000;
+  auto runner = std::make_unique<CpuRunner>(std::move(*group));
+  runner->ReserveStepBuffers(budget, max_seqs);
   auto engine = Engine::Create(c, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
@@ -95,6 +117,68 @@ TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
   EXPECT_GT(engine->Stats().num_preemptions, 0);
   EXPECT_TRUE(engine->WaitIdle(5s));
   EXPECT_EQ(engine->Stats().kv_usage, 0.0);
+}
+
+// Two ranks, batched under preemption: the golden ids still (each rank's cache holds its
+// KV head for the blocks the one scheduler hands out).
+TEST(EngineModelTest, TensorParallelGoldenPromptsTogetherUnderPreemption) {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  auto engine = MakeTpEngine(testing::TinyModelDir(), 2, 12, 8, 8, 64);
+  ASSERT_NE(engine, nullptr);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& c : golden["cases"]) {
+    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_EQ(Wait(*streams[i]).ids, golden["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
+        << "prompt " << i;
+  }
+  EXPECT_GT(engine->Stats().num_preemptions, 0);
+  EXPECT_TRUE(engine->WaitIdle(5s));
+}
+
+// One rank dies in the fourth step: every request in flight ends with its error, nobody
+// waits for ever, and the group stays dead (later requests fail too, and after three
+// failed steps the engine reports itself unready).
+TEST(EngineModelTest, AFailedRankFailsEveryRequestCleanly) {
+  StepFaults faults;
+  faults.ok_steps = 3;
+  faults.rank = 1;
+  auto engine = MakeTpEngine(testing::TinyModelDir(), 2, 64, 16, 8, 256, RankFaultHook(faults));
+  ASSERT_NE(engine, nullptr);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    auto s = engine->Submit(Greedy({1, 100 + i, 200 + i, 300 + i}, 32));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (auto& s : streams) {
+    Result r;
+    std::string error;
+    while (r.reason == FinishReason::kNone) {
+      auto o = s->Pop(60s);
+      ASSERT_TRUE(o.has_value()) << "request " << s->id() << " never finished";
+      r.ids.insert(r.ids.end(), o->new_token_ids.begin(), o->new_token_ids.end());
+      r.reason = o->finish_reason;
+      error = o->error;
+    }
+    EXPECT_EQ(r.reason, FinishReason::kError);
+    EXPECT_NE(error.find("tensor parallel rank 1: injected fault: step 4 failed"),
+              std::string::npos)
+        << error;
+    EXPECT_LE(r.ids.size(), 3u);  // the tokens of the steps before
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto s = engine->Submit(Greedy({1, 2, 3}, 4));
+    ASSERT_TRUE(s.ok()) << s.status();
+    Result r = Wait(**s);
+    EXPECT_EQ(r.reason, FinishReason::kError);
+  }
+  EXPECT_FALSE(engine->Health().ready);
+  EXPECT_NE(engine->Health().reason.find("tensor parallel rank 1"), std::string::npos)
+      << engine->Health().reason;
 }
 
 // The architecture variants (QK-norm; experts; sinks, windows, YaRN): their golden prompts, twice
