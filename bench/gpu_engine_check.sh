@@ -13,7 +13,8 @@ BUNDLE=${SLUICE_BUNDLE:-.devbundle/bundle.tar.xz}
 D=/tmp/sluice_bundle
 rm -rf "$D" && mkdir -p "$D" && tar -C "$D" -xJf "$BUNDLE" || { echo "no bundle at $BUNDLE"; exit 1; }
 cudalib=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13* /usr/local/cuda*/targets/*/lib/libcublasLt.so.13* 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH="$D/lib:$cudalib:${LD_LIBRARY_PATH:-}"
+nccllib=$(dirname "$(ls /usr/local/cuda/lib/libnccl.so.2 /usr/local/cuda*/lib*/libnccl.so.2 /usr/lib/x86_64-linux-gnu/libnccl.so.2 2>/dev/null | head -1)")
+export LD_LIBRARY_PATH="$D/lib:$cudalib:$nccllib:${LD_LIBRARY_PATH:-}"
 export SLUICE_SHARED_DIR="$D/shared" SLUICE_SOURCE_ROOT="$PWD"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$LOG/device.txt"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain 2>/dev/null | grep -q . && echo ' uncommitted')" | tee -a "$LOG/device.txt"
@@ -35,8 +36,11 @@ grep -E "^PASS|^FAIL|CHECK failed|window|sinks" "$LOG/attention.log" | head -20
 # The fused MoE over its shape table (experts 8-128, top-k 1-8, 1-4096 tokens, graphs).
 step moe 60 "$D/bin/moe_gpu_test"
 grep -E "^PASS|^FAIL|CHECK failed" "$LOG/moe.log" | head -20
+# NCCL on the machine's GPUs (one GPU: a one-rank group; the multi-GPU case skips).
+step nccl 30 "$D/bin/nccl_communicator_gpu_test"
+grep -E "OK|FAILED|SKIP|Failure" "$LOG/nccl.log" | head -10
 step runner 120 "$D/bin/cuda_runner_gpu_test"
-grep -E "PARITY|BATCH|RANDOM|\[  FAILED|Failure|SKIP" -A3 "$LOG/runner.log" | head -60
+grep -E "PARITY|BATCH|RANDOM|NCCL|\[  FAILED|Failure|SKIP" -A3 "$LOG/runner.log" | head -60
 
 M=models/configs/llama-3.1-8b
 TB=("$D/bin/throughput_bench" --device cuda --model "$M" --random-weights)

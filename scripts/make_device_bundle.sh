@@ -13,16 +13,17 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLUICE_CUDA_ARCHS=90a >/dev/null
 fi
 cmake --build "$BUILD" -j "$(nproc)" --target cuda_runner_gpu_test ops_gpu_test attention_gpu_test \
-  moe_gpu_test throughput_bench
+  moe_gpu_test nccl_communicator_gpu_test throughput_bench
 stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib" "$stage/shared/fixtures"
 bins="$BUILD/tests/cuda_runner_gpu_test $BUILD/tests/ops_gpu_test $BUILD/tests/attention_gpu_test
-  $BUILD/tests/moe_gpu_test $BUILD/bin/throughput_bench"
+  $BUILD/tests/moe_gpu_test $BUILD/tests/nccl_communicator_gpu_test $BUILD/bin/throughput_bench"
 cp $bins "$stage/bin/"
 strip "$stage"/bin/*
-# Every library the binaries load except glibc, libstdc++ and CUDA's.
+# Every library the binaries load except glibc, libstdc++ and CUDA's (NCCL included: the
+# GPU machine's toolkit has it, and it is larger than a bundle may be).
 ldd $bins | awk '/=>/ {print $3}' | sort -u |
-  grep -Ev 'libcuda|libcudart|libcublas|/libc\.so|/libm\.so|libstdc\+\+|libgcc_s|libdl\.|libpthread|librt\.' |
+  grep -Ev 'libcuda|libcudart|libcublas|libnccl|/libc\.so|/libm\.so|libstdc\+\+|libgcc_s|libdl\.|libpthread|librt\.' |
   xargs -I{} cp -L {} "$stage/lib/"
 cp "$SHARED/fixtures/golden_tiny.json" "$stage/shared/fixtures/"
 cp -r "$SHARED/fixtures/variants" "$stage/shared/fixtures/"

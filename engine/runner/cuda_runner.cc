@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/parallel/nccl_communicator.h"
 #include "engine/runner/cuda_runner_internal.h"
 #include "engine/runner/host_sampling.h"
 #include "engine/runner/request_table.h"
@@ -64,6 +65,10 @@ absl::Status CudaRunner::Init(CudaRunnerInfo* info) {
   SLUICE_RETURN_IF_ERROR(
       Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
 
+  if (options_.nccl_one_rank) {
+    SLUICE_ASSIGN_OR_RETURN(auto comms, MakeNcclCommunicators({options_.device}));
+    comm_ = std::move(comms[0]);
+  }
   SLUICE_ASSIGN_OR_RETURN(config_, LoadModelConfig(options_.model_dir));
   const ModelConfig& c = config_;
   if (c.num_experts > 0 && (c.num_experts % 8 != 0 || c.num_experts > 1024 ||
@@ -256,6 +261,12 @@ absl::Status CudaRunner::QkvPart(int layer, int n) {
       kernels::QkNorm<bf16>{w.q_norm, w.k_norm, config_.rms_norm_eps}));
 }
 
+absl::Status CudaRunner::AllReduceHidden(int n) {
+  if (comm_ == nullptr) return absl::OkStatus();
+  return comm_->AllReduceSum(hidden_, size_t(n) * config_.hidden_size, CommDtype::kBfloat16,
+                             stream_);
+}
+
 absl::Status CudaRunner::MlpPart(int layer, int n) {
   const ModelConfig& c = config_;
   const DeviceLayer& w = layers_[layer];
@@ -289,9 +300,11 @@ absl::Status CudaRunner::RunPiece(int k, int n, int rows, bool gather) {
   const DeviceLayer& w = layers_[k - 1];
   SLUICE_RETURN_IF_ERROR(
       Kernel(gemm_o_->Run(hidden_, attn_, w.o_proj, w.o_proj_bias, n, ws, stream_)));
+  SLUICE_RETURN_IF_ERROR(AllReduceHidden(n));
   SLUICE_RETURN_IF_ERROR(
       Kernel(kc::FusedAddRmsNorm(hidden_, residual_, w.post_norm, n, h, eps, stream_)));
   SLUICE_RETURN_IF_ERROR(MlpPart(k - 1, n));
+  SLUICE_RETURN_IF_ERROR(AllReduceHidden(n));
   if (k < c.num_layers) {
     SLUICE_RETURN_IF_ERROR(
         Kernel(kc::FusedAddRmsNorm(hidden_, residual_, layers_[k].input_norm, n, h, eps, stream_)));

@@ -40,6 +40,10 @@ struct CudaRunnerOptions {
   // timed picks made the batch-1 decode step slower in the graphs (bench/RESULTS.md).
   bool tune_gemms = false;
   int device = 0;
+  // Run the layers' all-reduces (after the output projection and the MLP) through a
+  // one-rank NCCL group, as a tensor-parallel rank does: the same results, through NCCL
+  // and inside the graphs.
+  bool nccl_one_rank = false;
   LoadProgress progress;  // per layer of weights
 };
 

@@ -26,6 +26,7 @@
 #include "common/status_macros.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
+#include "engine/parallel/communicator.h"
 #include "engine/runner/cuda_runner.h"
 #include "engine/runner/request_table.h"
 #include "engine/runner/runner.h"
@@ -185,6 +186,8 @@ class CudaRunner : public Runner {
   absl::Status QkvPart(int layer, int n);
   // The feed-forward half of a layer over hidden_ (normed), written back to hidden_.
   absl::Status MlpPart(int layer, int n);
+  // hidden_[0, n) summed over the tensor-parallel ranks (nothing without a group).
+  absl::Status AllReduceHidden(int n);
   absl::Status Attention(int layer);
   absl::Status PrepareAttention(const ForwardBatch& b);
   absl::Status PrepareAttentionPlan(const ForwardBatch& b, size_t window_index);
@@ -243,6 +246,7 @@ class CudaRunner : public Runner {
   std::vector<DeviceLayer> layers_;
   std::unique_ptr<kc::GemmRunner> gemm_qkv_, gemm_o_, gemm_gate_up_, gemm_down_, gemm_lm_head_;
   std::unique_ptr<kc::GemmRunner> gemm_router_;  // mixture-of-experts models: fp32 logits
+  std::unique_ptr<Communicator> comm_;           // nccl_one_rank: the layers' all-reduces
   DeviceMemory sinks_;                           // [layers, q_heads] fp32 (attention sinks)
 
   // Activations and step state.

@@ -42,8 +42,9 @@ std::unique_ptr<Engine> MakeEngine(std::unique_ptr<Runner> runner, const ModelCo
 }
 
 std::unique_ptr<Engine> CudaEngine(const std::string& dir, int max_seqs, bool eager,
-                                   bool random = false) {
+                                   bool random = false, bool nccl = false) {
   CudaRunnerOptions o;
+  o.nccl_one_rank = nccl;
   o.model_dir = dir;
   o.random_weights = random;
   o.seed = 11;
@@ -265,6 +266,27 @@ TEST(CudaRunnerTest, SameOutputAloneAndInAFullBatch) {
       "BATCH alone vs a batch of %zu: %d/%zu identical; eager batch vs graphs alone: "
       "%d/%zu\n",
       reqs.size(), same, num_golden, same_eager, num_golden);
+}
+
+// The tensor-parallel path at one rank (the layers' all-reduces through NCCL, inside the
+// decode graphs) gives the single-device runner's outputs bit for bit.
+TEST(CudaRunnerTest, NcclPathAtOneRankEqualsTheSingleDevice) {
+  const auto golden = ReadJsonOrDie(SharedDir() + "/fixtures/golden_tiny.json");
+  std::vector<SubmitParams> reqs;
+  for (const auto& c : golden["cases"]) {
+    reqs.push_back(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32, 2));
+  }
+  auto single = CudaEngine(TinyModelDir(), 16, false);
+  auto nccl = CudaEngine(TinyModelDir(), 16, false, false, /*nccl=*/true);
+  ASSERT_NE(single, nullptr);
+  ASSERT_NE(nccl, nullptr);
+  const std::vector<Output> a = RunAll(*single, reqs), b = RunAll(*nccl, reqs);
+  int same = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(a[i].ids, b[i].ids) << "prompt " << i;
+    same += a[i].ids == b[i].ids;
+  }
+  std::printf("NCCL one rank vs single device: %d/%zu identical\n", same, reqs.size());
 }
 
 // --random-weights draws the same bf16 model on both backends.
