@@ -54,6 +54,7 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
   cmd->add_option("--tensor-parallel-size,--tp", o->tensor_parallel_size,
                   "Ranks the model is split over (heads and MLP columns): threads on the CPU "
                   "backend, GPUs with --device cuda")
+      ->envname("SLUICE_TENSOR_PARALLEL_SIZE")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
                   "KV cache blocks (default: from --kv-cache-gib)")

@@ -334,6 +334,30 @@ def test_gpu_overlays_request_exactly_one_gpu_per_engine(overlay):
         assert flag(engine["args"], "device") in (None, "cpu")
 
 
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o.startswith("gpu")])
+def test_gpu_count_and_flag_follow_the_tensor_parallel_size(overlay, tmp_path):
+    """One value in the overlay sets the engine's --tensor-parallel-size (through the
+    environment the flag reads) and its GPU request and limit."""
+    _, d = deployment(overlay)
+    engine = container(d["spec"]["template"]["spec"], "engine")
+    env = {e["name"]: e["value"] for e in engine["env"]}
+    assert env["SLUICE_TENSOR_PARALLEL_SIZE"] == "1"
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    kustomization = copy / "overlays" / overlay / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count('value: "1"') == 1
+    kustomization.write_text(text.replace('value: "1"', 'value: "4"'))
+    out = subprocess.run([tool("kubectl"), "kustomize", str(copy / "overlays" / overlay)],
+                         check=True, capture_output=True, text=True).stdout
+    objects = [o for o in yaml.safe_load_all(out) if o]
+    assert not find(objects, "ConfigMap", "sluice-parallelism")  # kustomize's own, not applied
+    engine = container(one(objects, "Deployment", "sluice")["spec"]["template"]["spec"], "engine")
+    assert {e["name"]: e["value"] for e in engine["env"]}["SLUICE_TENSOR_PARALLEL_SIZE"] == "4"
+    assert engine["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert engine["resources"]["requests"]["nvidia.com/gpu"] == 4
+
+
 def test_inference_pool_targets_the_gateway_and_maps_sluice_metrics():
     objects, d = deployment("gpu")
     spec = d["spec"]["template"]["spec"]
