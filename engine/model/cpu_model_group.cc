@@ -31,11 +31,9 @@ absl::StatusOr<std::unique_ptr<CpuModelGroup>> CpuModelGroup::Create(
   return g;
 }
 
-absl::StatusOr<std::unique_ptr<CpuModelGroup>> CpuModelGroup::Load(const std::string& dir, int size,
-                                                                   int num_blocks, int block_size,
-                                                                   bool random_weights,
-                                                                   uint64_t seed,
-                                                                   const LoadProgress& progress) {
+absl::StatusOr<std::unique_ptr<CpuModelGroup>> CpuModelGroup::Load(
+    const std::string& dir, int size, int num_blocks, int block_size, bool random_weights,
+    uint64_t seed, const LoadProgress& progress, std::chrono::milliseconds timeout) {
   SLUICE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   SLUICE_RETURN_IF_ERROR(CheckTensorParallel(config, size));  // before reading gigabytes
   ModelWeights weights;
@@ -45,7 +43,7 @@ absl::StatusOr<std::unique_ptr<CpuModelGroup>> CpuModelGroup::Load(const std::st
     SLUICE_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::OpenDir(dir));
     SLUICE_ASSIGN_OR_RETURN(weights, LoadWeights(*ckpt, config, progress));
   }
-  return Create(config, weights, size, num_blocks, block_size);
+  return Create(config, weights, size, num_blocks, block_size, timeout);
 }
 
 CpuModelGroup::~CpuModelGroup() {
@@ -67,7 +65,8 @@ CpuModelGroup::~CpuModelGroup() {
 
 absl::Status CpuModelGroup::RunRank(int rank, const ForwardBatch& batch,
                                     std::vector<float>& logits) {
-  absl::Status st = hook_ ? hook_(rank) : absl::OkStatus();
+  absl::Status st =
+      hook_ ? hook_(rank, size() > 1 ? comms_[rank].get() : nullptr) : absl::OkStatus();
   if (st.ok()) st = models_[rank]->Forward(batch, caches_[rank], logits);
   if (!st.ok() && size() > 1) {
     // The first rank to fail names the error; the others' waits end with it.
@@ -111,9 +110,10 @@ absl::Status CpuModelGroup::Forward(const ForwardBatch& batch, std::vector<float
   const absl::Status mine = RunRank(0, batch, logits);
   {
     std::unique_lock<std::mutex> lock(mu_);
-    // Every rank's waits end within the timeout once the group is aborted or done; a
-    // rank that still has not returned well after it is stuck outside the collectives.
-    if (!done_cv_.wait_for(lock, 2 * timeout_ + std::chrono::seconds(1),
+    // Once rank 0 is done, the others are done with their collectives or aborted out of
+    // them: they return within one collective's wait at most. One that does not is stuck
+    // outside the collectives.
+    if (!done_cv_.wait_for(lock, timeout_ + std::chrono::seconds(1),
                            [&] { return pending_ == 0; })) {
       broken_ = true;
       comms_[0]->Abort(absl::UnavailableError("tensor parallel: a rank never finished a step"));

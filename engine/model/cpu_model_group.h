@@ -41,7 +41,8 @@ class CpuModelGroup {
   // over `size` ranks. The whole weights are held only while the shards are cut.
   static absl::StatusOr<std::unique_ptr<CpuModelGroup>> Load(
       const std::string& dir, int size, int num_blocks, int block_size, bool random_weights = false,
-      uint64_t seed = 0, const LoadProgress& progress = nullptr);
+      uint64_t seed = 0, const LoadProgress& progress = nullptr,
+      std::chrono::milliseconds timeout = std::chrono::seconds(120));
   ~CpuModelGroup();
   CpuModelGroup(const CpuModelGroup&) = delete;
   CpuModelGroup& operator=(const CpuModelGroup&) = delete;
@@ -49,9 +50,10 @@ class CpuModelGroup {
   // Every rank runs the batch; `logits` gets rank 0's ([logits_rows, vocab]).
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits);
 
-  // Called on each rank's thread before its part of every step; an error fails that rank
-  // there (fault injection: a rank that dies mid-step).
-  using RankHook = std::function<absl::Status(int rank)>;
+  // Called on each rank's thread before its part of every step, with the rank's
+  // communicator (nullptr alone); an error fails that rank there (fault injection: a rank
+  // that dies mid-step, or one that stalls until its group gives up on it).
+  using RankHook = std::function<absl::Status(int rank, const Communicator* comm)>;
   void SetRankHook(RankHook hook) { hook_ = std::move(hook); }
 
   int size() const { return static_cast<int>(models_.size()); }

@@ -38,7 +38,7 @@ CpuModelGroup::RankHook RankFaultHook(const StepFaults& faults) {
   spdlog::warn("FAULT INJECTION: tensor parallel rank {}: steps after {} {}", faults.rank,
                faults.ok_steps, faults.hang ? "hang" : "fail");
   auto steps = std::make_shared<int64_t>(0);  // touched by the faulty rank's thread only
-  return [faults, steps](int rank) -> absl::Status {
+  return [faults, steps](int rank, const Communicator* comm) -> absl::Status {
     if (rank != faults.rank) return absl::OkStatus();
     const int64_t step = ++*steps;
     const bool faulty = step > faults.ok_steps &&
@@ -46,7 +46,12 @@ CpuModelGroup::RankHook RankFaultHook(const StepFaults& faults) {
                          step <= static_cast<int64_t>(faults.ok_steps) + faults.failing_steps);
     if (!faulty) return absl::OkStatus();
     if (faults.hang) {
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+      // Stalls until the others give up on it (their collectives time out and abort the
+      // group); alone, for ever, as a wedged device.
+      while (comm == nullptr || comm->status().ok()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return comm->status();
     }
     return absl::InternalError(absl::StrCat("injected fault: step ", step, " failed"));
   };

@@ -29,7 +29,8 @@ struct StepFaults {
 absl::StatusOr<StepFaults> ParseStepFaults(const std::string& spec);
 
 // The rank hook of `faults` (faults.rank >= 0): rank faults.rank's steps after ok_steps
-// fail (or block) as the spec says; the other ranks run normally.
+// fail as the spec says, or with `hang` stall until the group aborts (the others' waits
+// time out); the other ranks run normally.
 CpuModelGroup::RankHook RankFaultHook(const StepFaults& faults);
 
 class FaultInjectingRunner : public Runner {

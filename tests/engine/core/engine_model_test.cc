@@ -47,8 +47,9 @@ std::unique_ptr<Engine> MakeEngineFor(std::shared_ptr<CpuModel> model, int num_b
 // The same over a tensor-parallel group of the model in `dir`.
 std::unique_ptr<Engine> MakeTpEngine(const std::string& dir, int tp, int num_blocks, int block_size,
                                      int max_seqs, int budget,
-                                     CpuModelGroup::RankHook hook = nullptr) {
-  auto group = CpuModelGroup::Load(dir, tp, num_blocks, block_size);
+                                     CpuModelGroup::RankHook hook = nullptr,
+                                     std::chrono::milliseconds timeout = 120s) {
+  auto group = CpuModelGroup::Load(dir, tp, num_blocks, block_size, false, 0, nullptr, timeout);
   EXPECT_TRUE(group.ok()) << group.status();
   if (!group.ok()) return nullptr;
   if (hook) (*group)->SetRankHook(std::move(hook));
@@ -179,6 +180,30 @@ TEST(EngineModelTest, AFailedRankFailsEveryRequestCleanly) {
   EXPECT_FALSE(engine->Health().ready);
   EXPECT_NE(engine->Health().reason.find("tensor parallel rank 1"), std::string::npos)
       << engine->Health().reason;
+}
+
+// One rank stalls in the third step: the others' collectives time out and abort the group,
+// so the step fails (DeadlineExceeded, naming the wait) instead of hanging the engine.
+TEST(EngineModelTest, AStalledRankTimesOutTheGroup) {
+  StepFaults faults;
+  faults.ok_steps = 2;
+  faults.hang = true;
+  faults.rank = 1;
+  auto engine =
+      MakeTpEngine(testing::TinyModelDir(), 2, 64, 16, 8, 256, RankFaultHook(faults), 300ms);
+  ASSERT_NE(engine, nullptr);
+  auto s = engine->Submit(Greedy({1, 5, 6, 7}, 16));
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::string error;
+  FinishReason reason = FinishReason::kNone;
+  while (reason == FinishReason::kNone) {
+    auto o = (*s)->Pop(60s);
+    ASSERT_TRUE(o.has_value()) << "the request never finished";
+    reason = o->finish_reason;
+    error = o->error;
+  }
+  EXPECT_EQ(reason, FinishReason::kError);
+  EXPECT_NE(error.find("waited 300 ms for the other ranks"), std::string::npos) << error;
 }
 
 // The architecture variants (QK-norm; experts; sinks, windows, YaRN): their golden prompts, twice
