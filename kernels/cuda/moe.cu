@@ -377,15 +377,15 @@ void Gemm(const GemmArgs& args, int bm, bool gate_up, bool clamped, dim3 grid,
 }
 
 Status CheckRouting(int num_tokens, int num_experts, int k) {
-  if (num_tokens < 0 || num_experts <= 0 || num_experts > kMaxExperts || k <= 0 ||
-      k > std::min(num_experts, kMaxTopK)) {
-    return Status::InvalidArgument(
-        "moe: " + std::to_string(num_experts) + " experts, top-k " + std::to_string(k) +
-        " (need at most " + std::to_string(kMaxExperts) + " experts and 0 < k <= min(experts, " +
-        std::to_string(kMaxTopK) + "))");
+  if (num_tokens < 0 || num_experts <= 0 || k <= 0 || k > std::min(num_experts, kMaxTopK)) {
+    return Status::InvalidArgument("moe: " + std::to_string(num_experts) + " experts, top-k " +
+                                   std::to_string(k) + " (need 0 < k <= min(experts, " +
+                                   std::to_string(kMaxTopK) + "))");
   }
   return Status::Ok();
 }
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -411,6 +411,17 @@ Status Moe(bf16* out, const bf16* x, const float* router_logits,
   const MoeShape& s = shape;
   Status st = CheckRouting(num_tokens, s.num_experts, s.top_k);
   if (!st.ok()) return st;
+  if (s.num_experts > kMaxExperts) {
+    return Status::InvalidArgument("moe: " + std::to_string(s.num_experts) +
+                                   " experts; the alignment takes at most " +
+                                   std::to_string(kMaxExperts));
+  }
+  if (s.activation == MoeActivation::kClampedSwiGlu && !(s.swiglu_limit > 0.0f)) {
+    return Status::InvalidArgument("moe: the clamped SwiGLU needs a positive limit");
+  }
+  if (!Aligned16(x) || !Aligned16(out)) {
+    return Status::InvalidArgument("moe: x and out must be 16-byte aligned");
+  }
   if (s.hidden <= 0 || s.hidden % 8 != 0 || s.intermediate <= 0 || s.intermediate % 8 != 0) {
     return Status::InvalidArgument("moe: hidden " + std::to_string(s.hidden) +
                                    " and intermediate " + std::to_string(s.intermediate) +

@@ -186,6 +186,7 @@ void RejectsBadShapes() {
   s = ShapeOf(8, 2, 64, 32, Flavor::kQwen3);
   GPU_CHECK(!cuda::Moe(buf.get(), buf.get(), dl.get(), w, s, 5, ws.get(), 4, nullptr).ok(),
             "5 tokens in a workspace for 4 accepted");
+  GPU_CHECK_OK(cuda::Moe(buf.get(), buf.get(), dl.get(), w, s, 0, ws.get(), 4, nullptr));
 }
 
 }  // namespace
@@ -206,6 +207,9 @@ int main() {
   MoeCase(128, 8, 256, 128, Flavor::kQwen3, quick ? V{600} : V{2048}, /*skewed=*/true);
   MoeCase(128, 8, 2048, 768, Flavor::kQwen3, quick ? V{1} : V{1, 16, 64});  // Qwen3-30B-A3B's layer
   MoeCase(32, 4, 2880, 2880, Flavor::kGptOss, quick ? V{1} : V{1, 8});      // gpt-oss-20b's layer
+  // Reductions that end inside a k tile (200, 40) and a partial column tile on both passes.
+  MoeCase(16, 3, 200, 40, Flavor::kGptOss, quick ? V{1} : V{1, 700});
+  MoeCase(64, 32, 64, 32, Flavor::kNoRenorm, V{3});  // the largest top-k
   GraphCase(128, 8, 256, 128, quick ? 4 : 64);
   return Finish("moe_gpu_test");
 }

@@ -38,8 +38,8 @@ Status MoeRoute(int32_t* expert_ids,  // [num_tokens, k]
 // The experts' GEMMs accumulate in fp32; their activations are rounded to bf16 between
 // the two GEMMs, the expert outputs before the weighted sum.
 // REQUIRES: hidden and intermediate multiples of 8; num_experts <= 1024; 0 < top_k <=
-// min(num_experts, 32); num_tokens <= max_tokens of the workspace
-// (MoeWorkspaceBytes(shape, max_tokens) bytes, 256-byte aligned).
+// min(num_experts, 32); x and out 16-byte aligned; num_tokens <= max_tokens of the
+// workspace (MoeWorkspaceBytes(shape, max_tokens) bytes, 256-byte aligned).
 Status Moe(bf16* out,                   // [num_tokens, hidden]
            const bf16* x,               // [num_tokens, hidden]
            const float* router_logits,  // [num_tokens, num_experts]
