@@ -104,10 +104,7 @@ Roofline DecodeRoofline(const ModelConfig& c, int bytes_per_elem) {
   ForEachWeight(c, [&](int, WeightSlot slot) {
     if (slot == WeightSlot::kEmbed && !c.tie_word_embeddings) return;
     const double bytes = static_cast<double>(SlotElements(c, slot)) * bytes_per_elem;
-    const bool expert = slot == WeightSlot::kExpertGateUp || slot == WeightSlot::kExpertDown ||
-                        slot == WeightSlot::kExpertGateUpBias ||
-                        slot == WeightSlot::kExpertDownBias;
-    (expert ? all_experts : r.weight_bytes) += bytes;
+    (IsExpertSlot(slot) ? all_experts : r.weight_bytes) += bytes;
   });
   for (int l = 0; l < c.num_layers; ++l) r.moe_layers += c.IsMoeLayer(l) ? 1 : 0;
   if (r.moe_layers > 0) {
@@ -140,13 +137,13 @@ double PrefillFlopsPerToken(const ModelConfig& c, int context) {
   ForEachWeight(c, [&](int, WeightSlot slot) {
     if (slot == WeightSlot::kEmbed && !c.tie_word_embeddings) return;  // a gather
     if (slot == WeightSlot::kInputNorm || slot == WeightSlot::kPostNorm ||
-        slot == WeightSlot::kFinalNorm || slot == WeightSlot::kQkvBias) {
+        slot == WeightSlot::kFinalNorm || slot == WeightSlot::kQkvBias ||
+        slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias) {
       return;
     }
-    const bool expert = slot == WeightSlot::kExpertGateUp || slot == WeightSlot::kExpertDown;
-    if (slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias) return;
     // A token goes through top_k of a layer's experts.
-    const double share = expert ? static_cast<double>(c.num_experts_per_tok) / c.num_experts : 1.0;
+    const double share =
+        IsExpertSlot(slot) ? static_cast<double>(c.num_experts_per_tok) / c.num_experts : 1.0;
     matmul += static_cast<double>(SlotElements(c, slot)) * share;
   });
   // QK^T and PV: 2 FLOPs per multiply-add, each q head over `context` positions.

@@ -175,24 +175,22 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   const int num_blocks = o.num_kv_blocks > 0
                              ? o.num_kv_blocks
                              : CpuKvBlocks(*config, o.kv_cache_gib, o.block_size, tp);
-  std::unique_ptr<CpuRunner> runner;
+  std::unique_ptr<CpuModelGroup> group;
   if (tp > 1) {
-    SLUICE_ASSIGN_OR_RETURN(
-        auto group, CpuModelGroup::Load(model_dir, tp, num_blocks, o.block_size, o.random_weights,
-                                        o.random_seed, progress));
-    if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
-    runner = std::make_unique<CpuRunner>(std::move(group));
+    SLUICE_ASSIGN_OR_RETURN(group, CpuModelGroup::Load(model_dir, tp, num_blocks, o.block_size,
+                                                       o.random_weights, o.random_seed, progress));
   } else {
+    // One rank keeps the loaded weights as they are (sharding would copy them).
     std::unique_ptr<CpuModel> model;
     if (o.random_weights) {
       SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
     } else {
       SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
     }
-    auto group = std::make_unique<CpuModelGroup>(std::move(model), num_blocks, o.block_size);
-    if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
-    runner = std::make_unique<CpuRunner>(std::move(group));
+    group = std::make_unique<CpuModelGroup>(std::move(model), num_blocks, o.block_size);
   }
+  if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
+  auto runner = std::make_unique<CpuRunner>(std::move(group));
   if (!o.quiet) {
     spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens{}", config->Summary(),
                  o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size,

@@ -267,9 +267,7 @@ bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot) {
   if (!HasSlot(c, slot)) return false;
   const bool moe = c.IsMoeLayer(layer);
   if (slot == WeightSlot::kGateUp || slot == WeightSlot::kDownProj) return !moe;
-  if (slot == WeightSlot::kRouter || slot == WeightSlot::kExpertGateUp ||
-      slot == WeightSlot::kExpertDown || slot == WeightSlot::kRouterBias ||
-      slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias) {
+  if (slot == WeightSlot::kRouter || slot == WeightSlot::kRouterBias || IsExpertSlot(slot)) {
     return moe;
   }
   return true;
@@ -278,6 +276,11 @@ bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot) {
 bool IsLayerSlot(WeightSlot slot) {
   return slot != WeightSlot::kEmbed && slot != WeightSlot::kFinalNorm &&
          slot != WeightSlot::kLmHead;
+}
+
+bool IsExpertSlot(WeightSlot slot) {
+  return slot == WeightSlot::kExpertGateUp || slot == WeightSlot::kExpertDown ||
+         slot == WeightSlot::kExpertGateUpBias || slot == WeightSlot::kExpertDownBias;
 }
 
 void ForEachWeight(const ModelConfig& c,

@@ -50,6 +50,9 @@ bool HasSlot(const ModelConfig& c, WeightSlot slot);
 bool HasLayerSlot(const ModelConfig& c, int layer, WeightSlot slot);
 // Whether `slot` is one per layer.
 bool IsLayerSlot(WeightSlot slot);
+// Whether `slot` holds every expert of a layer, one after another: gate/up, down and
+// their biases.
+bool IsExpertSlot(WeightSlot slot);
 
 // Calls fn(layer, slot) for every tensor the model has, slot by slot: per-layer slots for
 // layers 0..num_layers-1, per-model slots with layer -1.

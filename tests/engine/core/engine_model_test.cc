@@ -29,19 +29,25 @@ std::shared_ptr<CpuModel> TinyModel() {
   return model;
 }
 
-std::unique_ptr<Engine> MakeEngineFor(std::shared_ptr<CpuModel> model, int num_blocks,
-                                      int block_size, int max_seqs, int budget) {
+// An engine over `group` (one rank or several) with the server's step buffers.
+std::unique_ptr<Engine> EngineOver(std::unique_ptr<CpuModelGroup> group, int max_seqs, int budget) {
   EngineConfig c;
   c.max_num_seqs = max_seqs;
   c.max_num_batched_tokens = budget;
-  c.max_model_len = model->config().max_position_embeddings;
-  c.eos_token_ids = model->config().eos_token_ids;
+  c.max_model_len = group->config().max_position_embeddings;
+  c.eos_token_ids = group->config().eos_token_ids;
   c.max_waiting_requests = 1000;
-  auto runner = std::make_unique<CpuRunner>(model, num_blocks, block_size);
+  auto runner = std::make_unique<CpuRunner>(std::move(group));
   runner->ReserveStepBuffers(budget, max_seqs);  // as the server does
   auto engine = Engine::Create(c, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
+}
+
+std::unique_ptr<Engine> MakeEngineFor(std::shared_ptr<CpuModel> model, int num_blocks,
+                                      int block_size, int max_seqs, int budget) {
+  return EngineOver(std::make_unique<CpuModelGroup>(std::move(model), num_blocks, block_size),
+                    max_seqs, budget);
 }
 
 // The same over a tensor-parallel group of the model in `dir`.
@@ -53,17 +59,7 @@ std::unique_ptr<Engine> MakeTpEngine(const std::string& dir, int tp, int num_blo
   EXPECT_TRUE(group.ok()) << group.status();
   if (!group.ok()) return nullptr;
   if (hook) (*group)->SetRankHook(std::move(hook));
-  EngineConfig c;
-  c.max_num_seqs = max_seqs;
-  c.max_num_batched_tokens = budget;
-  c.max_model_len = (*group)->config().max_position_embeddings;
-  c.eos_token_ids = (*group)->config().eos_token_ids;
-  c.max_waiting_requests = 1000;
-  auto runner = std::make_unique<CpuRunner>(std::move(*group));
-  runner->ReserveStepBuffers(budget, max_seqs);
-  auto engine = Engine::Create(c, std::move(runner));
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  return std::move(*engine);
+  return EngineOver(std::move(*group), max_seqs, budget);
 }
 
 std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
@@ -101,13 +97,13 @@ SubmitParams Greedy(std::vector<int32_t> prompt, int max_tokens, std::string sal
   return p;
 }
 
-TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
+// The tiny model's golden prompts submitted together give their greedy ids, and the
+// engine preempted some of them on the way.
+void ExpectGoldenIdsUnderPreemption(Engine& engine) {
   const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
-  // 12 blocks of 8 tokens: far less than 8 prompts x (prompt + 32) needs at once.
-  auto engine = MakeEngine(12, 8, 8, 64);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const auto& c : golden["cases"]) {
-    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
+    auto s = engine.Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
     ASSERT_TRUE(s.ok()) << s.status();
     streams.push_back(*s);
   }
@@ -115,29 +111,22 @@ TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
     EXPECT_EQ(Wait(*streams[i]).ids, golden["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
         << "prompt " << i;
   }
-  EXPECT_GT(engine->Stats().num_preemptions, 0);
-  EXPECT_TRUE(engine->WaitIdle(5s));
-  EXPECT_EQ(engine->Stats().kv_usage, 0.0);
+  EXPECT_GT(engine.Stats().num_preemptions, 0);
+  EXPECT_TRUE(engine.WaitIdle(5s));
+  EXPECT_EQ(engine.Stats().kv_usage, 0.0);
+}
+
+TEST(EngineModelTest, GoldenPromptsTogetherUnderPreemption) {
+  // 12 blocks of 8 tokens: far less than 8 prompts x (prompt + 32) needs at once.
+  ExpectGoldenIdsUnderPreemption(*MakeEngine(12, 8, 8, 64));
 }
 
 // Two ranks, batched under preemption: the golden ids still (each rank's cache holds its
 // KV head for the blocks the one scheduler hands out).
 TEST(EngineModelTest, TensorParallelGoldenPromptsTogetherUnderPreemption) {
-  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
   auto engine = MakeTpEngine(testing::TinyModelDir(), 2, 12, 8, 8, 64);
   ASSERT_NE(engine, nullptr);
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const auto& c : golden["cases"]) {
-    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
-    ASSERT_TRUE(s.ok()) << s.status();
-    streams.push_back(*s);
-  }
-  for (size_t i = 0; i < streams.size(); ++i) {
-    EXPECT_EQ(Wait(*streams[i]).ids, golden["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
-        << "prompt " << i;
-  }
-  EXPECT_GT(engine->Stats().num_preemptions, 0);
-  EXPECT_TRUE(engine->WaitIdle(5s));
+  ExpectGoldenIdsUnderPreemption(*engine);
 }
 
 // One rank dies in the fourth step: every request in flight ends with its error, nobody
