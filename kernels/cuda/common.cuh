@@ -57,6 +57,20 @@ __device__ __forceinline__ float WarpMax(float v) {
   return v;
 }
 
+// The largest value over the warp and its index, ties to the lower index; every lane ends
+// with them.
+__device__ __forceinline__ void WarpArgmax(float& value, int& index) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, value, o);
+    const int i = __shfl_xor_sync(0xffffffffu, index, o);
+    if (v > value || (v == value && i < index)) {
+      value = v;
+      index = i;
+    }
+  }
+}
+
 // Sum over the block. REQUIRES: every thread calls it; blockDim.x a multiple of 32 and
 // at most 1024; scratch holds 32 floats.
 __device__ __forceinline__ float BlockSum(float v, float* scratch) {

@@ -106,15 +106,7 @@ __global__ void __launch_bounds__(kRouteThreads)
         best_id = e;
       }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
-      const int oid = __shfl_xor_sync(0xffffffffu, best_id, o);
-      if (ov > best_v || (ov == best_v && oid < best_id)) {
-        best_v = ov;
-        best_id = oid;
-      }
-    }
+    WarpArgmax(best_v, best_id);
     if (lane == j) {
       mine_v = best_v;
       mine_id = best_id;

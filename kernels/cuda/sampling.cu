@@ -128,14 +128,7 @@ __device__ int Argmax(const float* logits, int vocab, SampleSmem& sm) {
       idx = i;
     }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float b = __shfl_xor_sync(0xffffffffu, best, o);
-    const int j = __shfl_xor_sync(0xffffffffu, idx, o);
-    if (b > best || (b == best && j < idx)) {
-      best = b;
-      idx = j;
-    }
-  }
+  WarpArgmax(best, idx);
   if (threadIdx.x == 0) sm.chosen = vocab;
   __syncthreads();
   const float row_max = BlockMax(best, sm.scratch);

@@ -12,6 +12,7 @@
 
 #include "engine/parallel/nccl_communicator.h"
 #include "gtest/gtest.h"
+#include "tests/common/cuda_device.h"
 
 namespace sluice {
 namespace {
@@ -140,13 +141,7 @@ TEST(NcclCommunicatorTest, MoreRanksThanGpusIsRefused) {
 }  // namespace sluice
 
 int main(int argc, char** argv) {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n",
-                err != cudaSuccess ? cudaGetErrorString(err) : "device count 0");
-    return 77;
-  }
+  if (sluice::testing::NoCudaDevice()) return 77;
   if (!sluice::NcclBuilt()) {
     std::printf("SKIP: this build has no NCCL\n");
     return 77;

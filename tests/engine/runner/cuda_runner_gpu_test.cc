@@ -18,6 +18,7 @@
 #include "engine/runner/cuda_runner.h"
 #include "gtest/gtest.h"
 #include "server/tokenizer/tokenizer.h"
+#include "tests/common/cuda_device.h"
 #include "tests/common/fixtures.h"
 
 namespace sluice {
@@ -423,13 +424,7 @@ TEST(CudaRunnerTest, ModelThatDoesNotFitIsRefusedWithNumbers) {
 }  // namespace sluice
 
 int main(int argc, char** argv) {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n",
-                err != cudaSuccess ? cudaGetErrorString(err) : "device count 0");
-    return 77;
-  }
+  if (sluice::testing::NoCudaDevice()) return 77;
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
