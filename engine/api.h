@@ -67,6 +67,9 @@ struct SamplingParams {
   // Only tokens the grammar allows are sampled (and logprobs are of that masked
   // distribution); the request stops once the grammar admits nothing but the end.
   std::shared_ptr<const OutputConstraint> constraint;
+  // With speculative decoding on (EngineOptions::speculative_method), false keeps this
+  // request on plain decoding. Its tokens are the same either way.
+  bool speculative = true;
 };
 
 // The ranges every front accepts. An error is InvalidArgument whose message starts with
@@ -195,6 +198,15 @@ struct EngineConfig {
   std::function<Clock::time_point()> clock;
   // Called on the engine thread after each step with work (metrics); empty: none.
   std::function<void(const StepSample&)> on_step;
+  // Speculative decoding (0 drafts: off): up to num_speculative_tokens drafts a request
+  // and step, as many as the step-cost model finds worth verifying (see Scheduler), and
+  // none while speculative_disable_batch_size (0: no limit) or more requests run. The
+  // model starts from spec_step_base_s + spec_step_per_token_s x n seconds for a step of
+  // n tokens and, with spec_cost_from_steps, is refitted from the steps as they run.
+  int num_speculative_tokens = 0;
+  int speculative_disable_batch_size = 0;
+  double spec_step_base_s = 0.010, spec_step_per_token_s = 0.001;
+  bool spec_cost_from_steps = true;
 };
 
 // How to build an engine for a model directory (Engine::Load).
@@ -221,6 +233,14 @@ struct EngineOptions {
   double step_timeout_s = 300.0;             // a step running longer fails liveness
   double unready_grace_s = 30.0;             // unready from failing steps this long fails liveness
   std::string inject_step_faults;            // testing: FaultInjectingRunner spec; empty: none
+  // Speculative decoding (CPU backend): "" (off), "ngram" (prompt lookup of ngram_min to
+  // ngram_max tokens) or "draft" (a smaller model, draft_model, with the same vocabulary,
+  // proposing greedily from its own KV cache); num_speculative_tokens drafts per step.
+  std::string speculative_method;
+  int num_speculative_tokens = 4;
+  int ngram_min = 2, ngram_max = 4;
+  std::string draft_model;
+  int speculative_disable_batch_size = 0;          // 0: the step-cost model alone decides
   std::function<void(const StepSample&)> on_step;  // see EngineConfig::on_step
 };
 
@@ -268,6 +288,10 @@ struct EngineStats {
   int64_t prompt_tokens = 0, generation_tokens = 0, num_steps = 0;
   int64_t prefix_queried_tokens = 0, prefix_hit_tokens = 0, num_evictions = 0;
   int64_t num_failed_steps = 0;
+  // Speculative decoding: verifications (a request's drafts in one step), drafts
+  // verified, drafts accepted, and accepted drafts by position (0: the first draft).
+  int64_t spec_num_drafts = 0, spec_num_draft_tokens = 0, spec_num_accepted_tokens = 0;
+  std::vector<int64_t> spec_accepted_per_position;
   double prefill_tokens_per_s = 0.0;  // measured, smoothed
   double finish_per_s = 0.0;          // measured, smoothed
 };

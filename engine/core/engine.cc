@@ -52,6 +52,10 @@ SchedulerConfig SchedulerConfigOf(const EngineConfig& c, const Runner& runner) {
   sc.block_size = runner.block_size();
   sc.enable_prefix_caching = c.enable_prefix_caching;
   sc.eos_token_ids = c.eos_token_ids;
+  sc.num_speculative_tokens = c.num_speculative_tokens;
+  sc.speculative_disable_batch_size = c.speculative_disable_batch_size;
+  sc.step_base_s = c.spec_step_base_s;
+  sc.step_per_token_s = c.spec_step_per_token_s;
   return sc;
 }
 
@@ -95,7 +99,8 @@ struct Engine::Impl {
   void Step();
   void Deliver(RequestOutput output);
   void PublishStats();
-  void PublishStatsLocked();  // REQUIRES: mu held
+  void PublishStatsLocked();         // REQUIRES: mu held
+  void PublishSpecCountersLocked();  // REQUIRES: mu held
 
   EngineConfig config;
   const std::unique_ptr<Runner> runner;
@@ -418,6 +423,7 @@ void Engine::Impl::Step() {
     stats.generation_tokens += generated;
     stats.num_finished += finished;
     stats.num_preemptions += step.num_preempted;
+    PublishSpecCountersLocked();
     if (seconds > 0) {
       if (step.prefill_tokens >= kMinPrefillSample) {
         stats.prefill_tokens_per_s =
@@ -425,6 +431,9 @@ void Engine::Impl::Step() {
       }
       stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
+  }
+  if (config.num_speculative_tokens > 0 && config.spec_cost_from_steps) {
+    scheduler.ObserveStep(seconds, step.num_tokens);
   }
   if (config.on_step) config.on_step({seconds, step.num_tokens, step.num_seqs});
   for (RequestOutput& o : step.outputs) Deliver(std::move(o));
@@ -463,6 +472,14 @@ void Engine::Impl::PublishStats() {
   PublishStatsLocked();
 }
 
+void Engine::Impl::PublishSpecCountersLocked() {
+  const SpecCounters& spec = scheduler.spec_counters();
+  stats.spec_num_drafts = spec.num_drafts;
+  stats.spec_num_draft_tokens = spec.num_draft_tokens;
+  stats.spec_num_accepted_tokens = spec.num_accepted_tokens;
+  stats.spec_accepted_per_position = spec.accepted_per_position;
+}
+
 void Engine::Impl::PublishStatsLocked() {
   stats.num_waiting = scheduler.num_waiting();
   stats.num_running = scheduler.num_running();
@@ -490,6 +507,7 @@ void Engine::Impl::PublishStatsLocked() {
   stats.kv_used_bytes = int64_t{scheduler.kv().num_blocks() - scheduler.kv().num_free_blocks()} *
                         runner->kv_bytes_per_block();
   stats.num_evictions = scheduler.kv().num_evictions();
+  PublishSpecCountersLocked();
   // Idle once the runner, too, has heard of every request that ended.
   const bool now_idle = scheduler.idle() && pending.empty() && !scheduler.has_unreported_finishes();
   if (now_idle && !idle) idle_cv.notify_all();

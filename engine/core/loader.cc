@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 
 #include <unistd.h>
@@ -19,6 +21,8 @@
 #include "engine/runner/cpu_runner.h"
 #include "engine/runner/cuda_runner.h"
 #include "engine/runner/fault_injection.h"
+#include "engine/spec/draft_model_proposer.h"
+#include "engine/spec/proposer.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -83,6 +87,24 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "How long the engine may stay unready from failing steps before liveness "
                   "fails too")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--speculative-method", o->speculative_method,
+                  "Speculative decoding (CPU backend): ngram (prompt lookup) or draft (a "
+                  "smaller model, --draft-model); default off")
+      ->check(CLI::IsMember({"ngram", "draft"}));
+  cmd->add_option("--num-speculative-tokens", o->num_speculative_tokens,
+                  "Drafts proposed per request and step")
+      ->check(CLI::Range(1, 16));
+  cmd->add_option("--ngram-min", o->ngram_min, "Shortest suffix the n-gram proposer looks up")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--ngram-max", o->ngram_max, "Longest suffix the n-gram proposer looks up")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--draft-model", o->draft_model,
+                  "The draft model's directory (--speculative-method draft): same vocabulary "
+                  "and tokenizer as --model");
+  cmd->add_option("--speculative-disable-batch-size", o->speculative_disable_batch_size,
+                  "No drafts while this many requests or more run (default 0: no limit; "
+                  "drafts are sized by the measured cost of a step's tokens anyway)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--inject-step-faults", o->inject_step_faults,
                   "Testing only: make engine steps fail or hang (after=N,fail=K,hang)");
 }
@@ -91,6 +113,70 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
                                                       const std::string& model_dir,
                                                       const ModelConfig& config,
                                                       const StepFaults* rank_faults);
+
+namespace {
+
+bool SameFileContents(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  if (!fa || !fb) return false;
+  return std::equal(std::istreambuf_iterator<char>(fa), std::istreambuf_iterator<char>(),
+                    std::istreambuf_iterator<char>(fb), std::istreambuf_iterator<char>());
+}
+
+// The proposer --speculative-method asks for, or none. A draft model must share the
+// target's vocabulary and tokenizer; its KV cache has as many blocks as the target's, so
+// that whatever fits one fits the other.
+absl::StatusOr<std::unique_ptr<Proposer>> CreateProposer(const EngineOptions& o,
+                                                         const std::string& model_dir,
+                                                         const ModelConfig& config,
+                                                         int num_blocks) {
+  if (o.speculative_method.empty()) {
+    if (!o.draft_model.empty()) {
+      return absl::InvalidArgumentError("--draft-model needs --speculative-method draft");
+    }
+    return nullptr;
+  }
+  if (o.speculative_method == "ngram") {
+    if (o.ngram_min > o.ngram_max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ngram-min ", o.ngram_min, " is more than --ngram-max ", o.ngram_max));
+    }
+    if (!o.draft_model.empty()) {
+      return absl::InvalidArgumentError("--draft-model needs --speculative-method draft");
+    }
+    return std::make_unique<NgramProposer>(o.ngram_min, o.ngram_max);
+  }
+  if (o.speculative_method != "draft") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--speculative-method ", o.speculative_method, ": expected ngram or draft"));
+  }
+  if (o.draft_model.empty()) {
+    return absl::InvalidArgumentError("--speculative-method draft needs --draft-model DIR");
+  }
+  SLUICE_ASSIGN_OR_RETURN(const ModelConfig draft_config, LoadModelConfig(o.draft_model));
+  if (draft_config.vocab_size != config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--draft-model ", o.draft_model, " has a vocabulary of ", draft_config.vocab_size,
+        " tokens, and --model ", model_dir, " one of ", config.vocab_size));
+  }
+  namespace fs = std::filesystem;
+  const fs::path mine = fs::path(model_dir) / "tokenizer.json";
+  const fs::path theirs = fs::path(o.draft_model) / "tokenizer.json";
+  std::error_code ec;
+  if (fs::exists(mine, ec) && fs::exists(theirs, ec) && !SameFileContents(mine, theirs)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--draft-model ", o.draft_model, ": its tokenizer.json differs from ", mine.string()));
+  }
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<CpuModel> draft, CpuModel::Load(o.draft_model));
+  if (!o.quiet) {
+    spdlog::info("draft model {} ({}), {} drafts per step", o.draft_model, draft_config.Summary(),
+                 o.num_speculative_tokens);
+  }
+  auto group = std::make_unique<CpuModelGroup>(std::move(draft), num_blocks, o.block_size);
+  return std::make_unique<DraftModelProposer>(std::move(group));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
                                                      const std::string& model_dir,
@@ -130,6 +216,11 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   };
   const int tp = o.tensor_parallel_size;
   if (o.device == "cuda") {
+    if (!o.speculative_method.empty()) {
+      return absl::UnimplementedError(
+          absl::StrCat("--device cuda --speculative-method ", o.speculative_method,
+                       ": the CUDA runner does not verify drafts yet; --device cpu does"));
+    }
     if (tp > 1 || rank_faults != nullptr) {
       return absl::UnimplementedError(absl::StrCat(
           "--device cuda --tensor-parallel-size ", tp,
@@ -191,12 +282,17 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   }
   if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
   auto runner = std::make_unique<CpuRunner>(std::move(group));
+  SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Proposer> proposer,
+                          CreateProposer(o, model_dir, *config, num_blocks));
+  const bool speculates = proposer != nullptr;
+  if (proposer) runner->SetProposer(std::move(proposer));
   if (!o.quiet) {
     spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens{}", config->Summary(),
                  o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size,
                  tp > 1 ? absl::StrFormat(", %d tensor-parallel ranks as threads", tp) : "");
   }
-  runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs);
+  runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs,
+                             speculates ? o.num_speculative_tokens : 0);
   return std::unique_ptr<Runner>(std::move(runner));
 }
 
@@ -218,6 +314,8 @@ EngineConfig EngineConfigFor(const EngineOptions& o, const ModelConfig& config) 
   ec.step_timeout_s = o.step_timeout_s;
   ec.unready_grace_s = o.unready_grace_s;
   ec.on_step = o.on_step;
+  if (!o.speculative_method.empty()) ec.num_speculative_tokens = o.num_speculative_tokens;
+  ec.speculative_disable_batch_size = o.speculative_disable_batch_size;
   return ec;
 }
 

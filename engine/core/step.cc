@@ -40,7 +40,8 @@ StepOutcome RunStep(Scheduler& scheduler, Runner& runner) {
   outcome.num_seqs = static_cast<int>(out.scheduled.size());
   for (const ScheduledTokens& st : out.scheduled) {
     outcome.num_tokens += st.num_tokens;
-    if (!(st.num_tokens == 1 && st.samples)) outcome.prefill_tokens += st.num_tokens;
+    const int known = st.num_tokens - static_cast<int>(st.draft_ids.size());
+    if (!(known == 1 && st.samples)) outcome.prefill_tokens += known;
   }
   return outcome;
 }

@@ -11,6 +11,7 @@
 #include "engine/runner/request_table.h"
 #include "engine/runner/runner.h"
 #include "engine/runner/step_masks.h"
+#include "engine/spec/proposer.h"
 
 namespace sluice {
 
@@ -21,8 +22,13 @@ class CpuRunner : public Runner {
   explicit CpuRunner(std::unique_ptr<CpuModelGroup> group);
 
   // Sizes the model's per-step scratch and the logits buffer for the scheduler's limits
-  // (see CpuModel::ReserveScratch): memory use is flat from load on.
-  void ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs);
+  // (see CpuModel::ReserveScratch), with up to `max_drafts` drafts per sequence: memory
+  // use is flat from load on.
+  void ReserveStepBuffers(int max_num_batched_tokens, int max_num_seqs, int max_drafts = 0);
+
+  // Speculative decoding: drafts come from `proposer` when the scheduler asks for them
+  // (ScheduledTokens::propose) and are verified by SampleEntry.
+  void SetProposer(std::unique_ptr<Proposer> proposer) { proposer_ = std::move(proposer); }
 
   absl::StatusOr<StepResult> Execute(const SchedulerOutput& output) override;
   int num_kv_blocks() const override { return group_->cache_shape().num_blocks; }
@@ -39,6 +45,7 @@ class CpuRunner : public Runner {
   RequestTable table_;
   StepMasks masks_;  // after table_: its worker stops before the rows it reads go
   std::vector<float> logits_;
+  std::unique_ptr<Proposer> proposer_;
 };
 
 }  // namespace sluice

@@ -5,7 +5,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "engine/runner/host_sampling.h"
+#include "engine/runner/step_masks.h"
 
 namespace sluice {
 
@@ -65,9 +67,15 @@ absl::StatusOr<ForwardBatch> RequestTable::Build(const SchedulerOutput& output) 
   }
   for (const ScheduledTokens& st : output.scheduled) {
     const Seq& s = seqs_.at(st.id);
+    const int known = static_cast<int>(s.token_ids.size());
+    const int drafts = static_cast<int>(st.draft_ids.size());
+    if (s.num_computed_tokens + st.num_tokens - drafts > known) {
+      return absl::InternalError(
+          absl::StrCat("request ", st.id, " has ", known, " tokens, and a step past them"));
+    }
     for (int i = 0; i < st.num_tokens; ++i) {
       const int pos = s.num_computed_tokens + i;
-      b.input_ids.push_back(s.token_ids[pos]);
+      b.input_ids.push_back(pos < known ? s.token_ids[pos] : st.draft_ids[pos - known]);
       b.positions.push_back(pos);
       b.slot_mapping.push_back(int64_t{s.block_ids[pos / bs]} * bs + pos % bs);
     }
@@ -76,7 +84,10 @@ absl::StatusOr<ForwardBatch> RequestTable::Build(const SchedulerOutput& output) 
     std::vector<int32_t> row(s.block_ids);
     row.resize(b.max_blocks_per_seq, s.block_ids.empty() ? 0 : s.block_ids.front());
     b.block_tables.insert(b.block_tables.end(), row.begin(), row.end());
-    if (st.samples) b.logits_rows.push_back(b.num_tokens() - 1);
+    // A sampling entry's rows: its last known token's, then each draft's.
+    if (st.samples) {
+      for (int d = drafts; d >= 0; --d) b.logits_rows.push_back(b.num_tokens() - 1 - d);
+    }
   }
   return b;
 }
@@ -125,10 +136,42 @@ std::vector<RequestTable::Seq*> RequestTable::Advance(const SchedulerOutput& out
   std::vector<Seq*> sampling;
   for (const ScheduledTokens& st : output.scheduled) {
     Seq& s = seqs_.at(st.id);
-    s.num_computed_tokens += st.num_tokens;
+    // Drafts count once kept (SampleEntry).
+    s.num_computed_tokens += st.num_tokens - static_cast<int>(st.draft_ids.size());
     if (st.samples) sampling.push_back(&s);
   }
   return sampling;
+}
+
+absl::Status RequestTable::SampleEntry(Seq& s, const ScheduledTokens& st, float* logits, int vocab,
+                                       const uint32_t* mask, StepResult* result) {
+  const size_t drafts = st.draft_ids.size();
+  std::vector<uint32_t> own_mask;
+  int kept = 0;
+  for (size_t j = 0; j <= drafts; ++j) {
+    // After a kept draft the grammar has moved on: its mask is that of the new state.
+    const uint32_t* m = mask;
+    if (j > 0 && s.matcher) {
+      SLUICE_RETURN_IF_ERROR(StepMasks::FillOne(*s.matcher, vocab, &own_mask));
+      m = own_mask.data();
+    }
+    int32_t id = 0;
+    bool grammar_done = false;
+    SLUICE_ASSIGN_OR_RETURN(
+        TokenLogprobs logprobs,
+        SampleOnHost(s, logits + j * static_cast<size_t>(vocab), vocab, m, true, &id));
+    SLUICE_RETURN_IF_ERROR(AdvanceGrammar(s, id, &grammar_done));
+    Append(s, id);
+    result->sampled.push_back(id);
+    result->logprobs.push_back(std::move(logprobs));
+    result->grammar_done.push_back(grammar_done);
+    ++kept;
+    // The draft at this position is kept when the sampler drew it: its KV is then right.
+    if (j == drafts || id != st.draft_ids[j] || grammar_done) break;
+    ++s.num_computed_tokens;
+  }
+  result->num_sampled.push_back(kept);
+  return absl::OkStatus();
 }
 
 kernels::SamplingRow RequestTable::SamplingFor(const Seq& s) {

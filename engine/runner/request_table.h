@@ -86,6 +86,19 @@ class RequestTable {
   // Appends the sampled token to `s`.
   static void Append(Seq& s, int32_t id);
 
+  // Samples the tokens of sampling entry `st` (after Advance) from its rows of `logits`
+  // ([1 + st.draft_ids.size(), vocab], changed in place), into `result` (sampled,
+  // logprobs, grammar_done and num_sampled): the token after the known ones, and while
+  // it equals the draft at its position, the token after that draft. Each is drawn as
+  // plain decoding would draw it (same seed and offset, penalties over the tokens before
+  // it, the grammar's mask after them), so the tokens are the same with drafts or
+  // without, greedy or sampled, up to the rounding a change of batch shape brings (as
+  // batching itself does). A deterministic proposer's drafts are so accepted with the
+  // target's probability of them, the rejection sampler's rule for a one-hot draft
+  // distribution. `mask` is the step's mask for the first token.
+  static absl::Status SampleEntry(Seq& s, const ScheduledTokens& st, float* logits, int vocab,
+                                  const uint32_t* mask, StepResult* result);
+
   // Requests held.
   size_t size() const { return seqs_.size(); }
 

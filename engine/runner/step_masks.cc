@@ -65,23 +65,43 @@ void StepMasks::Loop() {
   }
 }
 
+namespace {
+
+// `matcher`'s mask over `vocab` tokens into mask[words]; false when it allows no token.
+bool FillRow(grammar::Matcher& matcher, int vocab, uint32_t* mask, size_t words,
+             std::vector<uint32_t>& scratch) {
+  const size_t own = static_cast<size_t>(kernels::TokenBitmaskWords(matcher.vocab_size()));
+  std::memset(mask, 0, sizeof(uint32_t) * words);
+  if (own <= words) {
+    matcher.FillMask(mask);
+  } else {  // tokens the model has no logits for stay masked
+    scratch.resize(own);
+    matcher.FillMask(scratch.data());
+    std::memcpy(mask, scratch.data(), sizeof(uint32_t) * words);
+  }
+  if (vocab % 32 != 0) mask[words - 1] &= (uint32_t{1} << (vocab % 32)) - 1;
+  for (size_t w = 0; w < words; ++w) {
+    if (mask[w] != 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status StepMasks::FillOne(grammar::Matcher& matcher, int vocab, std::vector<uint32_t>* mask) {
+  const size_t words = static_cast<size_t>(kernels::TokenBitmaskWords(vocab));
+  mask->resize(words);
+  std::vector<uint32_t> scratch;
+  if (!FillRow(matcher, vocab, mask->data(), words, scratch)) {
+    return absl::InternalError("a request's grammar allows no token");
+  }
+  return absl::OkStatus();
+}
+
 void StepMasks::FillAll() {
   for (size_t m = 0; m < masked_.size(); ++m) {
     uint32_t* mask = masks_.data() + m * words_;
-    grammar::Matcher& matcher = *masked_[m]->matcher;
-    const size_t own = static_cast<size_t>(kernels::TokenBitmaskWords(matcher.vocab_size()));
-    std::memset(mask, 0, sizeof(uint32_t) * words_);
-    if (own <= words_) {
-      matcher.FillMask(mask);
-    } else {  // tokens the model has no logits for stay masked
-      scratch_.resize(own);
-      matcher.FillMask(scratch_.data());
-      std::memcpy(mask, scratch_.data(), sizeof(uint32_t) * words_);
-    }
-    if (vocab_ % 32 != 0) mask[words_ - 1] &= (uint32_t{1} << (vocab_ % 32)) - 1;
-    bool any = false;
-    for (size_t w = 0; w < words_ && !any; ++w) any = mask[w] != 0;
-    if (!any && status_.ok()) {
+    if (!FillRow(*masked_[m]->matcher, vocab_, mask, words_, scratch_) && status_.ok()) {
       status_ = absl::InternalError("a request's grammar allows no token");
     }
   }

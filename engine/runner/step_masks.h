@@ -33,6 +33,10 @@ class StepMasks {
   // Waits for Fill. Fails when a row's grammar allows no token at all.
   absl::Status Wait();
 
+  // `matcher`'s mask now, over `vocab` tokens, into *mask (at once, on this thread).
+  // Fails when it allows no token.
+  static absl::Status FillOne(grammar::Matcher& matcher, int vocab, std::vector<uint32_t>* mask);
+
   // The compact index of row i's mask, or -1 when row i is unconstrained.
   int mask_row(size_t i) const { return mask_row_[i]; }
   // After Wait: row i's mask, or nullptr.

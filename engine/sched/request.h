@@ -34,6 +34,11 @@ struct Request {
   // and whether they went out with the first output.
   std::vector<TokenLogprobs> prompt_logprobs;
   bool prompt_logprobs_sent = false;
+  // Speculative decoding: the runner's drafts to follow token_ids, to verify next step;
+  // decayed counts of drafts kept and of drafts tried up to the first miss (their ratio
+  // is the chance a draft is kept given the one before it was; negative: no history).
+  std::vector<int32_t> draft_ids;
+  double spec_kept = -1, spec_tried = 0;
 
   // The prompt still needs scoring: its KV must be computed, not read from the cache.
   bool scores_prompt() const { return sampling.prompt_logprobs >= 0 && !prompt_logprobs_sent; }

@@ -18,7 +18,12 @@ double QueueSeconds(const Request& r) {
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(std::move(config)),
-      kv_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching) {}
+      kv_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching),
+      step_base_s_(config_.step_base_s),
+      step_per_token_s_(config_.step_per_token_s) {
+  spec_.accepted_per_position.assign(
+      static_cast<size_t>(std::max(config_.num_speculative_tokens, 0)), 0);
+}
 
 void Scheduler::Add(std::unique_ptr<Request> request) {
   Request* r = request.get();
@@ -51,6 +56,11 @@ SchedulerOutput Scheduler::Schedule() {
   out.finished_ids = std::move(finished_since_last_);
   finished_since_last_.clear();
   int budget = config_.max_num_batched_tokens;
+  const int running = static_cast<int>(running_.size());
+  speculate_ =
+      config_.num_speculative_tokens > 0 && (config_.speculative_disable_batch_size <= 0 ||
+                                             running < config_.speculative_disable_batch_size);
+  draft_bar_ = DraftBar(running);
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     ScheduleRunning(running_[i], budget, out);
   }
@@ -61,8 +71,10 @@ SchedulerOutput Scheduler::Schedule() {
 
 namespace {
 
-void Record(Request* r, int n, const std::vector<int32_t>& eos_token_ids,
-            absl::flat_hash_map<RequestId, size_t>& known, SchedulerOutput& out) {
+// Sends `n` tokens of `r` (the last `drafts` of them drafts) and whatever the runner
+// has not seen of it.
+ScheduledTokens& Record(Request* r, int n, int drafts, const std::vector<int32_t>& eos_token_ids,
+                        absl::flat_hash_map<RequestId, size_t>& known, SchedulerOutput& out) {
   auto it = known.find(r->id);
   if (it == known.end()) {
     out.new_requests.push_back({r->id,
@@ -87,19 +99,98 @@ void Record(Request* r, int n, const std::vector<int32_t>& eos_token_ids,
          r->num_computed_tokens});
   }
   known[r->id] = r->kv.blocks.size();
-  out.scheduled.push_back({r->id, n, r->num_computed_tokens + n == r->num_tokens()});
+  out.scheduled.push_back({r->id, n, r->num_computed_tokens + n - drafts == r->num_tokens()});
+  return out.scheduled.back();
 }
 
 }  // namespace
 
+std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int budget) const {
+  std::vector<int32_t> drafts = std::move(r->draft_ids);
+  r->draft_ids.clear();
+  if (drafts.empty()) return {};
+  // Only a request decoding its next token verifies drafts, and only as many as could
+  // be kept: each step emits at most drafts + 1 tokens.
+  if (!speculate_ || r->num_computed_tokens + 1 != r->num_tokens()) return {};
+  const int cache_tokens = kv_.num_blocks() * kv_.block_size();
+  const int most = std::min({budget - 1, r->sampling.max_tokens - r->num_output_tokens() - 1,
+                             config_.max_model_len - r->num_tokens() - 1,
+                             cache_tokens - r->num_tokens() - 1, DraftsWorthIt(r)});
+  drafts.resize(
+      static_cast<size_t>(std::clamp(static_cast<int>(drafts.size()), 0, std::max(most, 0))));
+  return drafts;
+}
+
+double Scheduler::DraftBar(int num_running) const {
+  const double n = std::max(num_running, 1);
+  // One more position costs per_token and brings alpha^j tokens; the step's n tokens
+  // cost t(n): the draft pays when alpha^j / per_token > n / t(n).
+  return step_per_token_s_ * n / (step_base_s_ + step_per_token_s_ * n);
+}
+
+void Scheduler::ObserveStep(double seconds, int num_tokens) {
+  if (seconds <= 0 || num_tokens <= 0) return;
+  // Exponentially weighted least squares over the last ~200 steps.
+  constexpr double kDecay = 0.995;
+  const double n = num_tokens;
+  fit_w_ = kDecay * fit_w_ + 1;
+  fit_n_ = kDecay * fit_n_ + n;
+  fit_t_ = kDecay * fit_t_ + seconds;
+  fit_nn_ = kDecay * fit_nn_ + n * n;
+  fit_nt_ = kDecay * fit_nt_ + n * seconds;
+  const double var = fit_w_ * fit_nn_ - fit_n_ * fit_n_;
+  // Steps of one size alone say nothing of the slope: keep the prior's until they vary.
+  if (var <= 1e-9 * fit_w_ * fit_nn_) return;
+  const double slope = (fit_w_ * fit_nt_ - fit_n_ * fit_t_) / var;
+  const double base = (fit_t_ - slope * fit_n_) / fit_w_;
+  if (slope > 0 && base > 0) step_base_s_ = base, step_per_token_s_ = slope;
+}
+
+int Scheduler::DraftsWorthIt(Request* r) const {
+  if (!speculate_ || !r->sampling.speculative || r->sampling.max_tokens == 0) return 0;
+  // The engine-wide rate (a Laplace estimate) until the request has its own.
+  const double overall =
+      (spec_.num_accepted_tokens + 1.0) / (spec_.num_accepted_tokens + spec_misses_ + 2.0);
+  if (r->spec_kept < 0) r->spec_kept = 2 * overall, r->spec_tried = 2;
+  const double alpha = r->spec_kept / std::max(r->spec_tried, 1e-9);
+  int k = 0;
+  for (double p = alpha; k < config_.num_speculative_tokens && p > draft_bar_; p *= alpha) ++k;
+  if (k == 0) {
+    // Not worth it now: the request drifts back to the engine-wide rate, to try again.
+    r->spec_kept = 0.95 * r->spec_kept + 0.1 * overall;
+    r->spec_tried = 0.95 * r->spec_tried + 0.1;
+  }
+  return k;
+}
+
+void Scheduler::CountVerification(Request* r, int drafted, int accepted) {
+  if (drafted <= 0) return;
+  ++spec_.num_drafts;
+  spec_.num_draft_tokens += drafted;
+  spec_.num_accepted_tokens += accepted;
+  for (int p = 0; p < accepted && p < static_cast<int>(spec_.accepted_per_position.size()); ++p) {
+    ++spec_.accepted_per_position[static_cast<size_t>(p)];
+  }
+  // Drafts are tried in order until one misses.
+  const int missed = accepted < drafted ? 1 : 0;
+  spec_misses_ += missed;
+  constexpr double kDecay = 0.8;
+  r->spec_kept = kDecay * std::max(r->spec_kept, 0.0) + accepted;
+  r->spec_tried = kDecay * r->spec_tried + accepted + missed;
+}
+
 bool Scheduler::ScheduleRunning(Request* r, int& budget, SchedulerOutput& out) {
-  const int n = std::min(r->num_tokens() - r->num_computed_tokens, budget);
+  std::vector<int32_t> drafts = DraftsToVerify(r, budget);
+  const int d = static_cast<int>(drafts.size());
+  const int n = std::min(r->num_tokens() - r->num_computed_tokens, budget) + d;
   while (!kv_.Reserve(r->kv, r->num_computed_tokens + n)) {
     Request* victim = running_.back();
     Preempt(victim, out);
     if (victim == r) return false;
   }
-  Record(r, n, config_.eos_token_ids, known_blocks_, out);
+  ScheduledTokens& st = Record(r, n, d, config_.eos_token_ids, known_blocks_, out);
+  st.draft_ids = std::move(drafts);
+  if (st.samples) st.propose = DraftsWorthIt(r);
   budget -= n;
   return true;
 }
@@ -130,7 +221,8 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
     RemoveWaiting(r);
     r->state = RequestState::kRunning;
     running_.push_back(r);
-    Record(r, n, config_.eos_token_ids, known_blocks_, out);
+    ScheduledTokens& st = Record(r, n, 0, config_.eos_token_ids, known_blocks_, out);
+    if (st.samples) st.propose = DraftsWorthIt(r);
     budget -= n;
   }
 }
@@ -140,6 +232,7 @@ void Scheduler::Preempt(Request* victim, SchedulerOutput& out) {
   victim->num_computed_tokens = 0;
   ++victim->num_preemptions;
   known_blocks_.erase(victim->id);
+  victim->draft_ids.clear();
   out.preempted_ids.push_back(victim->id);
   running_.erase(std::find(running_.begin(), running_.end(), victim));
   InsertWaiting(victim);
@@ -193,12 +286,33 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
                                                              StepResult result) {
   size_t sampling = 0;
   for (const ScheduledTokens& s : output.scheduled) sampling += s.samples;
-  if (result.sampled.size() != sampling ||
-      (!result.logprobs.empty() && result.logprobs.size() != sampling) ||
-      (!result.grammar_done.empty() && result.grammar_done.size() != sampling)) {
+  // Tokens per sampling entry: one, or with drafts up to drafts + 1.
+  size_t tokens = sampling;
+  if (!result.num_sampled.empty()) {
+    if (result.num_sampled.size() != sampling) {
+      return absl::InternalError(absl::StrCat("the runner counted tokens for ",
+                                              result.num_sampled.size(),
+                                              " entries of a step that samples ", sampling));
+    }
+    tokens = 0;
+    size_t i = 0;
+    for (const ScheduledTokens& s : output.scheduled) {
+      if (!s.samples) continue;
+      const int c = result.num_sampled[i++];
+      if (c < 1 || c > static_cast<int>(s.draft_ids.size()) + 1) {
+        return absl::InternalError(absl::StrCat("the runner kept ", c, " tokens of request ", s.id,
+                                                " with ", s.draft_ids.size(), " drafts"));
+      }
+      tokens += static_cast<size_t>(c);
+    }
+  }
+  if (result.sampled.size() != tokens ||
+      (!result.logprobs.empty() && result.logprobs.size() != tokens) ||
+      (!result.grammar_done.empty() && result.grammar_done.size() != tokens) ||
+      (!result.drafts.empty() && result.drafts.size() != sampling)) {
     return absl::InternalError(absl::StrCat("the runner returned ", result.sampled.size(),
                                             " tokens and ", result.logprobs.size(),
-                                            " logprobs for a step that samples ", sampling));
+                                            " logprobs for a step that samples ", tokens));
   }
   // Prompt scores, checked whole before anything changes.
   bool scores = false;
@@ -219,11 +333,17 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
   }
   std::vector<RequestOutput> outputs;
   outputs.reserve(sampling);
-  size_t next = 0;
+  size_t next = 0;   // the entry's first token in result.sampled
+  size_t entry = 0;  // the sampling entry's index
   for (const ScheduledTokens& s : output.scheduled) {
+    const size_t sample_entry = entry;
+    const int count = !s.samples                   ? 0
+                      : result.num_sampled.empty() ? 1
+                                                   : result.num_sampled[sample_entry];
+    entry += s.samples;
     auto it = requests_.find(s.id);
     if (it == requests_.end()) {
-      next += s.samples;
+      next += static_cast<size_t>(count);
       continue;
     }
     Request* r = it->second.get();
@@ -237,12 +357,18 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
         }
       }
     }
-    r->num_computed_tokens += s.num_tokens;
     if (!s.samples) {
+      r->num_computed_tokens += s.num_tokens;
       kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
       continue;
     }
-    const size_t i = next++;
+    const size_t first_token = next;
+    next += static_cast<size_t>(count);
+    const int drafted = static_cast<int>(s.draft_ids.size());
+    CountVerification(r, drafted, count - 1);
+    // The known tokens' KV is computed; of the drafts', only the kept ones' (the last
+    // token appended is computed next step).
+    r->num_computed_tokens += s.num_tokens - drafted;
     if (r->sampling.max_tokens == 0) {
       // The prompt alone was asked for (its scores): the sampled token is dropped.
       kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
@@ -252,29 +378,45 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
       outputs.push_back(std::move(o));
       continue;
     }
-    r->token_ids.push_back(result.sampled[i]);
-    kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
-    FinishReason reason = CheckStop(*r);
-    // A grammar that admits only the end stops the request, as the end token would.
-    if (reason == FinishReason::kNone && i < result.grammar_done.size() && result.grammar_done[i]) {
-      reason = FinishReason::kStop;
+    std::vector<int32_t> ids;
+    std::vector<TokenLogprobs> logprobs;
+    FinishReason reason = FinishReason::kNone;
+    for (int k = 0; k < count && reason == FinishReason::kNone; ++k) {
+      const size_t i = first_token + static_cast<size_t>(k);
+      if (k > 0) ++r->num_computed_tokens;  // the token before, a kept draft
+      r->token_ids.push_back(result.sampled[i]);
+      ids.push_back(result.sampled[i]);
+      if (r->sampling.logprobs >= 0 && i < result.logprobs.size()) {
+        logprobs.push_back(std::move(result.logprobs[i]));
+      }
+      reason = CheckStop(*r);
+      // A grammar that admits only the end stops the request, as the end token would.
+      if (reason == FinishReason::kNone && i < result.grammar_done.size() &&
+          result.grammar_done[i]) {
+        reason = FinishReason::kStop;
+      }
     }
+    kv_.CacheFullBlocks(r->kv, r->token_ids, r->num_computed_tokens, r->cache_salt);
     RequestOutput o = OutputOf(*r, reason);
-    o.new_token_ids.push_back(result.sampled[i]);
+    o.new_token_ids = std::move(ids);
+    o.logprobs = std::move(logprobs);
     if (r->scores_prompt()) {
       o.prompt_logprobs = std::move(r->prompt_logprobs);
       r->prompt_logprobs.clear();
       r->prompt_logprobs_sent = true;
     }
     const std::vector<int32_t>& stops = r->sampling.stop_token_ids;
+    const int32_t last = o.new_token_ids.back();
     if (o.finish_reason == FinishReason::kStop &&
-        std::find(stops.begin(), stops.end(), result.sampled[i]) != stops.end()) {
-      o.stop_token_id = result.sampled[i];
+        std::find(stops.begin(), stops.end(), last) != stops.end()) {
+      o.stop_token_id = last;
     }
-    if (r->sampling.logprobs >= 0 && i < result.logprobs.size()) {
-      o.logprobs.push_back(std::move(result.logprobs[i]));
+    if (o.finished()) {
+      Release(r);
+    } else if (!result.drafts.empty()) {
+      r->draft_ids = std::move(result.drafts[sample_entry]);
+      r->draft_ids.resize(std::min(r->draft_ids.size(), static_cast<size_t>(s.propose)));
     }
-    if (o.finished()) Release(r);
     outputs.push_back(std::move(o));
   }
   return outputs;

@@ -3,6 +3,25 @@
 // waiting requests by (priority, arrival), chunking long prompts. When blocks run out it
 // preempts the newest running request by recompute. Its output carries only what
 // changed since the last step; block ids are the only vocabulary shared with the runner.
+//
+// Speculative decoding: the runner proposes drafts after a request's step when the
+// output asks it to (ScheduledTokens::propose), and they come back in its StepResult.
+// The next step schedules the request's last token and its drafts together (they count
+// against the token budget and get KV slots); the runner verifies them and returns the
+// tokens it kept, 1 to drafts + 1. The slots of rejected drafts stay with the request
+// and are overwritten by its next tokens; only accepted tokens enter full blocks and so
+// the prefix cache.
+//
+// How many drafts a request gets is a cost decision, made each step: a step of n tokens
+// takes about t(n) = base + per_token x n (fitted over recent steps, ObserveStep): the
+// n running requests' plain step yields n / t(n) tokens a second, and one more position
+// costs per_token for alpha^j expected tokens, so draft j of a request is worth it when
+// alpha^j > per_token x n / t(n) (alpha: the request's recent rate of kept drafts, from
+// the engine-wide rate at first). While decoding is bound by reading the weights (small
+// batches) drafts are almost free and every plausible one is verified; as the batch grows
+// the bar rises towards 1 and drafts stop, with no threshold to tune. A request whose
+// drafts stopped drifts back to the engine-wide rate, so it is tried again later.
+// speculative_disable_batch_size, when set, is a hard limit on top.
 // Thread safety: none; the engine thread owns it.
 #pragma once
 
@@ -29,6 +48,11 @@ struct SchedulerConfig {
   int block_size = 16;
   bool enable_prefix_caching = true;
   std::vector<int32_t> eos_token_ids;
+  int num_speculative_tokens = 0;          // 0: no speculative decoding
+  int speculative_disable_batch_size = 0;  // no drafts at this many running; 0: no limit
+  // The step-cost model before (or without) ObserveStep: seconds of a step of n tokens,
+  // step_base_s + step_per_token_s x n.
+  double step_base_s = 0.010, step_per_token_s = 0.001;
 };
 
 // A request the runner has not seen (or must rebuild after preemption).
@@ -57,8 +81,13 @@ struct CachedRequestData {
 
 struct ScheduledTokens {
   RequestId id;
-  int num_tokens;
-  bool samples;  // the chunk reaches the end of the known tokens: a token is sampled
+  int num_tokens;  // with drafts: the last known token, then the drafts
+  bool samples;    // the chunk reaches the end of the known tokens: a token is sampled
+  // Drafts to verify after the known tokens (they are the last draft_ids.size() of the
+  // num_tokens); the runner keeps those its own sampling agrees with.
+  std::vector<int32_t> draft_ids = {};
+  // Drafts to propose after this step's tokens (StepResult::drafts); 0: none.
+  int propose = 0;
 };
 
 struct SchedulerOutput {
@@ -80,11 +109,26 @@ struct SchedulerOutput {
 // of positions [c, c + n) scores tokens c + 1 up to min(c + n, prompt length - 1)).
 // With constraints, `grammar_done` has one entry per sampled token (or none): set when
 // the request's grammar admits nothing more after it, so that it stops there.
+// With drafts, an entry samples 1 to draft_ids.size() + 1 tokens (its accepted drafts,
+// then the token sampled after them): `num_sampled` has the count of each sampling entry
+// (or is empty: one each), and `sampled`, `logprobs` and `grammar_done` hold every token
+// in order. `drafts` has, for each sampling entry (or none), the drafts proposed to
+// follow its tokens, at most its `propose`.
 struct StepResult {
   std::vector<int32_t> sampled;
   std::vector<TokenLogprobs> logprobs;
   std::vector<std::vector<TokenLogprobs>> prompt_logprobs;
   std::vector<uint8_t> grammar_done;
+  std::vector<int32_t> num_sampled;
+  std::vector<std::vector<int32_t>> drafts;
+};
+
+// Speculative decoding's counters since start.
+struct SpecCounters {
+  int64_t num_drafts = 0;                      // verifications: one request's drafts in one step
+  int64_t num_draft_tokens = 0;                // drafts verified
+  int64_t num_accepted_tokens = 0;             // drafts accepted
+  std::vector<int64_t> accepted_per_position;  // [num_speculative_tokens]
 };
 
 // How many prompt tokens the chunk [start, start + num_tokens) scores.
@@ -109,8 +153,8 @@ class Scheduler {
 
   // Consumes the runner's whole result for `output`: appends the sampled tokens with their
   // logprobs, runs stop checks, frees finished requests and registers full blocks. One
-  // output per sampled token, in batch order. Fails (changing nothing) when the result
-  // does not match the output: a runner bug must not shift tokens between requests.
+  // output per sampling entry (its new tokens), in batch order. Fails (changing nothing) when the
+  // result does not match the output: a runner bug must not shift tokens between requests.
   absl::StatusOr<std::vector<RequestOutput>> Update(const SchedulerOutput& output,
                                                     StepResult result);
 
@@ -130,6 +174,12 @@ class Scheduler {
   int64_t WaitingTokensAfter(int skip) const;
   bool idle() const { return waiting_.empty() && running_.empty(); }
   const KvCacheManager& kv() const { return kv_; }
+  const SpecCounters& spec_counters() const { return spec_; }
+  // A step of `num_tokens` tokens took `seconds`: refines the step-cost model that sizes
+  // drafts (recent steps weigh most).
+  void ObserveStep(double seconds, int num_tokens);
+  // The bar a draft's chance of being kept must clear at a batch of `num_running`.
+  double DraftBar(int num_running) const;
   const SchedulerConfig& config() const { return config_; }
   const Request* Find(RequestId id) const;
 
@@ -137,6 +187,12 @@ class Scheduler {
   void InsertWaiting(Request* r);
   void RemoveWaiting(Request* r);
   bool ScheduleRunning(Request* r, int& budget, SchedulerOutput& out);
+  // The drafts of running request `r` to verify this step, within `budget` tokens.
+  std::vector<int32_t> DraftsToVerify(Request* r, int budget) const;
+  // Drafts worth verifying for `r` at this step's batch (0 to num_speculative_tokens).
+  int DraftsWorthIt(Request* r) const;
+  // Records a verification of `drafted` drafts of which `accepted` were kept.
+  void CountVerification(Request* r, int drafted, int accepted);
   void ScheduleWaiting(int& budget, SchedulerOutput& out);
   void Preempt(Request* victim, SchedulerOutput& out);
   FinishReason CheckStop(const Request& r) const;
@@ -150,6 +206,13 @@ class Scheduler {
   absl::flat_hash_map<RequestId, size_t> known_blocks_;  // blocks the runner has been sent
   std::vector<RequestId> finished_since_last_;
   int64_t waiting_tokens_ = 0;
+  bool speculate_ = false;  // this step may propose and verify drafts
+  double draft_bar_ = 0.0;  // this step's DraftBar
+  SpecCounters spec_;
+  int64_t spec_misses_ = 0;  // verifications that rejected a draft
+  // Decayed sums over recent steps for the least-squares fit of t(n) = base + per_token n.
+  double fit_w_ = 0, fit_n_ = 0, fit_t_ = 0, fit_nn_ = 0, fit_nt_ = 0;
+  double step_base_s_, step_per_token_s_;
 };
 
 }  // namespace sluice

@@ -4,7 +4,7 @@
 
 namespace sluice {
 
-std::vector<int32_t> NgramProposer::Propose(std::span<const int32_t> tokens, int k) {
+std::vector<int32_t> NgramProposer::Lookup(std::span<const int32_t> tokens, int k) const {
   const int len = static_cast<int>(tokens.size());
   if (k <= 0) return {};
   for (int n = std::min(max_n_, len - 1); n >= min_n_; --n) {
@@ -18,6 +18,13 @@ std::vector<int32_t> NgramProposer::Propose(std::span<const int32_t> tokens, int
     }
   }
   return {};
+}
+
+absl::Status NgramProposer::Propose(std::span<const DraftRequest> requests,
+                                    std::vector<std::vector<int32_t>>* drafts) {
+  drafts->clear();
+  for (const DraftRequest& r : requests) drafts->push_back(Lookup(r.tokens, r.k));
+  return absl::OkStatus();
 }
 
 }  // namespace sluice

@@ -1,6 +1,10 @@
 // The engine on the real tiny model: batched outputs equal the golden and the
 // single-sequence outputs, under preemption and prefix caching.
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -10,6 +14,8 @@
 #include "engine/model/generate.h"
 #include "engine/runner/cpu_runner.h"
 #include "engine/runner/fault_injection.h"
+#include "engine/spec/draft_model_proposer.h"
+#include "engine/spec/proposer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/tokenizer/tokenizer.h"
@@ -29,8 +35,16 @@ std::shared_ptr<CpuModel> TinyModel() {
   return model;
 }
 
+// Speculative decoding for EngineOver: drafts from `proposer`, k a step, at any batch
+// size and acceptance (a step's extra positions priced at nothing).
+struct Speculation {
+  std::unique_ptr<Proposer> proposer;
+  int k = 4;
+};
+
 // An engine over `group` (one rank or several) with the server's step buffers.
-std::unique_ptr<Engine> EngineOver(std::unique_ptr<CpuModelGroup> group, int max_seqs, int budget) {
+std::unique_ptr<Engine> EngineOver(std::unique_ptr<CpuModelGroup> group, int max_seqs, int budget,
+                                   Speculation spec = {}) {
   EngineConfig c;
   c.max_num_seqs = max_seqs;
   c.max_num_batched_tokens = budget;
@@ -38,7 +52,13 @@ std::unique_ptr<Engine> EngineOver(std::unique_ptr<CpuModelGroup> group, int max
   c.eos_token_ids = group->config().eos_token_ids;
   c.max_waiting_requests = 1000;
   auto runner = std::make_unique<CpuRunner>(std::move(group));
-  runner->ReserveStepBuffers(budget, max_seqs);  // as the server does
+  if (spec.proposer) {
+    c.num_speculative_tokens = spec.k;
+    c.spec_step_per_token_s = 0.0;
+    c.spec_cost_from_steps = false;
+    runner->SetProposer(std::move(spec.proposer));
+  }
+  runner->ReserveStepBuffers(budget, max_seqs, c.num_speculative_tokens);  // as the server does
   auto engine = Engine::Create(c, std::move(runner));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
@@ -64,6 +84,16 @@ std::unique_ptr<Engine> MakeTpEngine(const std::string& dir, int tp, int num_blo
 
 std::unique_ptr<Engine> MakeEngine(int num_blocks, int block_size, int max_seqs, int budget) {
   return MakeEngineFor(TinyModel(), num_blocks, block_size, max_seqs, budget);
+}
+
+// The tiny model with n-gram drafts.
+std::unique_ptr<Engine> MakeNgramEngine(int num_blocks, int block_size, int max_seqs, int budget,
+                                        int k = 4) {
+  Speculation spec;
+  spec.proposer = std::make_unique<NgramProposer>(1, 3);
+  spec.k = k;
+  return EngineOver(std::make_unique<CpuModelGroup>(TinyModel(), num_blocks, block_size), max_seqs,
+                    budget, std::move(spec));
 }
 
 struct Result {
@@ -470,6 +500,251 @@ TEST(EngineModelTest, ConstrainedOutputsFollowTheSchemaUnderPreemption) {
   std::printf("CONSTRAINED %d/%zu stopped by the grammar; e.g. %s | %s\n", stopped, reqs.size(),
               TextOf(alone[0].ids).c_str(), TextOf(alone[1].ids).c_str());
   EXPECT_GE(stopped, static_cast<int>(reqs.size()) * 3 / 4);
+}
+
+// ---- Speculative decoding ----
+
+// The tiny model's golden prompts, each as a prompt.
+std::vector<std::vector<int32_t>> GoldenPrompts() {
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& c : golden["cases"])
+    prompts.push_back(c["prompt_ids"].get<std::vector<int32_t>>());
+  return prompts;
+}
+
+// A prompt that repeats itself (code written twice and the start of a third copy):
+// where n-gram drafts hit.
+std::vector<int32_t> RepetitivePrompt() {
+  const std::vector<int32_t> p = GoldenPrompts().front();
+  std::vector<int32_t> r = p;
+  r.insert(r.end(), p.begin(), p.end());
+  r.insert(r.end(), p.begin(), p.begin() + static_cast<ptrdiff_t>(p.size() / 2));
+  return r;
+}
+
+std::vector<Result> RunAll(Engine& engine, const std::vector<SubmitParams>& reqs) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const SubmitParams& p : reqs) {
+    auto s = engine.Submit(p);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) streams.push_back(*s);
+  }
+  std::vector<Result> out;
+  for (auto& s : streams) out.push_back(Wait(*s));
+  return out;
+}
+
+void ExpectDraftsKept(const Engine& engine) {
+  const EngineStats st = engine.Stats();
+  EXPECT_GT(st.spec_num_drafts, 0);
+  EXPECT_GT(st.spec_num_accepted_tokens, 0);
+  EXPECT_LE(st.spec_num_accepted_tokens, st.spec_num_draft_tokens);
+  std::printf("SPEC %lld verifications, %lld of %lld drafts kept\n",
+              static_cast<long long>(st.spec_num_drafts),
+              static_cast<long long>(st.spec_num_accepted_tokens),
+              static_cast<long long>(st.spec_num_draft_tokens));
+}
+
+// Greedy with n-gram drafts gives transformers' ids, alone, batched and under
+// preemption (rejected drafts' slots are reused, kept ones cached).
+TEST(EngineModelTest, NgramDraftsKeepTheGoldenGreedyIds) {
+  auto engine = MakeNgramEngine(256, 8, 8, 256);
+  ExpectGoldenIdsUnderPreemption(*MakeNgramEngine(12, 8, 8, 64));
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  for (const auto& c : golden["cases"]) {
+    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(Wait(**s).ids, c["greedy_ids"].get<std::vector<int32_t>>());
+  }
+  ExpectDraftsKept(*engine);
+  EXPECT_TRUE(engine->WaitIdle(5s));
+  EXPECT_EQ(engine->Stats().num_runner_requests, 0);
+}
+
+// Seeded sampling, penalties, logprobs and stop tokens with drafts: the tokens of plain
+// decoding, because every token is drawn as plain decoding draws it. Rows scored with
+// drafts round differently (as any change of batch shape does, by ~1e-5 in log-probability),
+// so a sampled draw that lands that close to a boundary may differ: a few sampled requests
+// may part, greedy ones never.
+TEST(EngineModelTest, NgramDraftsDrawThePlainTokensWhenSampling) {
+  std::vector<SubmitParams> reqs;
+  for (uint64_t seed = 0; seed < 48; ++seed) {
+    SubmitParams p = Greedy(RepetitivePrompt(), 24);
+    p.sampling.temperature = seed % 3 == 0 ? 0.0f : 0.8f;
+    p.sampling.top_p = 0.95f;
+    p.sampling.seed = seed;
+    p.sampling.logprobs = 2;
+    if (seed % 4 == 1) p.sampling.repetition_penalty = 1.2f;
+    if (seed % 5 == 2) p.sampling.presence_penalty = 0.5f;
+    if (seed % 7 == 3) p.sampling.ignore_eos = false, p.sampling.stop_token_ids = {313, 14};
+    reqs.push_back(std::move(p));
+  }
+  auto plain = MakeEngine(512, 8, 16, 256);
+  auto spec = MakeNgramEngine(512, 8, 16, 256);
+  const std::vector<Result> want = RunAll(*plain, reqs);
+  const std::vector<Result> got = RunAll(*spec, reqs);
+  int same = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    same += got[i].ids == want[i].ids;
+    if (reqs[i].sampling.temperature == 0.0f) {
+      EXPECT_EQ(got[i].ids, want[i].ids) << "greedy, seed " << i;
+      EXPECT_EQ(got[i].reason, want[i].reason) << "greedy, seed " << i;
+    }
+  }
+  std::printf("SAME %d of %zu requests\n", same, reqs.size());
+  EXPECT_GE(same, static_cast<int>(reqs.size()) - 3);
+  ExpectDraftsKept(*spec);
+}
+
+// The upper tail of chi-square with `dof` degrees of freedom at x (Wilson-Hilferty).
+double ChiSquareTail(double x, int dof) {
+  const double k = dof, z = (std::cbrt(x / k) - (1 - 2 / (9 * k))) / std::sqrt(2 / (9 * k));
+  return 0.5 * std::erfc(z / std::sqrt(2.0));
+}
+
+// Two independent samples of the 4th token, one with drafts and one without (different
+// seeds), come from one distribution: chi-square homogeneity over the tokens seen.
+TEST(EngineModelTest, NgramDraftsKeepTheSamplingDistribution) {
+  constexpr int kSamples = 300;
+  auto sample = [&](Engine& engine, uint64_t first_seed) {
+    std::vector<SubmitParams> reqs;
+    for (int i = 0; i < kSamples; ++i) {
+      SubmitParams p = Greedy(RepetitivePrompt(), 4);
+      p.sampling.temperature = 1.5f;
+      p.sampling.seed = first_seed + static_cast<uint64_t>(i);
+      reqs.push_back(std::move(p));
+    }
+    std::map<int32_t, int> counts;
+    for (const Result& r : RunAll(engine, reqs)) {
+      EXPECT_EQ(r.ids.size(), 4u);
+      if (r.ids.size() == 4) ++counts[r.ids[3]];
+    }
+    return counts;
+  };
+  auto plain = MakeEngine(4096, 8, 64, 2048);
+  auto spec = MakeNgramEngine(4096, 8, 64, 2048);
+  std::map<int32_t, int> a = sample(*plain, 0), b = sample(*spec, 1000000);
+  ExpectDraftsKept(*spec);
+  // Tokens seen fewer than 10 times in all are pooled into one category.
+  std::map<int32_t, std::pair<int, int>> cells;
+  for (auto [t, n] : a) cells[t].first += n;
+  for (auto [t, n] : b) cells[t].second += n;
+  std::vector<std::pair<int, int>> table(1, {0, 0});
+  for (auto [t, c] : cells) {
+    if (c.first + c.second < 10) {
+      table[0].first += c.first, table[0].second += c.second;
+    } else {
+      table.push_back(c);
+    }
+  }
+  if (table[0].first + table[0].second == 0) table.erase(table.begin());
+  ASSERT_GE(table.size(), 4u) << "the 4th token should vary at temperature 1.5";
+  double chi2 = 0;
+  for (auto [x, y] : table) {
+    const double expected = (x + y) / 2.0;  // equal sample sizes
+    chi2 += (x - expected) * (x - expected) / expected + (y - expected) * (y - expected) / expected;
+  }
+  const int dof = static_cast<int>(table.size()) - 1;
+  const double p = ChiSquareTail(chi2, dof);
+  std::printf("CHI2 %.2f over %d degrees of freedom, p = %.3f\n", chi2, dof, p);
+  EXPECT_GT(p, 1e-3);
+}
+
+// A grammar's masks follow the kept drafts: constrained outputs are the same with drafts.
+TEST(EngineModelTest, NgramDraftsUnderAGrammarGiveThePlainOutputs) {
+  auto g = grammar::CompileJsonSchema(
+      R"({"type":"object","properties":{"name":{"type":"string","maxLength":16},
+          "tags":{"type":"array","items":{"type":"string","maxLength":6},"maxItems":4}},
+          "required":["name","tags"]})");
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto constraint = std::make_shared<OutputConstraint>(OutputConstraint{*g, TinyVocabulary()});
+  std::vector<SubmitParams> reqs;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    SubmitParams p = Greedy(RepetitivePrompt(), 64);
+    p.sampling.ignore_eos = false;
+    p.sampling.temperature = seed < 4 ? 0.0f : 1.0f;
+    p.sampling.seed = seed;
+    p.sampling.constraint = constraint;
+    reqs.push_back(std::move(p));
+  }
+  auto plain = MakeEngine(512, 8, 8, 256);
+  auto spec = MakeNgramEngine(512, 8, 8, 256);
+  const std::vector<Result> want = RunAll(*plain, reqs);
+  const std::vector<Result> got = RunAll(*spec, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i << ": " << TextOf(want[i].ids);
+  }
+  EXPECT_GT(spec->Stats().spec_num_drafts, 0);
+}
+
+// A request that opts out gets no drafts; the others still do.
+TEST(EngineModelTest, ARequestCanOptOutOfDrafts) {
+  auto engine = MakeNgramEngine(256, 8, 8, 256);
+  SubmitParams p = Greedy(RepetitivePrompt(), 32);
+  p.sampling.speculative = false;
+  auto s = engine->Submit(p);
+  ASSERT_TRUE(s.ok());
+  Wait(**s);
+  EXPECT_EQ(engine->Stats().spec_num_drafts, 0);
+  p.sampling.speculative = true;
+  s = engine->Submit(p);
+  ASSERT_TRUE(s.ok());
+  Wait(**s);
+  EXPECT_GT(engine->Stats().spec_num_drafts, 0);
+}
+
+// The model drafting for itself from its own cache: nearly every draft is kept, so the
+// draft's KV follows the requests across steps, rejections and preemptions.
+TEST(EngineModelTest, ADraftModelOfTheSameWeightsIsAlmostAlwaysRight) {
+  auto run = [](int num_blocks, int max_seqs, int budget) {
+    Speculation spec;
+    spec.proposer =
+        std::make_unique<DraftModelProposer>(std::make_unique<CpuModelGroup>(TinyModel(), 256, 8));
+    spec.k = 3;
+    return EngineOver(std::make_unique<CpuModelGroup>(TinyModel(), num_blocks, 8), max_seqs, budget,
+                      std::move(spec));
+  };
+  auto engine = run(256, 8, 256);
+  const auto golden = testing::ReadJsonOrDie(testing::SharedDir() + "/fixtures/golden_tiny.json");
+  for (const auto& c : golden["cases"]) {
+    auto s = engine->Submit(Greedy(c["prompt_ids"].get<std::vector<int32_t>>(), 32));
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(Wait(**s).ids, c["greedy_ids"].get<std::vector<int32_t>>());
+  }
+  const EngineStats st = engine->Stats();
+  ExpectDraftsKept(*engine);
+  EXPECT_GT(static_cast<double>(st.spec_num_accepted_tokens), 0.9 * st.spec_num_draft_tokens);
+  ExpectGoldenIdsUnderPreemption(*run(12, 8, 64));
+}
+
+// The tiny model drafting for a larger random-weight Llama of its vocabulary: most
+// drafts miss, and the greedy output is the target's own.
+TEST(EngineModelTest, ATinyDraftModelLeavesALargerModelsGreedyOutputAlone) {
+  const std::string dir = ::testing::TempDir() + "/spec_larger_llama";
+  std::filesystem::create_directories(dir);
+  nlohmann::json config = testing::ReadJsonOrDie(testing::TinyModelDir() + "/config.json");
+  config["hidden_size"] = 384;
+  config["intermediate_size"] = 1024;
+  config["num_hidden_layers"] = 6;
+  config["num_attention_heads"] = 6;
+  std::ofstream(dir + "/config.json") << config.dump();
+  auto target = CpuModel::LoadRandom(dir, 5);
+  ASSERT_TRUE(target.ok()) << target.status();
+  std::shared_ptr<CpuModel> larger(std::move(*target));
+  std::vector<SubmitParams> reqs;
+  for (const auto& p : GoldenPrompts()) reqs.push_back(Greedy(p, 24));
+  reqs.push_back(Greedy(RepetitivePrompt(), 24));
+  auto plain = MakeEngineFor(larger, 512, 8, 8, 256);
+  Speculation spec;
+  spec.proposer =
+      std::make_unique<DraftModelProposer>(std::make_unique<CpuModelGroup>(TinyModel(), 512, 8));
+  auto drafted =
+      EngineOver(std::make_unique<CpuModelGroup>(larger, 512, 8), 8, 256, std::move(spec));
+  const std::vector<Result> want = RunAll(*plain, reqs);
+  const std::vector<Result> got = RunAll(*drafted, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "prompt " << i;
+  EXPECT_GT(drafted->Stats().spec_num_drafts, 0);
 }
 
 }  // namespace

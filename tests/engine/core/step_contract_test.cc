@@ -64,7 +64,18 @@ class RecordingRunner : public Runner {
       }
       Seq& s = it->second;
       const int end = s.computed + st.num_tokens;
-      if (end > s.num_tokens) Violation(absl::StrCat("scheduled ", st.id, " past its tokens"));
+      const int drafts = static_cast<int>(st.draft_ids.size());
+      if (end - drafts > s.num_tokens) {
+        Violation(absl::StrCat("scheduled ", st.id, " past its tokens"));
+      }
+      if (drafts > 0 &&
+          (s.computed + 1 != s.num_tokens ||
+           !std::equal(st.draft_ids.begin(), st.draft_ids.end(), s.drafts.begin(),
+                       s.drafts.begin() + std::min(s.drafts.size(), st.draft_ids.size())) ||
+           st.draft_ids.size() > s.drafts.size())) {
+        Violation(
+            absl::StrCat("drafts for ", st.id, " it did not propose, or not after its last token"));
+      }
       if (static_cast<int>(s.blocks.size()) * block_size_ < end) {
         Violation(absl::StrCat("scheduled ", st.id, " past its blocks"));
       }
@@ -75,12 +86,28 @@ class RecordingRunner : public Runner {
     StepResult result;
     for (const ScheduledTokens& st : out.scheduled) {
       Seq& s = held_.at(st.id);
-      s.computed += st.num_tokens;
+      const int drafts = static_cast<int>(st.draft_ids.size());
+      s.computed += st.num_tokens - drafts;
       if (!st.samples) continue;
-      const int32_t token = TokenFor(st.id, s.num_tokens);
-      ++s.num_tokens;
-      result.sampled.push_back(token);
-      result.logprobs.push_back(TokenLogprobs{-static_cast<float>(st.id), 0, {{token, -1.0f}}});
+      // Its own token, and after each draft that equals it the next one.
+      int kept = 0;
+      while (true) {
+        const int32_t token = TokenFor(st.id, s.num_tokens);
+        ++s.num_tokens;
+        ++kept;
+        result.sampled.push_back(token);
+        result.logprobs.push_back(TokenLogprobs{-static_cast<float>(st.id), 0, {{token, -1.0f}}});
+        if (kept > drafts || st.draft_ids[static_cast<size_t>(kept - 1)] != token) break;
+        ++s.computed;
+      }
+      result.num_sampled.push_back(kept);
+      // Drafts: the right tokens, each wrong one time in three.
+      s.drafts.clear();
+      for (int k = 0; k < st.propose; ++k) {
+        const int32_t right = TokenFor(st.id, s.num_tokens + k);
+        s.drafts.push_back(pct(rng_) < 33 ? right % 97 + 1 : right);
+      }
+      result.drafts.push_back(s.drafts);
     }
     if (pct(rng_) < malformed_percent && !result.sampled.empty()) result.sampled.pop_back();
     return result;
@@ -101,6 +128,7 @@ class RecordingRunner : public Runner {
     std::vector<int32_t> blocks;
     int computed = 0;
     int num_tokens = 0;
+    std::vector<int32_t> drafts = {};  // proposed after its last step
   };
   void Violation(std::string what) { violations_.push_back(std::move(what)); }
 
@@ -113,7 +141,7 @@ class RecordingRunner : public Runner {
 };
 
 struct Outcome {
-  int64_t requests = 0, preempted = 0, failed = 0, aborted = 0, sent = 0;
+  int64_t requests = 0, preempted = 0, failed = 0, aborted = 0, sent = 0, drafts_kept = 0;
 };
 
 // One random workload; returns its tallies. Fails the test on any broken property.
@@ -128,6 +156,11 @@ Outcome RunWorkload(uint64_t seed) {
   config.max_model_len = 96;
   config.eos_token_ids = {uni(1, 97)};
   config.enable_prefix_caching = uni(0, 1) == 1;
+  if (uni(0, 1) == 1) {  // speculative decoding
+    config.num_speculative_tokens = uni(1, 4);
+    config.speculative_disable_batch_size = uni(0, 8);
+    config.step_per_token_s = uni(0, 1) * 0.002;
+  }
   Scheduler scheduler(config);
   RecordingRunner runner(config.num_blocks, config.block_size, rng);
   runner.fail_percent = uni(0, 1) ? uni(1, 15) : 0;
@@ -180,6 +213,7 @@ Outcome RunWorkload(uint64_t seed) {
         r->sampling.ignore_eos = uni(0, 1) == 1;
         r->sampling.logprobs = uni(0, 1) ? 1 : -1;
         if (uni(0, 4) == 0) r->sampling.stop_token_ids = {uni(1, 97)};
+        r->sampling.speculative = uni(0, 5) != 0;
         r->priority = uni(0, 3) == 0 ? -1 : 0;
         r->cache_salt = uni(0, 5) == 0 ? "tenant-b" : "";
         prompt_len[r->id] = len;
@@ -208,6 +242,9 @@ Outcome RunWorkload(uint64_t seed) {
   EXPECT_EQ(static_cast<int64_t>(ended.size()), outcome.requests) << "seed " << seed;
   EXPECT_EQ(scheduler.kv().num_free_blocks(), config.num_blocks) << "seed " << seed;
   outcome.sent = runner.sent();
+  outcome.drafts_kept = scheduler.spec_counters().num_accepted_tokens;
+  EXPECT_LE(scheduler.spec_counters().num_accepted_tokens,
+            scheduler.spec_counters().num_draft_tokens);
   return outcome;
 }
 
@@ -220,6 +257,7 @@ TEST(StepContractTest, EveryRequestSentToTheRunnerIsRetiredExactlyOnce) {
     total.failed += o.failed;
     total.aborted += o.aborted;
     total.sent += o.sent;
+    total.drafts_kept += o.drafts_kept;
     if (::testing::Test::HasFailure()) break;
   }
   // The workloads reach every path they are meant to.
@@ -227,6 +265,7 @@ TEST(StepContractTest, EveryRequestSentToTheRunnerIsRetiredExactlyOnce) {
   EXPECT_GT(total.failed, 100);
   EXPECT_GT(total.aborted, 100);
   EXPECT_GT(total.sent, total.requests);  // preempted requests are sent again
+  EXPECT_GT(total.drafts_kept, 1000);
   std::printf(
       "3000 workloads: %lld requests, %lld sent to the runner, %lld preemptions, "
       "%lld failed, %lld aborted\n",

@@ -259,5 +259,189 @@ TEST(SchedulerTest, PromptScoresArriveChunkByChunkAndSkipThePrefixCache) {
   EXPECT_EQ(s.kv().prefix_counters().queried_tokens, 9) << "the scored prompt looked nothing up";
 }
 
+// ---- Speculative decoding ----
+
+SchedulerConfig SpecConfig(int num_blocks, int budget, int max_seqs, int k) {
+  SchedulerConfig c = SmallConfig(num_blocks, budget, max_seqs);
+  c.num_speculative_tokens = k;
+  c.step_per_token_s = 0.0;  // extra positions cost nothing: every draft is worth it
+  return c;
+}
+
+// A result keeping `sampled` for one entry, with `drafts` proposed after it.
+StepResult Kept(std::vector<int32_t> sampled, std::vector<int32_t> drafts = {}) {
+  StepResult r;
+  r.num_sampled = {static_cast<int32_t>(sampled.size())};
+  r.sampled = std::move(sampled);
+  r.drafts = {std::move(drafts)};
+  return r;
+}
+
+// Drafts ride with the request's last token, count against the budget, and only the
+// kept ones advance its computed tokens.
+TEST(SchedulerTest, DraftsAreVerifiedWithTheLastTokenAndOnlyKeptOnesCount) {
+  Scheduler s(SpecConfig(16, 64, 4, 3));
+  s.Add(MakeRequest(1, 4, 20));
+  SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].propose, 3);
+  EXPECT_TRUE(out.scheduled[0].draft_ids.empty());
+  ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9, 10})).ok());
+
+  out = s.Schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].num_tokens, 4);  // token 7, then drafts 8 9 10
+  EXPECT_EQ(out.scheduled[0].draft_ids, (std::vector<int32_t>{8, 9, 10}));
+  EXPECT_TRUE(out.scheduled[0].samples);
+  auto outputs = s.Update(out, Kept({8, 9, 11}, {12}));  // two kept, then 11
+  ASSERT_TRUE(outputs.ok()) << outputs.status();
+  ASSERT_EQ(outputs->size(), 1u);
+  EXPECT_EQ((*outputs)[0].new_token_ids, (std::vector<int32_t>{8, 9, 11}));
+  EXPECT_EQ(s.Find(1)->num_tokens(), 8);         // 4 + 7 8 9 11
+  EXPECT_EQ(s.Find(1)->num_computed_tokens, 7);  // all but 11
+  EXPECT_EQ(s.spec_counters().num_drafts, 1);
+  EXPECT_EQ(s.spec_counters().num_draft_tokens, 3);
+  EXPECT_EQ(s.spec_counters().num_accepted_tokens, 2);
+  EXPECT_EQ(s.spec_counters().accepted_per_position, (std::vector<int64_t>{1, 1, 0}));
+
+  out = s.Schedule();  // the one draft left, with 11
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].num_tokens, 2);
+  EXPECT_FALSE(s.Update(out, Kept({12, 13, 14})).ok()) << "three tokens from one draft";
+  EXPECT_FALSE(s.Update(out, Kept({})).ok()) << "no token at all";
+  EXPECT_EQ(s.Find(1)->num_tokens(), 8) << "a refused result changes nothing";
+}
+
+// Drafts are cut to what the budget, max_tokens and the context window leave.
+TEST(SchedulerTest, DraftsAreCutToTheBudgetAndTheTokensLeft) {
+  {
+    Scheduler s(SpecConfig(16, 3, 4, 4));
+    s.Add(MakeRequest(1, 2, 20));
+    SchedulerOutput out = s.Schedule();
+    ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9, 10, 11})).ok());
+    out = s.Schedule();
+    EXPECT_EQ(out.scheduled[0].draft_ids, (std::vector<int32_t>{8, 9})) << "budget 3";
+  }
+  {
+    Scheduler s(SpecConfig(16, 64, 4, 4));
+    s.Add(MakeRequest(1, 2, 3));
+    SchedulerOutput out = s.Schedule();
+    ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9, 10, 11})).ok());
+    out = s.Schedule();  // one token out of 3: two more at most, so one draft
+    EXPECT_EQ(out.scheduled[0].draft_ids, (std::vector<int32_t>{8}));
+    auto outputs = s.Update(out, Kept({8, 9}));
+    ASSERT_TRUE(outputs.ok());
+    EXPECT_EQ((*outputs)[0].finish_reason, FinishReason::kLength);
+    EXPECT_EQ((*outputs)[0].num_output_tokens, 3);
+  }
+}
+
+// A stop token among the kept tokens ends the request there; what followed it is dropped.
+TEST(SchedulerTest, AStopAmongKeptTokensEndsTheRequestThere) {
+  Scheduler s(SpecConfig(16, 64, 4, 3));
+  s.Add(MakeRequest(1, 4, 20));
+  SchedulerOutput out = s.Schedule();
+  ASSERT_TRUE(s.Update(out, Kept({7}, {8, 0, 9})).ok());
+  out = s.Schedule();
+  auto outputs = s.Update(out, Kept({8, 0, 9, 5}));  // 0 is the end of sequence
+  ASSERT_TRUE(outputs.ok());
+  EXPECT_EQ((*outputs)[0].new_token_ids, (std::vector<int32_t>{8, 0}));
+  EXPECT_EQ((*outputs)[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(s.kv().num_free_blocks(), 16);
+  EXPECT_EQ(s.Find(1), nullptr);
+}
+
+// Rejected drafts never reach the prefix cache: a block is cached once its kept tokens
+// fill it.
+TEST(SchedulerTest, OnlyKeptTokensEnterThePrefixCache) {
+  Scheduler s(SpecConfig(16, 64, 4, 3));
+  s.Add(MakeRequest(1, 4, 20));  // tokens 100..103: block 0 full after the prefill
+  SchedulerOutput out = s.Schedule();
+  ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9, 10})).ok());
+  out = s.Schedule();  // 7 8 9 10 would fill block 1, but none is kept
+  ASSERT_TRUE(s.Update(out, Kept({5})).ok());
+  auto probe = [&](RequestId id, std::vector<int32_t> prompt) {
+    auto r = MakeRequest(id, static_cast<int>(prompt.size()), 1);
+    r->token_ids = std::move(prompt);
+    s.Add(std::move(r));
+    const SchedulerOutput o = s.Schedule();
+    for (const NewRequestData& n : o.new_requests) {
+      if (n.id == id) return n.num_computed_tokens;
+    }
+    return -1;
+  };
+  EXPECT_EQ(probe(2, {100, 101, 102, 103, 7, 8, 9, 10, 42}), 4)
+      << "the drafts' block is not cached";
+}
+
+// No drafts at or past speculative_disable_batch_size running requests, nor for a
+// request that opted out.
+TEST(SchedulerTest, DraftsStopAtTheBatchLimitAndForOptOuts) {
+  {
+    SchedulerConfig c = SpecConfig(64, 256, 8, 2);
+    c.speculative_disable_batch_size = 2;
+    Scheduler s(c);
+    s.Add(MakeRequest(1, 4, 20));
+    SchedulerOutput out = s.Schedule();
+    EXPECT_EQ(out.scheduled[0].propose, 2) << "nothing runs yet";
+    ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9})).ok());
+    s.Add(MakeRequest(2, 4, 20));
+    s.Add(MakeRequest(3, 4, 20));
+    out = s.Schedule();  // one running when it starts: drafts verified, then two admitted
+    EXPECT_EQ(out.scheduled[0].draft_ids.size(), 2u);
+    StepResult three;
+    three.num_sampled = {1, 1, 1};
+    three.sampled = {1, 2, 3};
+    three.drafts = {{4, 4}, {4, 4}, {4, 4}};
+    ASSERT_TRUE(s.Update(out, three).ok());
+    out = s.Schedule();  // three running: past the limit
+    for (const ScheduledTokens& st : out.scheduled) {
+      EXPECT_TRUE(st.draft_ids.empty()) << st.id;
+      EXPECT_EQ(st.propose, 0) << st.id;
+    }
+  }
+  {
+    Scheduler s(SpecConfig(16, 64, 4, 2));
+    auto r = MakeRequest(1, 4, 20);
+    r->sampling.speculative = false;
+    s.Add(std::move(r));
+    EXPECT_EQ(s.Schedule().scheduled[0].propose, 0);
+  }
+}
+
+// The bar a draft must clear is the share of a step one more token costs: it rises with
+// the batch, follows the measured steps, and a request whose drafts keep missing falls
+// under it, then drifts back and is tried again.
+TEST(SchedulerTest, DraftsAreSizedByTheCostOfAStepsTokens) {
+  SchedulerConfig c = SpecConfig(64, 256, 8, 4);
+  c.step_base_s = 0.010;
+  c.step_per_token_s = 0.001;
+  Scheduler s(c);
+  EXPECT_NEAR(s.DraftBar(1), 0.001 / 0.011, 1e-9);
+  EXPECT_LT(s.DraftBar(1), s.DraftBar(8));
+  EXPECT_LT(s.DraftBar(8), s.DraftBar(64));
+  EXPECT_LT(s.DraftBar(64), 1.0);
+  for (int n : {1, 8, 40, 5, 64, 2}) s.ObserveStep(0.004 + 0.0005 * n, n);
+  EXPECT_NEAR(s.DraftBar(1), 0.0005 / 0.0045, 1e-6) << "the fit of t(n) = 4 ms + 0.5 ms n";
+  s.ObserveStep(0.0, 10);  // no information: ignored
+  EXPECT_NEAR(s.DraftBar(1), 0.0005 / 0.0045, 1e-6);
+
+  s.Add(MakeRequest(1, 4, 200));
+  SchedulerOutput out = s.Schedule();
+  EXPECT_EQ(out.scheduled[0].propose, 3) << "from the engine-wide 1/2: 1/2, 1/4, 1/8 clear 0.11";
+  std::vector<int> proposed;
+  for (int step = 0; step < 60; ++step) {
+    const int propose = out.scheduled[0].propose;
+    proposed.push_back(propose);
+    ASSERT_TRUE(s.Update(out, Kept({5}, std::vector<int32_t>(propose, 8))).ok());  // all miss
+    out = s.Schedule();
+  }
+  const int stopped =
+      static_cast<int>(std::find(proposed.begin(), proposed.end(), 0) - proposed.begin());
+  EXPECT_LT(stopped, 10) << "misses stop the drafts";
+  EXPECT_NE(std::find(proposed.begin() + stopped, proposed.end(), 1), proposed.end())
+      << "and the request is tried again later";
+}
+
 }  // namespace
 }  // namespace sluice

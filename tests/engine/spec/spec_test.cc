@@ -18,26 +18,26 @@ TEST(NgramProposerTest, ProposesWhatFollowedTheLastMatch) {
   NgramProposer p(1, 3);
   // "def f ( x ) : return x def f (" -> after the earlier "def f (": "x ) :".
   const Ids code = {10, 11, 12, 13, 14, 15, 16, 13, 10, 11, 12};
-  EXPECT_EQ(p.Propose(code, 3), (Ids{13, 14, 15}));
-  EXPECT_EQ(p.Propose(code, 10), (Ids{13, 14, 15, 16, 13, 10, 11, 12}));  // up to the end
-  EXPECT_EQ(p.Propose(code, 0), Ids{});
-  EXPECT_EQ(p.Propose(Ids{1, 2, 3, 4}, 3), Ids{});  // the suffix never occurred before
-  EXPECT_EQ(p.Propose(Ids{7}, 3), Ids{});
+  EXPECT_EQ(p.Lookup(code, 3), (Ids{13, 14, 15}));
+  EXPECT_EQ(p.Lookup(code, 10), (Ids{13, 14, 15, 16, 13, 10, 11, 12}));  // up to the end
+  EXPECT_EQ(p.Lookup(code, 0), Ids{});
+  EXPECT_EQ(p.Lookup(Ids{1, 2, 3, 4}, 3), Ids{});  // the suffix never occurred before
+  EXPECT_EQ(p.Lookup(Ids{7}, 3), Ids{});
 }
 
 TEST(NgramProposerTest, PrefersTheLongestSuffixThenTheMostRecent) {
   NgramProposer p(1, 3);
   // The 1-gram "5" occurs last at index 6 (followed by 9); the 2-gram "4 5" at index 1
   // (followed by 6): the longer match wins.
-  EXPECT_EQ(p.Propose(Ids{4, 5, 6, 7, 8, 3, 5, 9, 4, 5}, 1), Ids{6});
+  EXPECT_EQ(p.Lookup(Ids{4, 5, 6, 7, 8, 3, 5, 9, 4, 5}, 1), Ids{6});
   // The 3-gram "0 1 2" once before (followed by 8), though "1 2" also follows 7 earlier.
-  EXPECT_EQ(p.Propose(Ids{1, 2, 7, 0, 1, 2, 8, 0, 1, 2}, 1), Ids{8});
+  EXPECT_EQ(p.Lookup(Ids{1, 2, 7, 0, 1, 2, 8, 0, 1, 2}, 1), Ids{8});
   // Two earlier "1 2" and no longer match: the most recent (followed by 8) wins over the
   // first (followed by 7).
-  EXPECT_EQ(p.Propose(Ids{1, 2, 7, 3, 1, 2, 8, 4, 1, 2}, 2), (Ids{8, 4}));
+  EXPECT_EQ(p.Lookup(Ids{1, 2, 7, 3, 1, 2, 8, 4, 1, 2}, 2), (Ids{8, 4}));
   // min_n 2: a lone repeated token is not enough.
   NgramProposer two(2, 3);
-  EXPECT_EQ(two.Propose(Ids{5, 1, 2, 3, 5}, 2), Ids{});
+  EXPECT_EQ(two.Lookup(Ids{5, 1, 2, 3, 5}, 2), Ids{});
 }
 
 std::vector<float> Logits(const std::vector<Ids>& argmax_rows, int vocab) {
