@@ -28,6 +28,7 @@ Metrics::Metrics(double slo_ttft_ms, double slo_tpot_ms, double cost_per_hour)
       registry_(std::make_shared<prometheus::Registry>()),
       cost_per_hour_(cost_per_hour) {
   auto& r = *registry_;
+  spec_ = std::make_unique<SpecDecodeMetrics>(r, "sluice_", prometheus::Labels{});
   waiting_ = &BuildGauge()
                   .Name("sluice_num_requests_waiting")
                   .Help("Requests waiting to be scheduled")
@@ -252,6 +253,37 @@ void Metrics::SetMemory(const EngineStats& s) {
   kv_used_bytes_->Set(static_cast<double>(s.kv_used_bytes));
 }
 
+SpecDecodeMetrics::SpecDecodeMetrics(prometheus::Registry& r, const std::string& prefix,
+                                     prometheus::Labels labels)
+    : labels_(std::move(labels)) {
+  auto counter = [&](const std::string& name, const std::string& help) {
+    return &BuildCounter().Name(prefix + name).Help(help).Register(r).Add(labels_);
+  };
+  drafts_ = counter("spec_decode_num_drafts_total",
+                    "Speculative verifications: one request's drafts checked in one step");
+  draft_tokens_ = counter("spec_decode_num_draft_tokens_total", "Draft tokens verified");
+  accepted_ = counter("spec_decode_num_accepted_tokens_total", "Draft tokens accepted");
+  per_position_ = &BuildCounter()
+                       .Name(prefix + "spec_decode_num_accepted_tokens_per_pos_total")
+                       .Help("Draft tokens accepted, by position among a step's drafts (0: first)")
+                       .Register(r);
+}
+
+void SpecDecodeMetrics::Sync(const EngineStats& s) {
+  Metrics::SyncCounter(*drafts_, s.spec_num_drafts, last_drafts_);
+  Metrics::SyncCounter(*draft_tokens_, s.spec_num_draft_tokens, last_draft_tokens_);
+  Metrics::SyncCounter(*accepted_, s.spec_num_accepted_tokens, last_accepted_);
+  for (size_t p = positions_.size(); p < s.spec_accepted_per_position.size(); ++p) {
+    prometheus::Labels labels = labels_;
+    labels["position"] = std::to_string(p);
+    positions_.push_back(&per_position_->Add(labels));
+    last_positions_.push_back(0);
+  }
+  for (size_t p = 0; p < s.spec_accepted_per_position.size(); ++p) {
+    Metrics::SyncCounter(*positions_[p], s.spec_accepted_per_position[p], last_positions_[p]);
+  }
+}
+
 std::string Metrics::Scrape(const EngineStats* s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -263,6 +295,7 @@ std::string Metrics::Scrape(const EngineStats* s) {
     std::lock_guard<std::mutex> lock(mu_);
     SetMemory(*s);
     if (vllm_) vllm_->Sync(*s);
+    spec_->Sync(*s);
     waiting_tokens_->Set(static_cast<double>(s->num_waiting_tokens));
     SyncCounter(*prefill_avoided_, s->prefill_seconds_avoided, last_prefill_avoided_);
     waiting_->Set(s->num_waiting);

@@ -28,6 +28,23 @@ struct RequestTiming {
   std::vector<double> itl_s;  // gaps between consecutive tokens
 };
 
+// Speculative decoding's counters under one prefix ("sluice_" or vLLM's "vllm:"):
+// verifications, drafts verified, drafts accepted, and accepted drafts by position.
+class SpecDecodeMetrics {
+ public:
+  SpecDecodeMetrics(prometheus::Registry& r, const std::string& prefix, prometheus::Labels labels);
+  // REQUIRES: the caller serialises calls.
+  void Sync(const EngineStats& s);
+
+ private:
+  prometheus::Counter *drafts_, *draft_tokens_, *accepted_;
+  prometheus::Family<prometheus::Counter>* per_position_;
+  std::vector<prometheus::Counter*> positions_;
+  const prometheus::Labels labels_;
+  int64_t last_drafts_ = 0, last_draft_tokens_ = 0, last_accepted_ = 0;
+  std::vector<int64_t> last_positions_;
+};
+
 class Metrics {
  public:
   // SLOs in milliseconds; they become histogram bucket edges and define SLO-met.
@@ -75,6 +92,7 @@ class Metrics {
   prometheus::Histogram *step_seconds_, *iteration_tokens_;
   prometheus::Histogram::BucketBoundaries ttft_edges_, itl_edges_, latency_edges_;
   std::unique_ptr<VllmCompatMetrics> vllm_;
+  std::unique_ptr<SpecDecodeMetrics> spec_;
   prometheus::Gauge *waiting_tokens_, *kv_used_bytes_, *cost_per_hour_gauge_;
   prometheus::Family<prometheus::Gauge>* memory_;
   prometheus::Family<prometheus::Gauge>* device_memory_;

@@ -39,7 +39,10 @@ VllmCompatMetrics::VllmCompatMetrics(prometheus::Registry& r, const std::string&
   itl_ = histogram("vllm:inter_token_latency_seconds", "Time between output tokens", itl);
   e2e_ = histogram("vllm:e2e_request_latency_seconds", "Arrival to last token", latency);
   queue_ = histogram("vllm:request_queue_time_seconds", "Arrival to first scheduling", latency);
+  spec_ = std::make_unique<SpecDecodeMetrics>(r, "vllm:", labels);
 }
+
+VllmCompatMetrics::~VllmCompatMetrics() = default;
 
 void VllmCompatMetrics::Finished(const RequestTiming& t) {
   success_->Increment();
@@ -58,6 +61,7 @@ void VllmCompatMetrics::Sync(const EngineStats& s) {
   Metrics::SyncCounter(*prefix_queries_, s.prefix_queried_tokens, last_queries_);
   Metrics::SyncCounter(*prefix_hits_, s.prefix_hit_tokens, last_hits_);
   Metrics::SyncCounter(*preemptions_, s.num_preemptions, last_preemptions_);
+  spec_->Sync(s);
 }
 
 }  // namespace sluice

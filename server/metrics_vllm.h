@@ -15,6 +15,7 @@
 namespace sluice {
 
 struct RequestTiming;
+class SpecDecodeMetrics;
 
 class VllmCompatMetrics {
  public:
@@ -22,6 +23,7 @@ class VllmCompatMetrics {
                     const prometheus::Histogram::BucketBoundaries& ttft,
                     const prometheus::Histogram::BucketBoundaries& itl,
                     const prometheus::Histogram::BucketBoundaries& latency);
+  ~VllmCompatMetrics();
 
   // A request that finished well, as Metrics::Finished observes it.
   void Finished(const RequestTiming& timing);
@@ -34,6 +36,7 @@ class VllmCompatMetrics {
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *prefix_queries_, *prefix_hits_,
       *preemptions_, *success_;
   prometheus::Histogram *ttft_, *itl_, *e2e_, *queue_;
+  std::unique_ptr<SpecDecodeMetrics> spec_;
   int64_t last_prompt_ = 0, last_generation_ = 0, last_queries_ = 0, last_hits_ = 0,
           last_preemptions_ = 0;
 };

@@ -103,6 +103,7 @@ grpc::Status ToSampling(const v1::SamplingParams& in, SamplingParams* out,
   if (in.has_seed()) out->seed = in.seed();
   if (in.has_max_tokens()) out->max_tokens = in.max_tokens();
   out->ignore_eos = in.ignore_eos();
+  if (in.has_speculative()) out->speculative = in.speculative();
   out->stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
   if (in.has_presence_penalty()) out->presence_penalty = in.presence_penalty();
   if (in.has_frequency_penalty()) out->frequency_penalty = in.frequency_penalty();

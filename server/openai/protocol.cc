@@ -395,7 +395,7 @@ std::optional<ApiError> CheckUnsupported(const json& body, bool chat) {
       "stop", "stop_token_ids", "logprobs", "cache_salt", "priority", "min_tokens",
       "include_stop_str_in_output", "return_tokens_as_token_ids", "logit_bias", "allowed_token_ids",
       "bad_words", "prompt_logprobs", "response_format", "structured_outputs", "guided_json",
-      "guided_regex", "guided_choice", "guided_grammar",
+      "guided_regex", "guided_choice", "guided_grammar", "speculative",
       // OpenAI's end-user identifier: for the provider's abuse monitoring, which this
       // server leaves to the gateway. Accepted, and it changes nothing.
       "user"};
@@ -483,6 +483,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   if (rd.Has("seed")) s.seed = static_cast<uint64_t>(seed);
   rd.Int("n", 1, kMaxN, r.n);
   rd.Bool("ignore_eos", s.ignore_eos);
+  rd.Bool("speculative", s.speculative);
   rd.Number("presence_penalty", -kAny, kAny, s.presence_penalty);
   rd.Number("frequency_penalty", -kAny, kAny, s.frequency_penalty);
   rd.Number("repetition_penalty", -kAny, kAny, s.repetition_penalty);
