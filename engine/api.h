@@ -292,6 +292,8 @@ struct EngineStats {
   // verified, drafts accepted, and accepted drafts by position (0: the first draft).
   int64_t spec_num_drafts = 0, spec_num_draft_tokens = 0, spec_num_accepted_tokens = 0;
   std::vector<int64_t> spec_accepted_per_position;
+  // The step-cost model that sizes drafts: a step of n tokens takes base + per_token x n.
+  double spec_step_base_s = 0, spec_step_per_token_s = 0;
   double prefill_tokens_per_s = 0.0;  // measured, smoothed
   double finish_per_s = 0.0;          // measured, smoothed
 };

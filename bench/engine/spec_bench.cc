@@ -2,13 +2,15 @@
 // and one with them (the flags' --speculative-method), at several batch sizes, on two
 // workloads: "code-repeat" (a function written twice and the start of a third copy,
 // where prompt lookup hits) and "ordinary" (prompts that do not repeat themselves).
-// For each it prints output tokens/s, the time per output token after the first (TPOT,
-// prefill excluded), the drafts' acceptance, and whether the outputs were identical.
+// greedy and sampled. For each it prints output tokens/s, the time per output token
+// after the first (TPOT, prefill excluded), the drafts' acceptance, and whether the
+// outputs were identical; --svg plots the TPOT speedup against the batch size.
 //
 //   spec_bench --speculative-method ngram --num-speculative-tokens 4 --batch 1,4,8 \
-//       --output-len 128 --out spec.json
+//       --temperature 0,1 --output-len 128 --out spec.json --svg spec.svg
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "engine/api.h"
 #include "engine/flags.h"
@@ -121,6 +124,75 @@ Run RunOnce(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, in
   return run;
 }
 
+struct Point {
+  std::string series;
+  int batch;
+  double speedup;
+};
+
+// Speedup of TPOT against the batch size, one line per series, 1x dashed.
+std::string Svg(const std::vector<Point>& points, const std::string& title) {
+  constexpr double kW = 640, kH = 380, kL = 60, kR = 170, kT = 40, kB = 50;
+  const double pw = kW - kL - kR, ph = kH - kT - kB;
+  int max_batch = 1;
+  double max_y = 1.5;
+  for (const Point& p : points) {
+    max_batch = std::max(max_batch, p.batch);
+    max_y = std::max(max_y, p.speedup * 1.1);
+  }
+  max_y = std::ceil(max_y * 2) / 2;
+  const double lmax = std::log2(static_cast<double>(max_batch));
+  auto x = [&](int b) {
+    return kL + (lmax > 0 ? std::log2(static_cast<double>(b)) / lmax : 0) * pw;
+  };
+  auto y = [&](double v) { return kT + ph - v / max_y * ph; };
+  std::string svg = absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
+      "font-size='12'>\n<rect width='100%%' height='100%%' fill='white'/>\n"
+      "<text x='%.0f' y='22' font-size='14'>%s</text>\n",
+      kW, kH, kL, title);
+  for (double v = 0; v <= max_y + 1e-9; v += 0.5) {
+    svg += absl::StrFormat(
+        "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text x='%.1f' y='%.1f' "
+        "text-anchor='end'>%.1fx</text>\n",
+        kL, kL + pw, y(v), y(v), kL - 6, y(v) + 4, v);
+  }
+  for (int b = 1; b <= max_batch; b *= 2) {
+    svg += absl::StrFormat("<text x='%.1f' y='%.1f' text-anchor='middle'>%d</text>\n", x(b),
+                           kT + ph + 18, b);
+  }
+  svg += absl::StrFormat(
+      "<text x='%.1f' y='%.1f' text-anchor='middle'>requests at once (batch)</text>\n"
+      "<text x='16' y='%.1f' transform='rotate(-90 16 %.1f)' text-anchor='middle'>TPOT plain / "
+      "TPOT speculative</text>\n<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='black' "
+      "stroke-dasharray='5,4'/>\n",
+      kL + pw / 2, kH - 12, kT + ph / 2, kT + ph / 2, kL, kL + pw, y(1), y(1));
+  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+  std::vector<std::string> names;
+  for (const Point& p : points) {
+    if (std::find(names.begin(), names.end(), p.series) == names.end()) names.push_back(p.series);
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    const char* color = colors[i % 6];
+    std::string path;
+    for (const Point& p : points) {
+      if (p.series != names[i]) continue;
+      path += absl::StrFormat("%s%.1f,%.1f ", path.empty() ? "M" : "L", x(p.batch), y(p.speedup));
+      svg += absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", x(p.batch),
+                             y(p.speedup), color);
+    }
+    svg +=
+        absl::StrFormat("<path d='%s' fill='none' stroke='%s' stroke-width='2'/>\n", path, color);
+    svg += absl::StrFormat(
+        "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='%s' stroke-width='2'/><text "
+        "x='%.1f' "
+        "y='%.1f'>%s</text>\n",
+        kW - kR + 12, kW - kR + 30, kT + 10 + 18.0 * i, kT + 10 + 18.0 * i, color, kW - kR + 36,
+        kT + 14 + 18.0 * i, names[i]);
+  }
+  return svg + "</svg>\n";
+}
+
 // The run of median TPOT among `runs`.
 Run Median(std::vector<Run> runs) {
   std::sort(runs.begin(), runs.end(),
@@ -135,16 +207,17 @@ int Main(int argc, char** argv) {
   std::string batches = "1,4,8";
   std::string workloads = "code-repeat,ordinary";
   int output_len = 128, repeats = 3;
-  float temperature = 0.0f;
-  std::string out_path;
+  std::string temperatures = "0";
+  std::string out_path, svg_path;
   app.add_option("--batch", batches, "Batch sizes (requests submitted at once), comma-separated");
   app.add_option("--workload", workloads, "code-repeat, ordinary, or both (comma-separated)");
   app.add_option("--output-len", output_len, "Tokens generated per request")
       ->check(CLI::Range(2, 4096));
   app.add_option("--repeats", repeats, "Runs of each configuration; the median is reported")
       ->check(CLI::Range(1, 50));
-  app.add_option("--temperature", temperature, "0 is greedy")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", temperatures, "Temperatures, comma-separated (0 is greedy)");
   app.add_option("--out", out_path, "Write the figures as JSON");
+  app.add_option("--svg", svg_path, "Plot the speedups into this SVG file");
   CLI11_PARSE(app, argc, argv);
   if (options.speculative_method.empty()) {
     std::fprintf(stderr, "spec_bench: give --speculative-method ngram or draft\n");
@@ -166,9 +239,10 @@ int Main(int argc, char** argv) {
     return 1;
   }
   nlohmann::json report = nlohmann::json::array();
-  std::printf("%-12s %5s | %10s %10s | %9s %9s | %7s %9s %9s | %s\n", "workload", "batch",
-              "plain tok/s", "spec tok/s", "plain ms", "spec ms", "speedup", "accepted", "per step",
-              "same output");
+  std::vector<Point> points;
+  std::printf("%-12s %4s %5s | %10s %10s | %9s %9s | %7s %9s %9s | %s\n", "workload", "temp",
+              "batch", "plain tok/s", "spec tok/s", "plain ms", "spec ms", "speedup", "accepted",
+              "per step", "same output");
   for (const std::string& workload : std::vector<std::string>(absl::StrSplit(workloads, ','))) {
     std::vector<std::vector<int32_t>> prompts;
     for (const std::string& text : Prompts(workload)) {
@@ -179,40 +253,52 @@ int Main(int argc, char** argv) {
       }
       prompts.push_back(*ids);
     }
-    for (const std::string& b : std::vector<std::string>(absl::StrSplit(batches, ','))) {
-      const int batch = std::stoi(b);
-      spdlog::info("{} at batch {}: {} runs each", workload, batch, repeats);
-      std::vector<Run> a, s;
-      RunOnce(**plain, prompts, batch, 8, temperature);  // warm both
-      RunOnce(**spec, prompts, batch, 8, temperature);
-      for (int r = 0; r < repeats; ++r) {
-        a.push_back(RunOnce(**plain, prompts, batch, output_len, temperature));
-        s.push_back(RunOnce(**spec, prompts, batch, output_len, temperature));
+    for (const std::string& t : std::vector<std::string>(absl::StrSplit(temperatures, ',')))
+      for (const std::string& b : std::vector<std::string>(absl::StrSplit(batches, ','))) {
+        const float temperature = std::stof(t);
+        const int batch = std::stoi(b);
+        spdlog::info("{} at batch {}: {} runs each", workload, batch, repeats);
+        std::vector<Run> a, s;
+        RunOnce(**plain, prompts, batch, 8, temperature);  // warm both
+        RunOnce(**spec, prompts, batch, 8, temperature);
+        for (int r = 0; r < repeats; ++r) {
+          a.push_back(RunOnce(**plain, prompts, batch, output_len, temperature));
+          s.push_back(RunOnce(**spec, prompts, batch, output_len, temperature));
+        }
+        const Run pa = Median(a), ps = Median(s);
+        const bool same = pa.outputs == ps.outputs;
+        const EngineStats fit = (*spec)->Stats();
+        const double acceptance =
+            ps.draft_tokens > 0 ? static_cast<double>(ps.accepted) / ps.draft_tokens : 0.0;
+        const double per_step = ps.drafts > 0 ? static_cast<double>(ps.accepted) / ps.drafts : 0.0;
+        const double plain_tps = pa.output_tokens / pa.seconds,
+                     spec_tps = ps.output_tokens / ps.seconds;
+        std::printf("%-12s %4.1f %5d | %10.1f %10.1f | %9.2f %9.2f | %6.2fx %8.1f%% %9.2f | %s\n",
+                    workload.c_str(), temperature, batch, plain_tps, spec_tps, pa.tpot_s * 1e3,
+                    ps.tpot_s * 1e3, pa.tpot_s / ps.tpot_s, 100 * acceptance, per_step,
+                    same ? "yes" : "NO");
+        std::fflush(stdout);
+        points.push_back(
+            {absl::StrFormat("%s, T=%g", workload, temperature), batch, pa.tpot_s / ps.tpot_s});
+        report.push_back({{"workload", workload},
+                          {"temperature", temperature},
+                          {"batch", batch},
+                          {"output_len", output_len},
+                          {"plain_tokens_per_s", plain_tps},
+                          {"spec_tokens_per_s", spec_tps},
+                          {"plain_tpot_ms", pa.tpot_s * 1e3},
+                          {"spec_tpot_ms", ps.tpot_s * 1e3},
+                          {"acceptance", acceptance},
+                          {"accepted_per_verification", per_step},
+                          {"draft_tokens", ps.draft_tokens},
+                          {"same_output", same},
+                          {"step_base_ms", fit.spec_step_base_s * 1e3},
+                          {"step_per_token_ms", fit.spec_step_per_token_s * 1e3}});
       }
-      const Run pa = Median(a), ps = Median(s);
-      const bool same = pa.outputs == ps.outputs;
-      const double acceptance =
-          ps.draft_tokens > 0 ? static_cast<double>(ps.accepted) / ps.draft_tokens : 0.0;
-      const double per_step = ps.drafts > 0 ? static_cast<double>(ps.accepted) / ps.drafts : 0.0;
-      const double plain_tps = pa.output_tokens / pa.seconds,
-                   spec_tps = ps.output_tokens / ps.seconds;
-      std::printf("%-12s %5d | %10.1f %10.1f | %9.2f %9.2f | %6.2fx %8.1f%% %9.2f | %s\n",
-                  workload.c_str(), batch, plain_tps, spec_tps, pa.tpot_s * 1e3, ps.tpot_s * 1e3,
-                  pa.tpot_s / ps.tpot_s, 100 * acceptance, per_step, same ? "yes" : "NO");
-      std::fflush(stdout);
-      report.push_back({{"workload", workload},
-                        {"batch", batch},
-                        {"output_len", output_len},
-                        {"plain_tokens_per_s", plain_tps},
-                        {"spec_tokens_per_s", spec_tps},
-                        {"plain_tpot_ms", pa.tpot_s * 1e3},
-                        {"spec_tpot_ms", ps.tpot_s * 1e3},
-                        {"acceptance", acceptance},
-                        {"accepted_per_verification", per_step},
-                        {"draft_tokens", ps.draft_tokens},
-                        {"same_output", same}});
-    }
   }
+  const EngineStats fit = (*spec)->Stats();
+  std::printf("step cost fitted by the speculative engine: %.2f ms + %.3f ms per token\n",
+              fit.spec_step_base_s * 1e3, fit.spec_step_per_token_s * 1e3);
   if (!out_path.empty()) {
     nlohmann::json doc = {{"method", options.speculative_method},
                           {"num_speculative_tokens", options.num_speculative_tokens},
@@ -220,6 +306,11 @@ int Main(int argc, char** argv) {
                           {"device", options.device},
                           {"results", report}};
     std::ofstream(out_path) << doc.dump(2) << "\n";
+  }
+  if (!svg_path.empty()) {
+    std::ofstream(svg_path) << Svg(
+        points, absl::StrFormat("--speculative-method %s, %d drafts: TPOT speedup",
+                                options.speculative_method, options.num_speculative_tokens));
   }
   return 0;
 }

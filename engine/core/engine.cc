@@ -432,7 +432,10 @@ void Engine::Impl::Step() {
       stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
   }
-  if (config.num_speculative_tokens > 0 && config.spec_cost_from_steps) {
+  // Decoding steps (drafts make their sizes vary) price a draft's position; prefill
+  // chunks cost otherwise per token and would skew the fit.
+  if (config.num_speculative_tokens > 0 && config.spec_cost_from_steps &&
+      step.prefill_tokens == 0) {
     scheduler.ObserveStep(seconds, step.num_tokens);
   }
   if (config.on_step) config.on_step({seconds, step.num_tokens, step.num_seqs});
@@ -478,6 +481,8 @@ void Engine::Impl::PublishSpecCountersLocked() {
   stats.spec_num_draft_tokens = spec.num_draft_tokens;
   stats.spec_num_accepted_tokens = spec.num_accepted_tokens;
   stats.spec_accepted_per_position = spec.accepted_per_position;
+  stats.spec_step_base_s = scheduler.step_base_s();
+  stats.spec_step_per_token_s = scheduler.step_per_token_s();
 }
 
 void Engine::Impl::PublishStatsLocked() {

@@ -36,9 +36,9 @@ struct Request {
   bool prompt_logprobs_sent = false;
   // Speculative decoding: the runner's drafts to follow token_ids, to verify next step;
   // decayed counts of drafts kept and of drafts tried up to the first miss (their ratio
-  // is the chance a draft is kept given the one before it was; negative: no history).
+  // is the chance a draft is kept given the one before it was).
   std::vector<int32_t> draft_ids;
-  double spec_kept = -1, spec_tried = 0;
+  double spec_kept = 0, spec_tried = 0;
 
   // The prompt still needs scoring: its KV must be computed, not read from the cache.
   bool scores_prompt() const { return sampling.prompt_logprobs >= 0 && !prompt_logprobs_sent; }

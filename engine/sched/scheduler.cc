@@ -62,7 +62,9 @@ SchedulerOutput Scheduler::Schedule() {
                                              running < config_.speculative_disable_batch_size);
   draft_bar_ = DraftBar(running);
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
-    ScheduleRunning(running_[i], budget, out);
+    // Drafts only from what is left once every later running request has its token.
+    const int later = static_cast<int>(running_.size() - i - 1);
+    ScheduleRunning(running_[i], budget, budget - later, out);
   }
   // NOTE: after a preemption the cache is short, so no new work is admitted this step.
   if (out.preempted_ids.empty()) ScheduleWaiting(budget, out);
@@ -105,7 +107,7 @@ ScheduledTokens& Record(Request* r, int n, int drafts, const std::vector<int32_t
 
 }  // namespace
 
-std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int budget) const {
+std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int spare, int worth) const {
   std::vector<int32_t> drafts = std::move(r->draft_ids);
   r->draft_ids.clear();
   if (drafts.empty()) return {};
@@ -113,12 +115,20 @@ std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int budget) const {
   // be kept: each step emits at most drafts + 1 tokens.
   if (!speculate_ || r->num_computed_tokens + 1 != r->num_tokens()) return {};
   const int cache_tokens = kv_.num_blocks() * kv_.block_size();
-  const int most = std::min({budget - 1, r->sampling.max_tokens - r->num_output_tokens() - 1,
+  const int most = std::min({spare - 1, r->sampling.max_tokens - r->num_output_tokens() - 1,
                              config_.max_model_len - r->num_tokens() - 1,
-                             cache_tokens - r->num_tokens() - 1, DraftsWorthIt(r)});
+                             cache_tokens - r->num_tokens() - 1, worth});
   drafts.resize(
       static_cast<size_t>(std::clamp(static_cast<int>(drafts.size()), 0, std::max(most, 0))));
   return drafts;
+}
+
+int Scheduler::DraftsToPropose(const Request& r, int worth) const {
+  // After this step the request has at least one more token; drafts beyond what it may
+  // still emit after that one would be cut anyway.
+  const int most = std::min(r.sampling.max_tokens - r.num_output_tokens() - 2,
+                            config_.max_model_len - r.num_tokens() - 2);
+  return std::clamp(most, 0, worth);
 }
 
 double Scheduler::DraftBar(int num_running) const {
@@ -146,19 +156,20 @@ void Scheduler::ObserveStep(double seconds, int num_tokens) {
   if (slope > 0 && base > 0) step_base_s_ = base, step_per_token_s_ = slope;
 }
 
-int Scheduler::DraftsWorthIt(Request* r) const {
+int Scheduler::DraftsWorthIt(Request* r) {
   if (!speculate_ || !r->sampling.speculative || r->sampling.max_tokens == 0) return 0;
-  // The engine-wide rate (a Laplace estimate) until the request has its own.
+  // The request's own recent rate, shrunk towards the engine-wide one (a Laplace
+  // estimate) by the weight of two verifications: a few lucky drafts do not make it.
   const double overall =
       (spec_.num_accepted_tokens + 1.0) / (spec_.num_accepted_tokens + spec_misses_ + 2.0);
-  if (r->spec_kept < 0) r->spec_kept = 2 * overall, r->spec_tried = 2;
-  const double alpha = r->spec_kept / std::max(r->spec_tried, 1e-9);
+  constexpr double kPrior = 2;
+  const double alpha = (r->spec_kept + kPrior * overall) / (r->spec_tried + kPrior);
   int k = 0;
   for (double p = alpha; k < config_.num_speculative_tokens && p > draft_bar_; p *= alpha) ++k;
   if (k == 0) {
-    // Not worth it now: the request drifts back to the engine-wide rate, to try again.
-    r->spec_kept = 0.95 * r->spec_kept + 0.1 * overall;
-    r->spec_tried = 0.95 * r->spec_tried + 0.1;
+    // Not worth it now: its own history fades, so it is tried again at the engine's rate.
+    r->spec_kept *= 0.95;
+    r->spec_tried *= 0.95;
   }
   return k;
 }
@@ -175,14 +186,21 @@ void Scheduler::CountVerification(Request* r, int drafted, int accepted) {
   const int missed = accepted < drafted ? 1 : 0;
   spec_misses_ += missed;
   constexpr double kDecay = 0.8;
-  r->spec_kept = kDecay * std::max(r->spec_kept, 0.0) + accepted;
+  r->spec_kept = kDecay * r->spec_kept + accepted;
   r->spec_tried = kDecay * r->spec_tried + accepted + missed;
 }
 
-bool Scheduler::ScheduleRunning(Request* r, int& budget, SchedulerOutput& out) {
-  std::vector<int32_t> drafts = DraftsToVerify(r, budget);
+bool Scheduler::ScheduleRunning(Request* r, int& budget, int spare, SchedulerOutput& out) {
+  const int worth = DraftsWorthIt(r);
+  std::vector<int32_t> drafts = DraftsToVerify(r, spare, worth);
+  const int known = std::min(r->num_tokens() - r->num_computed_tokens, budget);
+  // Drafts never cost a preemption: short of blocks, the request goes without them.
+  if (!drafts.empty() &&
+      !kv_.Reserve(r->kv, r->num_computed_tokens + known + static_cast<int>(drafts.size()))) {
+    drafts.clear();
+  }
   const int d = static_cast<int>(drafts.size());
-  const int n = std::min(r->num_tokens() - r->num_computed_tokens, budget) + d;
+  const int n = known + d;
   while (!kv_.Reserve(r->kv, r->num_computed_tokens + n)) {
     Request* victim = running_.back();
     Preempt(victim, out);
@@ -190,7 +208,7 @@ bool Scheduler::ScheduleRunning(Request* r, int& budget, SchedulerOutput& out) {
   }
   ScheduledTokens& st = Record(r, n, d, config_.eos_token_ids, known_blocks_, out);
   st.draft_ids = std::move(drafts);
-  if (st.samples) st.propose = DraftsWorthIt(r);
+  if (st.samples) st.propose = DraftsToPropose(*r, worth);
   budget -= n;
   return true;
 }
@@ -222,7 +240,7 @@ void Scheduler::ScheduleWaiting(int& budget, SchedulerOutput& out) {
     r->state = RequestState::kRunning;
     running_.push_back(r);
     ScheduledTokens& st = Record(r, n, 0, config_.eos_token_ids, known_blocks_, out);
-    if (st.samples) st.propose = DraftsWorthIt(r);
+    if (st.samples) st.propose = DraftsToPropose(*r, DraftsWorthIt(r));
     budget -= n;
   }
 }

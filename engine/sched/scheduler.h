@@ -16,8 +16,9 @@
 // takes about t(n) = base + per_token x n (fitted over recent steps, ObserveStep): the
 // n running requests' plain step yields n / t(n) tokens a second, and one more position
 // costs per_token for alpha^j expected tokens, so draft j of a request is worth it when
-// alpha^j > per_token x n / t(n) (alpha: the request's recent rate of kept drafts, from
-// the engine-wide rate at first). While decoding is bound by reading the weights (small
+// alpha^j > per_token x n / t(n) (alpha: the request's recent rate of kept drafts,
+// shrunk towards the engine-wide rate). Steps that carry prefill chunks are left out of
+// the fit. While decoding is bound by reading the weights (small
 // batches) drafts are almost free and every plausible one is verified; as the batch grows
 // the bar rises towards 1 and drafts stop, with no threshold to tune. A request whose
 // drafts stopped drifts back to the engine-wide rate, so it is tried again later.
@@ -180,17 +181,26 @@ class Scheduler {
   void ObserveStep(double seconds, int num_tokens);
   // The bar a draft's chance of being kept must clear at a batch of `num_running`.
   double DraftBar(int num_running) const;
+  // The step-cost model now: seconds of a step of n tokens, base + per_token x n.
+  double step_base_s() const { return step_base_s_; }
+  double step_per_token_s() const { return step_per_token_s_; }
   const SchedulerConfig& config() const { return config_; }
   const Request* Find(RequestId id) const;
 
  private:
   void InsertWaiting(Request* r);
   void RemoveWaiting(Request* r);
-  bool ScheduleRunning(Request* r, int& budget, SchedulerOutput& out);
-  // The drafts of running request `r` to verify this step, within `budget` tokens.
-  std::vector<int32_t> DraftsToVerify(Request* r, int budget) const;
+  // Schedules running request `r` within `budget` tokens, its drafts within `spare`.
+  bool ScheduleRunning(Request* r, int& budget, int spare, SchedulerOutput& out);
+  // The drafts of running request `r` to verify this step: at most `worth`, within
+  // `spare` tokens and what the request may still emit.
+  std::vector<int32_t> DraftsToVerify(Request* r, int spare, int worth) const;
+  // Drafts to ask for after this step of `r`: at most `worth`, and no more than it
+  // could emit after this step's token.
+  int DraftsToPropose(const Request& r, int worth) const;
   // Drafts worth verifying for `r` at this step's batch (0 to num_speculative_tokens).
-  int DraftsWorthIt(Request* r) const;
+  // Moves the request's rate back towards the engine-wide one when none is.
+  int DraftsWorthIt(Request* r);
   // Records a verification of `drafted` drafts of which `accepted` were kept.
   void CountVerification(Request* r, int drafted, int accepted);
   void ScheduleWaiting(int& budget, SchedulerOutput& out);

@@ -48,11 +48,14 @@ absl::Status DraftModelProposer::Propose(std::span<const DraftRequest> requests,
   const int vocab = draft_->config().vocab_size;
   // Who drafts this step, and from which position each catches up.
   std::vector<size_t> active;
-  std::vector<int> from;
+  std::vector<int> from, ks;
+  const int max_positions = draft_->config().max_position_embeddings;
   for (size_t i = 0; i < requests.size(); ++i) {
     const DraftRequest& r = requests[i];
     const int len = static_cast<int>(r.tokens.size());
-    if (r.k <= 0 || len == 0) continue;
+    // Positions up to len + k - 2 are written: none past the draft's context.
+    const int k = std::min(r.k, max_positions - len + 1);
+    if (k <= 0 || len == 0) continue;
     Seq& s = seqs_[r.id];
     // What the cache holds up to the first token where the draft's guesses and the
     // request part; the last token is always recomputed, for its logits.
@@ -61,28 +64,28 @@ absl::Status DraftModelProposer::Propose(std::span<const DraftRequest> requests,
         s.fed.begin());
     const int valid = std::min(static_cast<int>(same), len - 1);
     // The positions written: the tokens from `valid`, then the first k - 1 drafts.
-    if (!Grow(s, len + r.k - 1)) continue;
+    if (!Grow(s, len + k - 1)) continue;
     s.fed.assign(r.tokens.begin(), r.tokens.end());
     active.push_back(i);
     from.push_back(valid);
+    ks.push_back(k);
   }
   if (active.empty()) return absl::OkStatus();
   // Pass j feeds each request's tokens not yet computed (j = 0), then its draft j.
-  int max_k = 0;
-  for (size_t i : active) max_k = std::max(max_k, requests[i].k);
+  const int max_k = *std::max_element(ks.begin(), ks.end());
   for (int j = 0; j < max_k; ++j) {
     ForwardBatch b;
     b.cu_seqlens_q.push_back(0);
     std::vector<size_t> rows;
     for (size_t a = 0; a < active.size(); ++a) {
-      if (requests[active[a]].k > j) {
+      if (ks[a] > j) {
         b.max_blocks_per_seq = std::max(
             b.max_blocks_per_seq, static_cast<int>(seqs_.at(requests[active[a]].id).blocks.size()));
       }
     }
     for (size_t a = 0; a < active.size(); ++a) {
       const DraftRequest& r = requests[active[a]];
-      if (r.k <= j) continue;
+      if (ks[a] <= j) continue;
       Seq& s = seqs_.at(r.id);
       const int len = static_cast<int>(r.tokens.size());
       const int begin = j == 0 ? from[a] : len + j - 1;
@@ -98,15 +101,15 @@ absl::Status DraftModelProposer::Propose(std::span<const DraftRequest> requests,
       row.resize(static_cast<size_t>(b.max_blocks_per_seq), s.blocks.front());
       b.block_tables.insert(b.block_tables.end(), row.begin(), row.end());
       b.logits_rows.push_back(b.num_tokens() - 1);
-      rows.push_back(active[a]);
+      rows.push_back(a);
     }
     SLUICE_RETURN_IF_ERROR(draft_->Forward(b, logits_));
     for (size_t row = 0; row < rows.size(); ++row) {
-      const size_t i = rows[row];
+      const size_t a = rows[row], i = active[a];
       const int32_t id = Argmax(logits_.data() + row * static_cast<size_t>(vocab), vocab);
       (*drafts)[i].push_back(id);
       // The draft's own guess is fed next (its KV is written by the next pass).
-      if (j + 1 < requests[i].k) seqs_.at(requests[i].id).fed.push_back(id);
+      if (j + 1 < ks[a]) seqs_.at(requests[i].id).fed.push_back(id);
     }
   }
   return absl::OkStatus();

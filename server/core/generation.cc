@@ -96,26 +96,38 @@ void Generation::Consume(RequestOutput out, GenerationDelta& delta) {
     }
     last_token_time_ = out.time;
   }
-  token_ids_.insert(token_ids_.end(), out.new_token_ids.begin(), out.new_token_ids.end());
-  delta.token_ids.insert(delta.token_ids.end(), out.new_token_ids.begin(), out.new_token_ids.end());
-  if (options_.logprobs) {
-    logprobs_.insert(logprobs_.end(), out.logprobs.begin(), out.logprobs.end());
-    delta.logprobs.insert(delta.logprobs.end(), std::make_move_iterator(out.logprobs.begin()),
-                          std::make_move_iterator(out.logprobs.end()));
-  }
   num_prompt_tokens_ = out.num_prompt_tokens;
   num_cached_tokens_ = out.num_cached_prompt_tokens;
   timing_.queue_s = out.queue_time_s;
-  std::string piece = detok_.Add(out.new_token_ids);
-  if (out.finished()) {
+  auto finish = [&](std::string& piece) {
     piece += detok_.Finish();
     finish_reason_ = out.finish_reason;
     stop_token_id_ = out.stop_token_id;
     if (out.finish_reason == FinishReason::kAbort || out.finish_reason == FinishReason::kError) {
       error_ = out.error.empty() ? "request aborted" : out.error;
     }
+  };
+  // Token by token: an output may carry several (kept speculative drafts), and a stop
+  // string inside them ends the tokens there as well as the text.
+  const size_t n = out.new_token_ids.size();
+  for (size_t i = 0; i < n && !done_; ++i) {
+    const int32_t id = out.new_token_ids[i];
+    const bool final_piece = i + 1 == n && out.finished();
+    token_ids_.push_back(id);
+    delta.token_ids.push_back(id);
+    if (options_.logprobs && i < out.logprobs.size()) {
+      logprobs_.push_back(out.logprobs[i]);
+      delta.logprobs.push_back(std::move(out.logprobs[i]));
+    }
+    std::string piece = detok_.Add(id);
+    if (final_piece) finish(piece);
+    delta.text += TakeText(std::move(piece), final_piece);
   }
-  delta.text += TakeText(std::move(piece), out.finished());
+  if (n == 0 && out.finished()) {
+    std::string piece;
+    finish(piece);
+    delta.text += TakeText(std::move(piece), true);
+  }
   if (done_) {
     timing_.e2e_s = Seconds(arrival_, out.time);
     timing_.output_tokens = static_cast<int>(token_ids_.size());

@@ -30,6 +30,14 @@ def outputs(server, **extra):
                                  logprobs=2, extra_body=extra or None)
         done.append((r.choices[0].text, r.choices[0].logprobs.token_logprobs,
                      r.usage.completion_tokens))
+    # A stop string inside the tokens one step kept ends the tokens there too: the
+    # usage and logprobs count what plain decoding counts.
+    r = c.completions.create(model="sluice-tiny-code", prompt=REPEATS, max_tokens=48,
+                             temperature=0, logprobs=1, stop=["result = a"],
+                             extra_body=extra or None)
+    assert r.choices[0].finish_reason == "stop"
+    done.append((r.choices[0].text, r.choices[0].logprobs.token_logprobs,
+                 r.usage.completion_tokens))
     stream = c.completions.create(model="sluice-tiny-code", prompt=REPEATS, max_tokens=40,
                                   temperature=0, stream=True, stop=["return result\n\n\n"],
                                   extra_body=extra or None)

@@ -374,6 +374,45 @@ TEST(SchedulerTest, OnlyKeptTokensEnterThePrefixCache) {
       << "the drafts' block is not cached";
 }
 
+// Drafts never preempt anyone (short of blocks, a request verifies none), never take
+// the token of a running request scheduled after them, and are not asked for beyond
+// what a request may still emit.
+TEST(SchedulerTest, DraftsGiveWayToBlocksAndToOtherRequests) {
+  {
+    Scheduler s(SpecConfig(2, 64, 4, 4));  // two blocks of 4 tokens, one each
+    s.Add(MakeRequest(1, 3, 20));
+    s.Add(MakeRequest(2, 3, 20));
+    SchedulerOutput out = s.Schedule();
+    ASSERT_TRUE(s.Update(out, StepResult{{7, 7}, {}, {}, {}, {1, 1}, {{8, 9, 10}, {}}}).ok());
+    out = s.Schedule();  // 1's drafts would need a third block: only 2's preemption frees one
+    EXPECT_TRUE(out.preempted_ids.empty());
+    ASSERT_EQ(out.scheduled.size(), 2u);
+    EXPECT_TRUE(out.scheduled[0].draft_ids.empty());
+    EXPECT_EQ(out.scheduled[0].num_tokens, 1);
+  }
+  {
+    Scheduler s(SpecConfig(64, 4, 4, 4));  // a budget of 4 tokens
+    s.Add(MakeRequest(1, 2, 20));
+    s.Add(MakeRequest(2, 2, 20));
+    SchedulerOutput out = s.Schedule();
+    StepResult r{{7, 7}, {}, {}, {}, {1, 1}, {{8, 9, 10, 11}, {8, 9, 10, 11}}};
+    ASSERT_TRUE(s.Update(out, r).ok());
+    out = s.Schedule();
+    ASSERT_EQ(out.scheduled.size(), 2u) << "request 2 still gets its token";
+    EXPECT_EQ(out.scheduled[0].draft_ids.size(), 2u);  // 4 - its token - 2's token
+    EXPECT_EQ(out.scheduled[1].num_tokens, 1);
+  }
+  {
+    Scheduler s(SpecConfig(64, 64, 4, 4));
+    s.Add(MakeRequest(1, 2, 3));
+    SchedulerOutput out = s.Schedule();
+    EXPECT_EQ(out.scheduled[0].propose, 1) << "3 tokens: this step's, then one draft and one more";
+    ASSERT_TRUE(s.Update(out, Kept({7}, {8})).ok());
+    out = s.Schedule();
+    EXPECT_EQ(out.scheduled[0].propose, 0) << "nothing is left to draft for";
+  }
+}
+
 // No drafts at or past speculative_disable_batch_size running requests, nor for a
 // request that opted out.
 TEST(SchedulerTest, DraftsStopAtTheBatchLimitAndForOptOuts) {
