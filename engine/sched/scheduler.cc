@@ -1,6 +1,7 @@
 #include "engine/sched/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -159,11 +160,15 @@ void Scheduler::ObserveStep(double seconds, int num_tokens) {
 int Scheduler::DraftsWorthIt(Request* r) {
   if (!speculate_ || !r->sampling.speculative || r->sampling.max_tokens == 0) return 0;
   // The request's own recent rate, shrunk towards the engine-wide one (a Laplace
-  // estimate) by the weight of two verifications: a few lucky drafts do not make it.
+  // estimate over every verification) by the weight of two of its own, less one standard
+  // error: a request gets drafts when its rate is high, so a rate high by chance would
+  // buy drafts that do not pay. The engine-wide rate counts as eight drafts seen.
   const double overall =
       (spec_.num_accepted_tokens + 1.0) / (spec_.num_accepted_tokens + spec_misses_ + 2.0);
-  constexpr double kPrior = 2;
-  const double alpha = (r->spec_kept + kPrior * overall) / (r->spec_tried + kPrior);
+  constexpr double kPrior = 2, kPriorSeen = 8;
+  const double mean = (r->spec_kept + kPrior * overall) / (r->spec_tried + kPrior);
+  const double alpha =
+      std::max(0.0, mean - std::sqrt(mean * (1 - mean) / (r->spec_tried + kPriorSeen)));
   int k = 0;
   for (double p = alpha; k < config_.num_speculative_tokens && p > draft_bar_; p *= alpha) ++k;
   if (k == 0) {

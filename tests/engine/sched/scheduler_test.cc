@@ -452,7 +452,8 @@ TEST(SchedulerTest, DraftsStopAtTheBatchLimitAndForOptOuts) {
 // the batch, follows the measured steps, and a request whose drafts keep missing falls
 // under it, then drifts back and is tried again.
 TEST(SchedulerTest, DraftsAreSizedByTheCostOfAStepsTokens) {
-  SchedulerConfig c = SpecConfig(64, 256, 8, 4);
+  SchedulerConfig c = SpecConfig(1024, 256, 8, 4);
+  c.max_model_len = 4096;
   c.step_base_s = 0.010;
   c.step_per_token_s = 0.001;
   Scheduler s(c);
@@ -465,21 +466,32 @@ TEST(SchedulerTest, DraftsAreSizedByTheCostOfAStepsTokens) {
   s.ObserveStep(0.0, 10);  // no information: ignored
   EXPECT_NEAR(s.DraftBar(1), 0.0005 / 0.0045, 1e-6);
 
-  s.Add(MakeRequest(1, 4, 200));
+  // Request 1's drafts always miss, request 2's are always kept.
+  s.Add(MakeRequest(1, 4, 2000));
+  s.Add(MakeRequest(2, 4, 2000, 200));
   SchedulerOutput out = s.Schedule();
-  EXPECT_EQ(out.scheduled[0].propose, 3) << "from the engine-wide 1/2: 1/2, 1/4, 1/8 clear 0.11";
+  EXPECT_EQ(out.scheduled[0].propose, 1) << "the engine-wide 1/2 less its error: 0.32 > 0.11";
   std::vector<int> proposed;
-  for (int step = 0; step < 60; ++step) {
-    const int propose = out.scheduled[0].propose;
-    proposed.push_back(propose);
-    ASSERT_TRUE(s.Update(out, Kept({5}, std::vector<int32_t>(propose, 8))).ok());  // all miss
+  for (int step = 0; step < 120; ++step) {
+    ASSERT_EQ(out.scheduled.size(), 2u) << "step " << step;
+    StepResult r;
+    for (const ScheduledTokens& st : out.scheduled) {
+      const int drafts = static_cast<int>(st.draft_ids.size());
+      std::vector<int32_t> kept = st.id == 1 ? std::vector<int32_t>{5} : st.draft_ids;
+      if (st.id == 2) kept.push_back(6);
+      r.num_sampled.push_back(static_cast<int32_t>(kept.size()));
+      r.sampled.insert(r.sampled.end(), kept.begin(), kept.end());
+      r.drafts.push_back(std::vector<int32_t>(static_cast<size_t>(st.propose), 8));
+      if (st.id == 1) proposed.push_back(drafts > 0 ? 1 : 0);
+    }
+    ASSERT_TRUE(s.Update(out, r).ok());
     out = s.Schedule();
   }
-  const int stopped =
-      static_cast<int>(std::find(proposed.begin(), proposed.end(), 0) - proposed.begin());
-  EXPECT_LT(stopped, 10) << "misses stop the drafts";
-  EXPECT_NE(std::find(proposed.begin() + stopped, proposed.end(), 1), proposed.end())
+  const auto stopped = std::find(proposed.begin() + 1, proposed.end(), 0);
+  EXPECT_LT(stopped - proposed.begin(), 10) << "misses stop the drafts";
+  EXPECT_NE(std::find(stopped, proposed.end(), 1), proposed.end())
       << "and the request is tried again later";
+  EXPECT_EQ(out.scheduled[1].draft_ids.size(), 4u) << "request 2 drafts all it may";
 }
 
 }  // namespace
