@@ -17,11 +17,12 @@
 // n running requests' plain step yields n / t(n) tokens a second, and one more position
 // costs per_token for alpha^j expected tokens, so draft j of a request is worth it when
 // alpha^j > per_token x n / t(n) (alpha: the request's recent rate of kept drafts,
-// shrunk towards the engine-wide rate). Steps that carry prefill chunks are left out of
-// the fit. While decoding is bound by reading the weights (small
-// batches) drafts are almost free and every plausible one is verified; as the batch grows
-// the bar rises towards 1 and drafts stop, with no threshold to tune. A request whose
-// drafts stopped drifts back to the engine-wide rate, so it is tried again later.
+// shrunk towards the engine-wide rate, less one standard error). Steps that carry
+// prefill chunks are left out of the fit. While decoding is bound by reading the
+// weights (small batches) drafts are almost free and every plausible one is verified;
+// as the batch grows the bar rises towards 1 and drafts stop, with no threshold to
+// tune. A request whose drafts stopped drifts back to the engine-wide rate, so it is
+// tried again later.
 // speculative_disable_batch_size, when set, is a hard limit on top.
 // Thread safety: none; the engine thread owns it.
 #pragma once
