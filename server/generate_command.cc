@@ -1,5 +1,6 @@
 // `sluice generate`: one prompt (--prompt), or many at once through the engine
 // (--prompts-file, JSON lines), printing text or JSON lines in input order.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "engine/flags.h"
 #include "nlohmann/json.hpp"
@@ -62,6 +64,17 @@ absl::StatusOr<Job> ParseLine(const std::string& line, const GenerateFlags& f) {
   if (!j.contains("prompt") || !j["prompt"].is_string()) {
     return absl::InvalidArgumentError("\"prompt\" must be a string");
   }
+  // Every field is honoured or refused by name: a typo must not run with the default.
+  static constexpr const char* kFields[] = {
+      "prompt", "max_tokens", "temperature",    "top_p",      "top_k",      "min_p",
+      "seed",   "ignore_eos", "stop_token_ids", "cache_salt", "speculative"};
+  for (const auto& [key, value] : j.items()) {
+    if (std::find_if(std::begin(kFields), std::end(kFields),
+                     [&](const char* k) { return key == k; }) == std::end(kFields)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown field \"", key, "\" (known: ", absl::StrJoin(kFields, ", "), ")"));
+    }
+  }
   Job job = FromFlags(j["prompt"].get<std::string>(), f);
   SamplingParams& s = job.params.sampling;
   try {
@@ -75,6 +88,7 @@ absl::StatusOr<Job> ParseLine(const std::string& line, const GenerateFlags& f) {
     if (j.contains("stop_token_ids"))
       s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
     if (j.contains("cache_salt")) job.params.cache_salt = j["cache_salt"].get<std::string>();
+    if (j.contains("speculative")) s.speculative = j["speculative"].get<bool>();
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", e.what()));
   }
@@ -186,8 +200,9 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   AddEngineFlags(cmd, &f->engine);
   auto* prompt = cmd->add_option("--prompt", f->prompt, "Prompt text");
   auto* file = cmd->add_option("--prompts-file", f->prompts_file,
-                               "JSON lines {\"prompt\": ..., optional OpenAI sampling fields, "
-                               "\"cache_salt\"}, run together");
+                               "JSON lines {\"prompt\": ..., and optionally max_tokens, "
+                               "temperature, top_p, top_k, min_p, seed, ignore_eos, "
+                               "stop_token_ids, cache_salt, speculative}, run together");
   prompt->excludes(file);
   cmd->add_option("--max-tokens", f->max_tokens, "Tokens to generate")->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", f->temperature, "0 is greedy")->check(CLI::NonNegativeNumber);

@@ -67,7 +67,8 @@ class TimedRunner : public Runner {
       r.context_tokens += ctx;
       r.num_tokens += st.num_tokens;
       ++r.num_seqs;
-      if (st.num_tokens != 1) r.decode_only = false;
+      // A decode is one known token (and any drafts verified with it).
+      if (st.num_tokens - static_cast<int>(st.draft_ids.size()) != 1) r.decode_only = false;
     }
     const auto start = Clock::now();
     auto result = inner_->Execute(output);

@@ -62,10 +62,19 @@ SchedulerOutput Scheduler::Schedule() {
       config_.num_speculative_tokens > 0 && (config_.speculative_disable_batch_size <= 0 ||
                                              running < config_.speculative_disable_batch_size);
   draft_bar_ = DraftBar(running);
+  // Drafts only from what is left once every later running request has its tokens: the
+  // budget of one token each, and the blocks their known tokens need.
+  std::vector<int> later_blocks(running_.size() + 1, 0);
+  if (speculate_) {
+    for (size_t i = running_.size(); i-- > 0;) {
+      const Request* r = running_[i];
+      const int need = kv_.BlocksFor(r->num_tokens()) - static_cast<int>(r->kv.blocks.size());
+      later_blocks[i] = later_blocks[i + 1] + std::max(need, 0);
+    }
+  }
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
-    // Drafts only from what is left once every later running request has its token.
     const int later = static_cast<int>(running_.size() - i - 1);
-    ScheduleRunning(running_[i], budget, budget - later, out);
+    ScheduleRunning(running_[i], budget, {budget - later, later_blocks[i + 1]}, out);
   }
   // NOTE: after a preemption the cache is short, so no new work is admitted this step.
   if (out.preempted_ids.empty()) ScheduleWaiting(budget, out);
@@ -195,14 +204,19 @@ void Scheduler::CountVerification(Request* r, int drafted, int accepted) {
   r->spec_tried = kDecay * r->spec_tried + accepted + missed;
 }
 
-bool Scheduler::ScheduleRunning(Request* r, int& budget, int spare, SchedulerOutput& out) {
+bool Scheduler::ScheduleRunning(Request* r, int& budget, DraftRoom room, SchedulerOutput& out) {
   const int worth = DraftsWorthIt(r);
-  std::vector<int32_t> drafts = DraftsToVerify(r, spare, worth);
+  std::vector<int32_t> drafts = DraftsToVerify(r, room.tokens, worth);
   const int known = std::min(r->num_tokens() - r->num_computed_tokens, budget);
-  // Drafts never cost a preemption: short of blocks, the request goes without them.
-  if (!drafts.empty() &&
-      !kv_.Reserve(r->kv, r->num_computed_tokens + known + static_cast<int>(drafts.size()))) {
-    drafts.clear();
+  // Drafts never cost a preemption: short of blocks (its own, or those the later running
+  // requests need), the request goes without them.
+  if (!drafts.empty()) {
+    const int end = r->num_computed_tokens + known + static_cast<int>(drafts.size());
+    const int extra = kv_.BlocksFor(end) - std::max(static_cast<int>(r->kv.blocks.size()),
+                                                    kv_.BlocksFor(r->num_computed_tokens + known));
+    if (kv_.num_free_blocks() - std::max(extra, 0) < room.blocks || !kv_.Reserve(r->kv, end)) {
+      drafts.clear();
+    }
   }
   const int d = static_cast<int>(drafts.size());
   const int n = known + d;
@@ -388,7 +402,15 @@ absl::StatusOr<std::vector<RequestOutput>> Scheduler::Update(const SchedulerOutp
     const size_t first_token = next;
     next += static_cast<size_t>(count);
     const int drafted = static_cast<int>(s.draft_ids.size());
-    CountVerification(r, drafted, count - 1);
+    // A draft was kept when the runner drew it at its position (the runner may stop
+    // after a kept one, at a grammar's end, without a token of its own after it).
+    int accepted = 0;
+    while (accepted < std::min(count, drafted) &&
+           result.sampled[first_token + static_cast<size_t>(accepted)] ==
+               s.draft_ids[static_cast<size_t>(accepted)]) {
+      ++accepted;
+    }
+    CountVerification(r, drafted, accepted);
     // The known tokens' KV is computed; of the drafts', only the kept ones' (the last
     // token appended is computed next step).
     r->num_computed_tokens += s.num_tokens - drafted;

@@ -191,8 +191,14 @@ class Scheduler {
  private:
   void InsertWaiting(Request* r);
   void RemoveWaiting(Request* r);
-  // Schedules running request `r` within `budget` tokens, its drafts within `spare`.
-  bool ScheduleRunning(Request* r, int& budget, int spare, SchedulerOutput& out);
+  // What drafts may take at one running request: tokens of the budget, and blocks to
+  // leave free (those the later running requests' tokens need).
+  struct DraftRoom {
+    int tokens;
+    int blocks;
+  };
+  // Schedules running request `r` within `budget` tokens, its drafts within `room`.
+  bool ScheduleRunning(Request* r, int& budget, DraftRoom room, SchedulerOutput& out);
   // The drafts of running request `r` to verify this step: at most `worth`, within
   // `spare` tokens and what the request may still emit.
   std::vector<int32_t> DraftsToVerify(Request* r, int spare, int worth) const;

@@ -68,6 +68,23 @@ def test_bad_prompts_file_line_is_named(sluice_bin, tmp_path):
     assert "bad.jsonl:2" in p.stderr and "prompt" in p.stderr
 
 
+def test_prompts_file_fields_are_honoured_or_refused_by_name(sluice_bin, tmp_path):
+    prompts = tmp_path / "fields.jsonl"
+    prompts.write_text('{"prompt": "def f(x):", "speculative": false, "max_tokens": 2}\n'
+                       '{"prompt": "x", "presence_penalty": 1.0}\n')
+    p = run([sluice_bin, "generate", "--prompts-file", str(prompts), "--speculative-method",
+             "ngram"])
+    assert p.returncode == 2
+    assert 'fields.jsonl:2: unknown field "presence_penalty"' in p.stderr, p.stderr
+    prompts.write_text('{"prompt": "def f(x):", "speculative": false, "max_tokens": 2}\n')
+    ok = run([sluice_bin, "generate", "--prompts-file", str(prompts), "--speculative-method",
+              "ngram"])
+    assert ok.returncode == 0, ok.stderr
+    prompts.write_text('{"prompt": "x", "speculative": "no"}\n')
+    bad = run([sluice_bin, "generate", "--prompts-file", str(prompts)])
+    assert bad.returncode == 2 and "wrong type" in bad.stderr, bad.stderr
+
+
 def test_invalid_utf8_prompt_is_refused(sluice_bin, tmp_path):
     prompts = tmp_path / "utf8.jsonl"
     prompts.write_bytes(b'{"prompt": "caf\\u00e9"}\n')

@@ -312,6 +312,20 @@ TEST(SchedulerTest, DraftsAreVerifiedWithTheLastTokenAndOnlyKeptOnesCount) {
   EXPECT_EQ(s.Find(1)->num_tokens(), 8) << "a refused result changes nothing";
 }
 
+// A draft counts as kept when the runner drew it, also when the runner stopped there
+// (a grammar that admits nothing more) without a token of its own after it.
+TEST(SchedulerTest, AKeptDraftCountsEvenWithoutATokenAfterIt) {
+  Scheduler s(SpecConfig(16, 64, 4, 2));
+  s.Add(MakeRequest(1, 4, 20));
+  SchedulerOutput out = s.Schedule();
+  ASSERT_TRUE(s.Update(out, Kept({7}, {8, 9})).ok());
+  out = s.Schedule();
+  ASSERT_TRUE(s.Update(out, Kept({8})).ok());  // 8 was the draft: kept, then stopped
+  EXPECT_EQ(s.spec_counters().num_accepted_tokens, 1);
+  EXPECT_EQ(s.spec_counters().accepted_per_position, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(s.Find(1)->num_computed_tokens, 5);  // the prompt and 7; 8 is computed next
+}
+
 // Drafts are cut to what the budget, max_tokens and the context window leave.
 TEST(SchedulerTest, DraftsAreCutToTheBudgetAndTheTokensLeft) {
   {
@@ -389,6 +403,19 @@ TEST(SchedulerTest, DraftsGiveWayToBlocksAndToOtherRequests) {
     ASSERT_EQ(out.scheduled.size(), 2u);
     EXPECT_TRUE(out.scheduled[0].draft_ids.empty());
     EXPECT_EQ(out.scheduled[0].num_tokens, 1);
+  }
+  {
+    // Three blocks of 4: 1 holds one (3 + 1 tokens), 2 holds one (4 + 1 tokens, one
+    // more needed next step); the free block is 2's, not for 1's drafts.
+    Scheduler s(SpecConfig(3, 64, 4, 4));
+    s.Add(MakeRequest(1, 3, 20));
+    s.Add(MakeRequest(2, 4, 20));
+    SchedulerOutput out = s.Schedule();
+    ASSERT_TRUE(s.Update(out, StepResult{{7, 7}, {}, {}, {}, {1, 1}, {{8, 9, 10}, {}}}).ok());
+    out = s.Schedule();
+    EXPECT_TRUE(out.preempted_ids.empty());
+    ASSERT_EQ(out.scheduled.size(), 2u);
+    EXPECT_TRUE(out.scheduled[0].draft_ids.empty());
   }
   {
     Scheduler s(SpecConfig(64, 4, 4, 4));  // a budget of 4 tokens
