@@ -90,6 +90,7 @@ struct Engine::Impl {
     model.vocab_size = runner->vocab_size();
     model.max_model_len = config.max_model_len;
     stats.num_kv_blocks = model.num_kv_blocks;
+    PublishSpecCountersLocked();  // no thread yet; then after each step (Step)
   }
 
   Clock::time_point Now() const { return config.clock(); }
@@ -415,6 +416,12 @@ void Engine::Impl::Step() {
     generated += static_cast<int64_t>(o.new_token_ids.size());
     finished += o.finished();
   }
+  // Decoding steps (drafts make their sizes vary) price a draft's position; prefill
+  // chunks cost otherwise per token and would skew the fit.
+  if (config.num_speculative_tokens > 0 && config.spec_cost_from_steps &&
+      step.prefill_tokens == 0) {
+    scheduler.ObserveStep(seconds, step.num_tokens);
+  }
   // The step's figures are in the stats before any client sees its tokens, so that a
   // reader who got a token also sees the step that produced it counted.
   {
@@ -431,12 +438,6 @@ void Engine::Impl::Step() {
       }
       stats.finish_per_s = Smooth(stats.finish_per_s, finished / seconds);
     }
-  }
-  // Decoding steps (drafts make their sizes vary) price a draft's position; prefill
-  // chunks cost otherwise per token and would skew the fit.
-  if (config.num_speculative_tokens > 0 && config.spec_cost_from_steps &&
-      step.prefill_tokens == 0) {
-    scheduler.ObserveStep(seconds, step.num_tokens);
   }
   if (config.on_step) config.on_step({seconds, step.num_tokens, step.num_seqs});
   for (RequestOutput& o : step.outputs) Deliver(std::move(o));
@@ -512,7 +513,6 @@ void Engine::Impl::PublishStatsLocked() {
   stats.kv_used_bytes = int64_t{scheduler.kv().num_blocks() - scheduler.kv().num_free_blocks()} *
                         runner->kv_bytes_per_block();
   stats.num_evictions = scheduler.kv().num_evictions();
-  PublishSpecCountersLocked();
   // Idle once the runner, too, has heard of every request that ended.
   const bool now_idle = scheduler.idle() && pending.empty() && !scheduler.has_unreported_finishes();
   if (now_idle && !idle) idle_cv.notify_all();

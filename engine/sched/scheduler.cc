@@ -125,9 +125,8 @@ std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int spare, int worth)
   // be kept: each step emits at most drafts + 1 tokens.
   if (!speculate_ || r->num_computed_tokens + 1 != r->num_tokens()) return {};
   const int cache_tokens = kv_.num_blocks() * kv_.block_size();
-  const int most = std::min({spare - 1, r->sampling.max_tokens - r->num_output_tokens() - 1,
-                             config_.max_model_len - r->num_tokens() - 1,
-                             cache_tokens - r->num_tokens() - 1, worth});
+  const int most =
+      std::min({spare - 1, TokensLeft(*r) - 1, cache_tokens - r->num_tokens() - 1, worth});
   drafts.resize(
       static_cast<size_t>(std::clamp(static_cast<int>(drafts.size()), 0, std::max(most, 0))));
   return drafts;
@@ -136,9 +135,12 @@ std::vector<int32_t> Scheduler::DraftsToVerify(Request* r, int spare, int worth)
 int Scheduler::DraftsToPropose(const Request& r, int worth) const {
   // After this step the request has at least one more token; drafts beyond what it may
   // still emit after that one would be cut anyway.
-  const int most = std::min(r.sampling.max_tokens - r.num_output_tokens() - 2,
-                            config_.max_model_len - r.num_tokens() - 2);
-  return std::clamp(most, 0, worth);
+  return std::clamp(TokensLeft(r) - 2, 0, worth);
+}
+
+int Scheduler::TokensLeft(const Request& r) const {
+  return std::min(r.sampling.max_tokens - r.num_output_tokens(),
+                  config_.max_model_len - r.num_tokens());
 }
 
 double Scheduler::DraftBar(int num_running) const {

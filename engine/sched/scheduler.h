@@ -205,6 +205,8 @@ class Scheduler {
   // Drafts to ask for after this step of `r`: at most `worth`, and no more than it
   // could emit after this step's token.
   int DraftsToPropose(const Request& r, int worth) const;
+  // Tokens `r` may still emit, by max_tokens and the context window.
+  int TokensLeft(const Request& r) const;
   // Drafts worth verifying for `r` at this step's batch (0 to num_speculative_tokens).
   // Moves the request's rate back towards the engine-wide one when none is.
   int DraftsWorthIt(Request* r);
