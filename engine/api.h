@@ -219,7 +219,10 @@ struct EngineOptions {
   bool enforce_eager = false;           // cuda: no CUDA graphs
   bool tune_gemms = false;              // cuda: time GEMM algorithms at load
   int tensor_parallel_size = 1;         // ranks the model is split over (cpu: threads)
-  int num_kv_blocks = 0;                // 0: sized from kv_cache_gib (cpu) or free memory (cuda)
+  // "" (the checkpoint as stored, FP8 ones included) or "fp8": a 16-bit checkpoint's
+  // linear layers quantized to FP8 on load (per channel, inputs per token).
+  std::string quantization;
+  int num_kv_blocks = 0;  // 0: sized from kv_cache_gib (cpu) or free memory (cuda)
   double kv_cache_gib = 1.0;
   int block_size = 16;
   int max_num_seqs = 64;

@@ -12,6 +12,9 @@ status=0
 # lm-evaluation-harness, for the prompt-logprobs suite (which must not skip here).
 bash scripts/install_eval_tools.sh || exit 1
 export SLUICE_REQUIRE_LM_EVAL=1
+# torch, which makes the FP8 suite's checkpoints (which must not skip here either).
+bash scripts/install_torch.sh || exit 1
+export SLUICE_REQUIRE_TORCH=1
 
 echo "== ctest ($BUILD)"
 ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure --timeout 900 || status=1

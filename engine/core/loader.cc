@@ -60,6 +60,10 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "backend, GPUs with --device cuda")
       ->envname("SLUICE_TENSOR_PARALLEL_SIZE")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--quantization,-q", o->quantization,
+                  "fp8: quantize a 16-bit checkpoint's linear layers to FP8 as it loads (FP8 "
+                  "checkpoints are read as FP8 without it)")
+      ->check(CLI::IsMember({"fp8"}));
   cmd->add_option("--num-kv-blocks", o->num_kv_blocks,
                   "KV cache blocks (default: from --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber);
@@ -181,7 +185,7 @@ absl::StatusOr<std::unique_ptr<Proposer>> CreateProposer(const EngineOptions& o,
 absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(const EngineOptions& o,
                                                      const std::string& model_dir,
                                                      ModelConfig* config) {
-  SLUICE_ASSIGN_OR_RETURN(*config, LoadModelConfig(model_dir));
+  SLUICE_ASSIGN_OR_RETURN(*config, LoadModelConfig(model_dir, o.quantization));
   SLUICE_RETURN_IF_ERROR(CheckTensorParallel(*config, o.tensor_parallel_size));
   std::optional<StepFaults> faults;
   if (!o.inject_step_faults.empty()) {
@@ -216,6 +220,11 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
   };
   const int tp = o.tensor_parallel_size;
   if (o.device == "cuda") {
+    if (config->fp8.enabled) {
+      return absl::UnimplementedError(absl::StrCat(
+          "--device cuda: ", model_dir, " has FP8 weights (", config->fp8.layout,
+          "), and the CUDA runner does not run FP8 GEMMs yet; --device cpu computes them"));
+    }
     if (!o.speculative_method.empty()) {
       return absl::UnimplementedError(
           absl::StrCat("--device cuda --speculative-method ", o.speculative_method,
@@ -274,9 +283,9 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
     // One rank keeps the loaded weights as they are (sharding would copy them).
     std::unique_ptr<CpuModel> model;
     if (o.random_weights) {
-      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(model_dir, o.random_seed));
+      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::LoadRandom(*config, o.random_seed));
     } else {
-      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, progress));
+      SLUICE_ASSIGN_OR_RETURN(model, CpuModel::Load(model_dir, *config, progress));
     }
     group = std::make_unique<CpuModelGroup>(std::move(model), num_blocks, o.block_size);
   }

@@ -11,54 +11,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/model/config_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace sluice {
 namespace {
 
+using config_internal::Fields;
 using nlohmann::json;
-
-// Field readers that name the file and field on a type error.
-class Fields {
- public:
-  Fields(const json& j, const std::string& source) : j_(j), source_(source) {}
-
-  absl::Status Error(const std::string& field, const std::string& what) const {
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": field \"", field, "\" ", what));
-  }
-  bool Has(const std::string& f) const { return j_.contains(f) && !j_[f].is_null(); }
-
-  absl::StatusOr<int> Int(const std::string& f, std::optional<int> fallback = {}) const {
-    if (!Has(f)) {
-      if (fallback) return *fallback;
-      return Error(f, "is missing");
-    }
-    if (!j_[f].is_number_integer()) return Error(f, "must be an integer");
-    const int64_t v = j_[f].get<int64_t>();
-    if (v <= 0 || v > (int64_t{1} << 30)) return Error(f, "must be a positive integer");
-    return static_cast<int>(v);
-  }
-  absl::StatusOr<float> Float(const std::string& f, float fallback) const {
-    if (!Has(f)) return fallback;
-    if (!j_[f].is_number()) return Error(f, "must be a number");
-    return j_[f].get<float>();
-  }
-  // A finite number > 0 (as a float: 1e300 is out of range, not infinity).
-  absl::StatusOr<float> PositiveFloat(const std::string& f, float fallback) const {
-    SLUICE_ASSIGN_OR_RETURN(float v, Float(f, fallback));
-    if (!std::isfinite(v) || v <= 0.0f) return Error(f, "must be a finite number > 0");
-    return v;
-  }
-  absl::StatusOr<bool> Bool(const std::string& f, bool fallback) const {
-    if (!Has(f)) return fallback;
-    if (!j_[f].is_boolean()) return Error(f, "must be true or false");
-    return j_[f].get<bool>();
-  }
-
- private:
-  const json& j_;
-  const std::string& source_;
-};
 
 // RoPE from transformers-v5 `rope_parameters` or the older `rope_theta` + `rope_scaling`.
 absl::Status ParseRope(const json& j, const std::string& source, ModelConfig& c) {
@@ -232,13 +192,14 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
 
 std::string ModelConfig::Summary() const {
   return absl::StrFormat(
-      "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s%s%s",
+      "%s: %d layers, hidden %d, %d q / %d kv heads of %d, intermediate %d, vocab %d%s%s%s%s%s",
       model_type, num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim, intermediate_size,
       vocab_size, tie_word_embeddings ? ", tied lm_head" : "", attention_bias ? ", qkv bias" : "",
       qk_norm ? ", qk norm" : "",
       num_experts > 0 ? absl::StrFormat(", %d experts of %d (top %d)", num_experts,
                                         moe_intermediate_size, num_experts_per_tok)
-                      : std::string());
+                      : std::string(),
+      fp8.enabled ? absl::StrCat(", FP8 weights (", fp8.layout, ")") : std::string());
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
@@ -292,6 +253,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   if (c.model_type == "gpt_oss") {
     if (absl::Status s = ParseGptOss(j, f, c); !s.ok()) return s;
   }
+  if (absl::Status s = config_internal::ParseQuantization(j, source, c); !s.ok()) return s;
   if (j.contains("eos_token_id")) {
     SLUICE_ASSIGN_OR_RETURN(c.eos_token_ids,
                             ParseIds(j["eos_token_id"], source, "eos_token_id", c.vocab_size));
@@ -304,7 +266,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   return c;
 }
 
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir,
+                                            const std::string& quantization) {
   namespace fs = std::filesystem;
   const fs::path config_path = fs::path(dir) / "config.json";
   auto text = ReadFile(config_path);
@@ -324,6 +287,22 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
                                                               "eos_token_id", config->vocab_size));
     }
   }
+  if (!quantization.empty() && quantization != "fp8") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--quantization ", quantization, ": supported: fp8"));
+  }
+  if (quantization.empty() || config->fp8.enabled) return config;  // FP8 checkpoints as stored
+  if (config->num_experts > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--quantization fp8: ", dir,
+                     " is a mixture of experts; FP8 experts are not supported yet"));
+  }
+  Fp8Scheme& s = config->fp8;
+  s.enabled = true;
+  s.on_load = true;
+  s.layout = "fp8 on load";
+  s.weights = Fp8Scheme::Weights::kChannel;
+  s.inputs = Fp8Scheme::Inputs::kPerToken;
   return config;
 }
 

@@ -12,6 +12,29 @@
 
 namespace sluice {
 
+// FP8 weights with FP8 activations (W8A8): how a checkpoint's quantization_config (or
+// `--quantization fp8`, which quantizes a 16-bit checkpoint as it loads) scales them.
+// Linear layers whose weight is stored in 16 bits (the layout's ignore list) stay so.
+struct Fp8Scheme {
+  enum class Weights {
+    kTensor,   // one `weight_scale` per tensor
+    kChannel,  // `weight_scale` [out, 1]: one per output row
+    kBlock,    // `weight_scale_inv` [ceil(out / bn), ceil(in / bk)]: one per block
+  };
+  enum class Inputs {
+    kNone,           // weights only: inputs stay in 16 bits
+    kPerToken,       // dynamic: one scale per token (row) of the input
+    kPerTokenGroup,  // dynamic: one per token and group of block_k columns
+    kStatic,         // `input_scale`, one per tensor, fixed at calibration
+  };
+  bool enabled = false;
+  std::string layout;    // "compressed-tensors", "fp8" or "fp8 on load"
+  bool on_load = false;  // quantize 16-bit weights as they load (per channel)
+  Weights weights = Weights::kChannel;
+  Inputs inputs = Inputs::kPerToken;
+  int block_n = 0, block_k = 0;  // kBlock
+};
+
 struct ModelConfig {
   std::string model_type;  // llama, mistral, qwen2, qwen3, qwen3_moe, mixtral or gpt_oss
   int vocab_size = 0;
@@ -67,13 +90,16 @@ struct ModelConfig {
   kernels::RopeConfig rope;
   std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json
   std::optional<int32_t> bos_token_id;
+  Fp8Scheme fp8;  // from quantization_config; gpt-oss's mxfp4 experts are read as stored
 
   std::string Summary() const;
 };
 
 // Parses DIR/config.json (and DIR/generation_config.json when present). Errors name the
-// file and the field.
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);
+// file and the field. `quantization` is the serving flag: "" (as the checkpoint is) or
+// "fp8" (FP8 checkpoints as they are, 16-bit ones quantized on load).
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir,
+                                            const std::string& quantization = "");
 
 // Parses config.json text; `source` names it in errors.
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source);

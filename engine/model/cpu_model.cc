@@ -12,6 +12,7 @@
 #include "sluice/kernels/gemm.h"
 #include "sluice/kernels/moe.h"
 #include "sluice/kernels/norm.h"
+#include "sluice/kernels/quant.h"
 #include "sluice/kernels/rope.h"
 
 namespace sluice {
@@ -35,6 +36,11 @@ CpuKvCache::CpuKvCache(const ModelConfig& config, int num_blocks, int block_size
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir,
                                                          const LoadProgress& progress) {
   SLUICE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  return Load(dir, std::move(config), progress);
+}
+
+absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir, ModelConfig config,
+                                                         const LoadProgress& progress) {
   SLUICE_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::OpenDir(dir));
   SLUICE_ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(*ckpt, config, progress));
   return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
@@ -43,6 +49,10 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir,
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::LoadRandom(const std::string& dir,
                                                                uint64_t seed) {
   SLUICE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  return LoadRandom(std::move(config), seed);
+}
+
+absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::LoadRandom(ModelConfig config, uint64_t seed) {
   SLUICE_ASSIGN_OR_RETURN(ModelWeights weights, RandomWeights(config, seed));
   return std::unique_ptr<CpuModel>(new CpuModel(std::move(config), std::move(weights)));
 }
@@ -218,6 +228,9 @@ void CpuModel::ReserveScratch(int max_tokens, int max_rows) {
   if (c.num_experts > 0) {
     router_logits_.assign(n * c.num_experts, 0.0f);
   }
+  if (config_.fp8.enabled) {
+    quantized_.assign(n * std::max({q_width, mlp, static_cast<size_t>(c.hidden_size)}), 0.0f);
+  }
 }
 
 namespace {
@@ -242,7 +255,7 @@ int64_t CpuModel::weight_bytes() const {
 int64_t CpuModel::scratch_bytes() const {
   int64_t bytes = 0;
   for (const auto* v : {&hidden_, &residual_, &qkv_, &q_, &k_, &v_, &attn_, &gate_up_, &act_,
-                        &picked_, &router_logits_}) {
+                        &picked_, &router_logits_, &quantized_}) {
     bytes += BytesOf(*v);
   }
   return bytes;
@@ -255,6 +268,17 @@ int64_t CpuKvCache::bytes() const {
   return bytes;
 }
 
+absl::StatusOr<const float*> CpuModel::LinearInput(const InputQuant& q, const float* x, int rows,
+                                                   int cols) {
+  if (q.mode == InputQuant::Mode::kNone) return x;
+  quantized_.resize(static_cast<size_t>(rows) * cols);
+  const int64_t group = q.mode == InputQuant::Mode::kPerTokenGroup ? q.group : 0;
+  const float scale = q.mode == InputQuant::Mode::kStatic ? q.scale : 0.0f;
+  SLUICE_RETURN_IF_ERROR(FromKernel(
+      kernels::cpu::QuantizeDequantizeFp8(quantized_.data(), x, rows, cols, group, scale)));
+  return quantized_.data();
+}
+
 absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& cache) {
   const ModelConfig& c = local_;
   const LayerWeights& w = weights_.layers[layer];
@@ -262,9 +286,11 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
   const int q_width = c.num_q_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
   const int qkv_width = q_width + 2 * kv_width;
   qkv_.resize(static_cast<size_t>(n) * qkv_width);
+  SLUICE_ASSIGN_OR_RETURN(const float* x,
+                          LinearInput(w.quant.qkv, hidden_.data(), n, c.hidden_size));
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
-      qkv_.data(), hidden_.data(), w.qkv.data(), w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
-      n, qkv_width, c.hidden_size)));
+      qkv_.data(), x, w.qkv.data(), w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), n, qkv_width,
+      c.hidden_size)));
   q_.resize(static_cast<size_t>(n) * q_width);
   k_.resize(static_cast<size_t>(n) * kv_width);
   v_.resize(static_cast<size_t>(n) * kv_width);
@@ -304,7 +330,8 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
   attn_.resize(static_cast<size_t>(n) * q_width);
   SLUICE_RETURN_IF_ERROR(FromKernel(
       kernels::cpu::PagedAttention(p, attn_.data(), q_.data(), cache.k(layer), cache.v(layer))));
-  return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn_.data(), w.o_proj.data(),
+  SLUICE_ASSIGN_OR_RETURN(const float* attn, LinearInput(w.quant.o_proj, attn_.data(), n, q_width));
+  return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn, w.o_proj.data(),
                                        w.o_bias.empty() ? nullptr : w.o_bias.data(), n,
                                        c.hidden_size, q_width));
 }
@@ -316,11 +343,14 @@ absl::Status CpuModel::Mlp(int layer, int n) {
   const int inter = c.intermediate_size;
   gate_up_.resize(static_cast<size_t>(n) * 2 * inter);
   act_.resize(static_cast<size_t>(n) * inter);
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
-      gate_up_.data(), hidden_.data(), w.gate_up.data(), nullptr, n, 2 * inter, c.hidden_size)));
+  SLUICE_ASSIGN_OR_RETURN(const float* x,
+                          LinearInput(w.quant.gate_up, hidden_.data(), n, c.hidden_size));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(gate_up_.data(), x, w.gate_up.data(),
+                                                       nullptr, n, 2 * inter, c.hidden_size)));
   SLUICE_RETURN_IF_ERROR(
       FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
-  return FromKernel(kernels::cpu::Gemm(hidden_.data(), act_.data(), w.down_proj.data(), nullptr, n,
+  SLUICE_ASSIGN_OR_RETURN(const float* act, LinearInput(w.quant.down, act_.data(), n, inter));
+  return FromKernel(kernels::cpu::Gemm(hidden_.data(), act, w.down_proj.data(), nullptr, n,
                                        c.hidden_size, inter));
 }
 

@@ -59,6 +59,11 @@ class CpuModel {
   // DIR's config with the random weights of `seed` (see RandomWeights); no checkpoint read.
   static absl::StatusOr<std::unique_ptr<CpuModel>> LoadRandom(const std::string& dir,
                                                               uint64_t seed);
+  // As Load and LoadRandom, with DIR's config as given (LoadModelConfig with the serving
+  // flags, such as --quantization).
+  static absl::StatusOr<std::unique_ptr<CpuModel>> Load(const std::string& dir, ModelConfig config,
+                                                        const LoadProgress& progress = nullptr);
+  static absl::StatusOr<std::unique_ptr<CpuModel>> LoadRandom(ModelConfig config, uint64_t seed);
 
   // Rank `shard.rank` of a tensor-parallel group over the whole model's `weights`,
   // meeting the others through `comm` (not owned; it outlives the model).
@@ -97,6 +102,9 @@ class CpuModel {
   absl::Status ValidateBatch(const ForwardBatch& batch, const CpuKvCache& cache) const;
   absl::Status Attention(int layer, const ForwardBatch& batch, CpuKvCache& cache);
   absl::Status Mlp(int layer, int num_tokens);
+  // The input `x` ([rows, cols]) of a linear layer as its FP8 GEMM reads it: x itself
+  // when the layer does not quantize its input, else its E4M3 values in quantized_.
+  absl::StatusOr<const float*> LinearInput(const InputQuant& q, const float* x, int rows, int cols);
   // A mixture-of-experts layer's MLP: hidden_ := the weighted sum of its tokens' experts.
   absl::Status Moe(int layer, int num_tokens);
 
@@ -109,6 +117,7 @@ class CpuModel {
   // Scratch reused across steps.
   std::vector<float> hidden_, residual_, qkv_, q_, k_, v_, attn_, gate_up_, act_, picked_;
   std::vector<float> router_logits_;
+  std::vector<float> quantized_;  // an FP8 linear layer's input, quantized and back
   std::vector<float> local_logits_, gathered_logits_;  // vocab-parallel lm_head
 };
 

@@ -29,8 +29,9 @@ absl::StatusOr<DType> ParseDType(const std::string& s) {
   if (s == "F16") return DType::kF16;
   if (s == "F32") return DType::kF32;
   if (s == "U8") return DType::kU8;
+  if (s == "F8_E4M3") return DType::kF8E4M3;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype ", s, " (supported: BF16, F16, F32, U8)"));
+      absl::StrCat("unsupported dtype ", s, " (supported: BF16, F16, F32, U8, F8_E4M3)"));
 }
 
 absl::StatusOr<TensorView> ParseEntry(const std::string& name, const json& entry,
@@ -88,11 +89,16 @@ const char* DTypeName(DType dtype) {
       return "F32";
     case DType::kU8:
       return "U8";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
 
-int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : dtype == DType::kU8 ? 1 : 2; }
+int DTypeSize(DType dtype) {
+  if (dtype == DType::kF32) return 4;
+  return dtype == DType::kU8 || dtype == DType::kF8E4M3 ? 1 : 2;
+}
 
 int64_t TensorView::NumElements() const {
   int64_t n = 1;
@@ -110,6 +116,10 @@ std::vector<float> TensorView::ToFloat() const {
     }
     if (dtype == DType::kU8) {
       out[i] = static_cast<float>(data[i]);
+      continue;
+    }
+    if (dtype == DType::kF8E4M3) {
+      out[i] = kernels::Fp8E4m3ToFloat(data[i]);
       continue;
     }
     uint16_t bits;

@@ -12,7 +12,8 @@
 
 namespace sluice {
 
-enum class DType { kBF16, kF16, kF32, kU8 };  // U8: packed data (MXFP4 blocks and scales)
+// U8: packed data (MXFP4 blocks and scales); F8_E4M3: FP8 weights (their scales apart).
+enum class DType { kBF16, kF16, kF32, kU8, kF8E4M3 };
 
 const char* DTypeName(DType dtype);
 int DTypeSize(DType dtype);
@@ -27,7 +28,8 @@ struct TensorView {
   size_t num_bytes = 0;
 
   int64_t NumElements() const;
-  // Converts the tensor to fp32 (exact for BF16 and F16; U8 bytes as their values).
+  // Converts the tensor to fp32 (exact for BF16, F16 and F8_E4M3, unscaled; U8 bytes as
+  // their values).
   std::vector<float> ToFloat() const;
 };
 
@@ -35,7 +37,7 @@ struct TensorView {
 class SafetensorsFile {
  public:
   // Maps the file and validates its header: JSON well-formed, every dtype one of
-  // BF16/F16/F32/U8, offsets inside the data section, non-overlapping, sized to the shape.
+  // BF16/F16/F32/U8/F8_E4M3, offsets inside the data section, non-overlapping, sized to the shape.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;

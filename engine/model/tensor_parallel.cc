@@ -53,6 +53,10 @@ std::vector<float> GateUpRows(const std::vector<float>& m, int64_t inter, int64_
 absl::Status CheckTensorParallel(const ModelConfig& c, int size) {
   const std::string flag = absl::StrCat("--tensor-parallel-size ", size);
   if (size < 1) return absl::InvalidArgumentError(absl::StrCat(flag, ": must be at least 1"));
+  if (size > 1 && c.fp8.enabled) {
+    return absl::UnimplementedError(
+        absl::StrCat(flag, ": FP8 weights are not sharded yet; serve them on one rank"));
+  }
   if (c.num_q_heads % size != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, " does not divide the model's ", c.num_q_heads, " query heads"));
@@ -128,6 +132,7 @@ ModelWeights ShardWeights(const ModelConfig& c, const ModelWeights& w, const TpS
     b.post_norm = a.post_norm;
     b.q_norm = a.q_norm;
     b.k_norm = a.k_norm;
+    b.quant = a.quant;  // (FP8 is refused above one rank: CheckTensorParallel)
     // QKV: the rank's query rows, then its KV heads' key rows, then their value rows.
     auto qkv_rows = [&](const std::vector<float>& m, int64_t cols) {
       std::vector<float> r;

@@ -7,21 +7,51 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "engine/model/fp8.h"
 #include "engine/model/mxfp4.h"
 #include "sluice/kernels/random.h"
 
 namespace sluice {
 namespace {
 
+// The input a fused layer's parts share (q, k, v; gate, up): they must quantize it alike.
+struct SharedInput {
+  std::string first;  // the first part's name, for errors
+  InputQuant quant;
+};
+
 class Reader {
  public:
-  Reader(const Checkpoint& ckpt, const WeightSink& sink) : ckpt_(ckpt), sink_(sink) {}
+  Reader(const Checkpoint& ckpt, const ModelConfig& config, const WeightSink& sink)
+      : ckpt_(ckpt), fp8_(config.fp8), sink_(sink) {}
 
   // Sends tensor `name`, which must have exactly `shape`, to (layer, slot).
   absl::Status Send(const std::string& name, const std::vector<int64_t>& shape, int layer,
                     WeightSlot slot) {
     SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(name, shape));
+    SLUICE_RETURN_IF_ERROR(NotFp8(*t));
     return sink_(layer, slot, t->ToFloat());
+  }
+
+  // Sends the weight `base + "weight"` of a linear layer as ReadFp8Linear reads it, and
+  // folds how that layer quantizes its input into `input`, which the other parts of a
+  // fused layer share.
+  absl::Status SendLinear(const std::string& base, const std::vector<int64_t>& shape, int layer,
+                          WeightSlot slot, SharedInput& input) {
+    SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(base + "weight", shape));
+    SLUICE_ASSIGN_OR_RETURN(Fp8Linear l, ReadFp8Linear(ckpt_, fp8_, *t, base));
+    const InputQuant& q = l.input;
+    if (input.first.empty()) {
+      input.first = base;
+      input.quant = q;
+    } else if (input.quant.mode != q.mode || input.quant.group != q.group) {
+      return absl::InvalidArgumentError(absl::StrCat(input.first, "weight and ", base,
+                                                     "weight share their input but quantize it "
+                                                     "differently (one FP8, one not?)"));
+    } else {
+      input.quant.scale = std::max(input.quant.scale, q.scale);
+    }
+    return sink_(layer, slot, std::move(l.weight));
   }
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
@@ -46,10 +76,18 @@ class Reader {
                       WeightSlot slot,
                       const std::function<std::vector<float>(const std::vector<float>&)>& fn) {
     SLUICE_ASSIGN_OR_RETURN(const TensorView* t, Shaped(name, shape));
+    SLUICE_RETURN_IF_ERROR(NotFp8(*t));
     return sink_(layer, slot, fn(t->ToFloat()));
   }
 
  private:
+  // FP8 codes mean nothing without their scales, which only linear layers have.
+  static absl::Status NotFp8(const TensorView& t) {
+    if (t.dtype != DType::kF8E4M3) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        t.file, ": tensor ", t.name, " is F8_E4M3; only linear layers' weights may be FP8"));
+  }
+
   // Tensor `name`, or the error naming it and its file when its shape is not `shape`.
   absl::StatusOr<const TensorView*> Shaped(const std::string& name,
                                            const std::vector<int64_t>& shape) const {
@@ -64,6 +102,7 @@ class Reader {
   }
 
   const Checkpoint& ckpt_;
+  const Fp8Scheme& fp8_;
   const WeightSink& sink_;
 };
 
@@ -147,15 +186,17 @@ absl::Status ReadGptOssExperts(Reader& r, const ModelConfig& c, int i, const std
   return r.Send(p + "mlp.experts.down_proj_bias", {e, h}, i, S::kExpertDownBias);
 }
 
-absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
+absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i, LayerQuant& quant) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t h = c.hidden_size, q = int64_t{c.num_q_heads} * c.head_dim,
                 kv = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
   using S = WeightSlot;
   SLUICE_RETURN_IF_ERROR(r.Send(p + "input_layernorm.weight", {h}, i, S::kInputNorm));
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_proj.weight", {q, h}, i, S::kQkv));
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_proj.weight", {kv, h}, i, S::kQkv));
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.v_proj.weight", {kv, h}, i, S::kQkv));
+  SharedInput qkv, o_proj, gate_up, down;
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "self_attn.q_proj.", {q, h}, i, S::kQkv, qkv));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "self_attn.k_proj.", {kv, h}, i, S::kQkv, qkv));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "self_attn.v_proj.", {kv, h}, i, S::kQkv, qkv));
+  quant.qkv = qkv.quant;
   if (c.attention_bias) {
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_proj.bias", {q}, i, S::kQkvBias));
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_proj.bias", {kv}, i, S::kQkvBias));
@@ -165,7 +206,8 @@ absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.q_norm.weight", {c.head_dim}, i, S::kQNorm));
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.k_norm.weight", {c.head_dim}, i, S::kKNorm));
   }
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.weight", {h, q}, i, S::kOProj));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "self_attn.o_proj.", {h, q}, i, S::kOProj, o_proj));
+  quant.o_proj = o_proj.quant;
   if (c.o_proj_bias) {
     SLUICE_RETURN_IF_ERROR(r.Send(p + "self_attn.o_proj.bias", {h}, i, S::kOProjBias));
   }
@@ -194,9 +236,11 @@ absl::Status ReadLayer(Reader& r, const ModelConfig& c, int i) {
     }
     return absl::OkStatus();
   }
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.gate_proj.weight", {inter, h}, i, S::kGateUp));
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.up_proj.weight", {inter, h}, i, S::kGateUp));
-  SLUICE_RETURN_IF_ERROR(r.Send(p + "mlp.down_proj.weight", {h, inter}, i, S::kDownProj));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "mlp.gate_proj.", {inter, h}, i, S::kGateUp, gate_up));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "mlp.up_proj.", {inter, h}, i, S::kGateUp, gate_up));
+  SLUICE_RETURN_IF_ERROR(r.SendLinear(p + "mlp.down_proj.", {h, inter}, i, S::kDownProj, down));
+  quant.gate_up = gate_up.quant;
+  quant.down = down.quant;
   return absl::OkStatus();
 }
 
@@ -389,14 +433,22 @@ std::vector<float>& ModelWeights::Slot(int layer, WeightSlot slot) {
 }
 
 absl::Status ReadWeights(const Checkpoint& ckpt, const ModelConfig& c, const WeightSink& sink,
-                         const LoadProgress& progress) {
-  Reader r(ckpt, sink);
+                         const LoadProgress& progress, std::vector<LayerQuant>* quant) {
+  if (c.fp8.enabled && quant == nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat("FP8 weights (", c.fp8.layout,
+                     "): this backend does not compute W8A8 yet; the CPU "
+                     "backend (--device cpu) does"));
+  }
+  Reader r(ckpt, c, sink);
   const int64_t h = c.hidden_size, v = c.vocab_size;
   SLUICE_RETURN_IF_ERROR(r.Send("model.embed_tokens.weight", {v, h}, -1, WeightSlot::kEmbed));
+  std::vector<LayerQuant> layers(static_cast<size_t>(c.num_layers));
   for (int i = 0; i < c.num_layers; ++i) {
-    SLUICE_RETURN_IF_ERROR(ReadLayer(r, c, i));
+    SLUICE_RETURN_IF_ERROR(ReadLayer(r, c, i, layers[static_cast<size_t>(i)]));
     if (progress) progress(i + 1, c.num_layers);
   }
+  if (quant != nullptr) *quant = std::move(layers);
   SLUICE_RETURN_IF_ERROR(r.Send("model.norm.weight", {h}, -1, WeightSlot::kFinalNorm));
   if (!c.tie_word_embeddings) {
     SLUICE_RETURN_IF_ERROR(r.Send("lm_head.weight", {v, h}, -1, WeightSlot::kLmHead));
@@ -408,6 +460,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConf
                                          const LoadProgress& progress) {
   ModelWeights w;
   w.layers.resize(c.num_layers);
+  std::vector<LayerQuant> quant;
   SLUICE_RETURN_IF_ERROR(ReadWeights(
       ckpt, c,
       [&](int layer, WeightSlot slot, std::vector<float>&& values) {
@@ -419,7 +472,8 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConf
         }
         return absl::OkStatus();
       },
-      progress));
+      progress, &quant));
+  for (size_t i = 0; i < quant.size(); ++i) w.layers[i].quant = quant[i];
   return w;
 }
 
@@ -438,6 +492,16 @@ absl::StatusOr<ModelWeights> RandomWeights(const ModelConfig& c, uint64_t seed) 
     for (float& x : out) x = kernels::Bf16ToFloat(kernels::FloatToBf16(x));
   });
   if (!k.ok()) return absl::InternalError(k.message());
+  if (c.fp8.on_load) {  // as a checkpoint's weights would be (see Reader::SendLinear)
+    for (LayerWeights& l : w.layers) {
+      QuantizeRowsFp8(l.qkv, c.hidden_size);
+      QuantizeRowsFp8(l.o_proj, int64_t{c.num_q_heads} * c.head_dim);
+      QuantizeRowsFp8(l.gate_up, c.hidden_size);
+      QuantizeRowsFp8(l.down_proj, c.intermediate_size);
+      l.quant.qkv.mode = l.quant.o_proj.mode = l.quant.gate_up.mode = l.quant.down.mode =
+          InputQuant::Mode::kPerToken;
+    }
+  }
   return w;
 }
 

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/config.h"
+#include "engine/model/fp8.h"
 #include "engine/model/safetensors.h"
 
 namespace sluice {
@@ -67,9 +68,13 @@ using WeightSink =
 using LoadProgress = std::function<void(int, int)>;
 
 // Reads every tensor the config needs from `ckpt` into `sink`. A missing tensor or a shape
-// that disagrees with the config is an error naming the tensor and its file.
+// that disagrees with the config is an error naming the tensor and its file. FP8 weights
+// (config.fp8) reach the sink dequantized, code * scale, in fp32, and `quant` receives
+// how each layer's linear layers quantize their inputs ([num_layers]); a backend that
+// passes no `quant` does not compute W8A8 and is refused an FP8 model.
 absl::Status ReadWeights(const Checkpoint& ckpt, const ModelConfig& config, const WeightSink& sink,
-                         const LoadProgress& progress = nullptr);
+                         const LoadProgress& progress = nullptr,
+                         std::vector<LayerQuant>* quant = nullptr);
 
 // `--random-weights`: element i of (layer, slot) is kernels::UniformAt(seed,
 // RandomStream(layer, slot), i, lo, hi) over the slot's RandomRange. Matrices have
@@ -93,6 +98,7 @@ struct LayerWeights {
   std::vector<float> expert_gate_up;  // [experts * 2 * moe_intermediate, hidden]
   std::vector<float> expert_down;     // [experts * hidden, moe_intermediate]
   std::vector<float> o_bias, sinks, router_bias, expert_gate_up_bias, expert_down_bias;
+  LayerQuant quant;  // FP8 models: how each linear layer quantizes its input
 };
 
 // The CPU backend's weights, fp32 in host memory.
@@ -111,7 +117,8 @@ struct ModelWeights {
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& ckpt, const ModelConfig& config,
                                          const LoadProgress& progress = nullptr);
 
-// The random model of `seed` (see RandomRangeOf), in fp32.
+// The random model of `seed` (see RandomRangeOf), in fp32; with config.fp8.on_load, its
+// linear layers quantized as `--quantization fp8` quantizes a checkpoint.
 absl::StatusOr<ModelWeights> RandomWeights(const ModelConfig& config, uint64_t seed);
 
 }  // namespace sluice

@@ -24,5 +24,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(std::isfinite(c.rope.theta) && c.rope.theta > 0);
   FUZZ_CHECK(c.rope.rotary_dim > 0 && c.rope.rotary_dim <= c.head_dim);
   for (int32_t id : c.eos_token_ids) FUZZ_CHECK(id >= 0 && id < c.vocab_size);
+  // FP8: blocks and token groups have a size; no FP8 experts.
+  if (c.fp8.weights == sluice::Fp8Scheme::Weights::kBlock && c.fp8.enabled) {
+    FUZZ_CHECK(c.fp8.block_n > 0 && c.fp8.block_k > 0);
+  }
+  if (c.fp8.inputs == sluice::Fp8Scheme::Inputs::kPerTokenGroup && c.fp8.enabled) {
+    FUZZ_CHECK(c.fp8.block_k > 0);
+  }
+  FUZZ_CHECK(!c.fp8.enabled || c.num_experts == 0);
   return 0;
 }

@@ -405,3 +405,159 @@ TEST(ModelConfigTest, GptOssFieldsAndTheirErrors) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+constexpr char kDense[] =
+    R"({"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+        "num_hidden_layers":1,"num_attention_heads":2,"quantization_config":)";
+
+absl::StatusOr<ModelConfig> WithQuant(const std::string& quant) {
+  return ParseModelConfig(std::string(kDense) + quant + "}", "inline/config.json");
+}
+
+// A compressed-tensors config of one group with these weights and inputs.
+std::string Compressed(const std::string& weights, const std::string& inputs) {
+  return R"({"quant_method":"compressed-tensors","format":"float-quantized",
+             "config_groups":{"group_0":{"targets":["Linear"],"weights":)" +
+         weights + R"(,"input_activations":)" + inputs + "}}}";
+}
+
+constexpr char kChannel[] =
+    R"({"num_bits":8,"type":"float","strategy":"channel","dynamic":false,"symmetric":true})";
+constexpr char kToken[] =
+    R"({"num_bits":8,"type":"float","strategy":"token","dynamic":true,"symmetric":true})";
+
+TEST(Fp8ConfigTest, BothPublishedLayoutsParse) {
+  using W = Fp8Scheme::Weights;
+  using I = Fp8Scheme::Inputs;
+  auto c = WithQuant(Compressed(kChannel, kToken));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->fp8.enabled);
+  EXPECT_FALSE(c->fp8.on_load);
+  EXPECT_EQ(c->fp8.layout, "compressed-tensors");
+  EXPECT_EQ(c->fp8.weights, W::kChannel);
+  EXPECT_EQ(c->fp8.inputs, I::kPerToken);
+  EXPECT_NE(c->Summary().find("FP8 weights (compressed-tensors)"), std::string::npos);
+  c = WithQuant(Compressed(R"({"num_bits":8,"type":"float","strategy":"tensor"})",
+                           R"({"num_bits":8,"type":"float","strategy":"tensor","dynamic":false})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fp8.weights, W::kTensor);
+  EXPECT_EQ(c->fp8.inputs, I::kStatic);
+  c = WithQuant(Compressed(kChannel, "null"));  // FP8 weights, 16-bit inputs
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fp8.inputs, I::kNone);
+  c = WithQuant(R"({"quant_method":"fp8","fmt":"e4m3","activation_scheme":"dynamic",
+                    "weight_block_size":[128,128]})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fp8.layout, "fp8");
+  EXPECT_EQ(c->fp8.weights, W::kBlock);
+  EXPECT_EQ(c->fp8.inputs, I::kPerTokenGroup);
+  EXPECT_EQ(c->fp8.block_n, 128);
+  EXPECT_EQ(c->fp8.block_k, 128);
+  c = WithQuant(R"({"quant_method":"fp8","activation_scheme":"static"})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fp8.weights, W::kTensor);
+  EXPECT_EQ(c->fp8.inputs, I::kStatic);
+  // gpt-oss's mxfp4 experts are read from their tensors; no FP8.
+  c = ParseModelConfig(R"({"model_type":"gpt_oss","vocab_size":10,"hidden_size":8,
+      "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+      "num_local_experts":2,"quantization_config":{"quant_method":"mxfp4"}})",
+                       "inline");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->fp8.enabled);
+}
+
+TEST(Fp8ConfigTest, WhatIsNotFp8IsRefusedNamingTheField) {
+  const std::string int4 = R"({"num_bits":4,"type":"int","strategy":"group","group_size":128})";
+  const std::string per_tensor_dynamic =
+      R"({"num_bits":8,"type":"float","strategy":"tensor","dynamic":true})";
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"quant_method":"awq","bits":4})", "\"awq\""},
+      {R"({"quant_method":"gptq"})", "quant_method"},
+      {R"({"bits":4})", "quant_method"},
+      {R"("fp8")", "quantization_config"},
+      {R"({"quant_method":"fp8","fmt":"e5m2"})", "fmt"},
+      {R"({"quant_method":"fp8","activation_scheme":"sometimes"})", "activation_scheme"},
+      {R"({"quant_method":"fp8","weight_block_size":[128,0]})", "weight_block_size"},
+      {R"({"quant_method":"fp8","weight_block_size":128})", "weight_block_size"},
+      {R"({"quant_method":"fp8","activation_scheme":"static","weight_block_size":[128,128]})",
+       "activation_scheme"},
+      {Compressed(int4, "null"), "weights"},
+      {Compressed(kChannel, per_tensor_dynamic), "input_activations"},
+      {Compressed(R"({"num_bits":8,"type":"float","strategy":"channel","symmetric":false})",
+                  kToken),
+       "symmetric"},
+      {Compressed(R"({"num_bits":8,"type":"float","strategy":"row"})", kToken), "strategy"},
+      // Wrong types are refused, not thrown.
+      {Compressed(R"({"num_bits":"8","type":"float","strategy":"channel"})", kToken), "weights"},
+      {Compressed(kChannel, R"({"num_bits":8,"type":"float","strategy":"token","dynamic":"yes"})"),
+       "input_activations"},
+      {Compressed(R"({"num_bits":8,"type":"float","strategy":"channel","dynamic":1})", kToken),
+       "weights.dynamic"},
+      {R"({"quant_method":"compressed-tensors","format":"float-quantized","config_groups":{"g":[1]}})",
+       "config_groups.g"},
+      {R"({"quant_method":"compressed-tensors","format":"pack-quantized","config_groups":{}})",
+       "format"},
+      {R"({"quant_method":"compressed-tensors","format":"float-quantized","config_groups":{}})",
+       "config_groups"},
+  };
+  for (const auto& [quant, field] : cases) {
+    auto c = WithQuant(quant);
+    ASSERT_FALSE(c.ok()) << quant;
+    EXPECT_NE(c.status().message().find("inline/config.json"), std::string::npos) << c.status();
+    EXPECT_NE(c.status().message().find(field), std::string::npos) << field << ": " << c.status();
+  }
+  // Two groups must quantize their inputs alike.
+  auto c = WithQuant(R"({"quant_method":"compressed-tensors","format":"float-quantized",
+      "config_groups":{"a":{"targets":["Linear"],"weights":)" +
+                     std::string(kChannel) + R"(,"input_activations":)" + kToken +
+                     R"(},"b":{"targets":["Linear"],"weights":)" + kChannel +
+                     R"(,"input_activations":null}}})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("alike"), std::string::npos) << c.status();
+  // FP8 experts are not read yet.
+  c = ParseModelConfig(R"({"model_type":"qwen3_moe","vocab_size":10,"hidden_size":8,
+      "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"num_experts":2,
+      "moe_intermediate_size":8,"quantization_config":{"quant_method":"fp8"}})",
+                       "inline");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("experts"), std::string::npos) << c.status();
+}
+
+TEST(Fp8ConfigTest, QuantizationFlagQuantizesSixteenBitCheckpointsOnLoad) {
+  auto c = LoadModelConfig(testing::TinyModelDir(), "fp8");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->fp8.enabled && c->fp8.on_load);
+  EXPECT_EQ(c->fp8.weights, Fp8Scheme::Weights::kChannel);
+  EXPECT_EQ(c->fp8.inputs, Fp8Scheme::Inputs::kPerToken);
+  c = LoadModelConfig(testing::TinyModelDir(), "");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->fp8.enabled);
+  c = LoadModelConfig(testing::TinyModelDir(), "int4");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("--quantization int4"), std::string::npos) << c.status();
+  // The quantized tiny model differs from the plain one, but only by E4M3 rounding.
+  auto plain = LoadModelConfig(testing::TinyModelDir());
+  auto ckpt = Checkpoint::OpenDir(testing::TinyModelDir());
+  ASSERT_TRUE(plain.ok() && ckpt.ok());
+  c = LoadModelConfig(testing::TinyModelDir(), "fp8");
+  auto q = LoadWeights(**ckpt, *c);
+  auto p = LoadWeights(**ckpt, *plain);
+  ASSERT_TRUE(q.ok() && p.ok());
+  const std::vector<float>&qw = q->layers[0].gate_up, &pw = p->layers[0].gate_up;
+  ASSERT_EQ(qw.size(), pw.size());
+  size_t changed = 0;
+  for (size_t i = 0; i < qw.size(); ++i) {
+    changed += qw[i] != pw[i];
+    ASSERT_LE(std::fabs(qw[i] - pw[i]), std::fabs(pw[i]) / 16 + 1e-6f) << i;
+  }
+  EXPECT_GT(changed, qw.size() / 2);
+  EXPECT_EQ(q->embed, p->embed);  // embeddings and norms stay as stored
+  EXPECT_EQ(q->layers[0].quant.down.mode, InputQuant::Mode::kPerToken);
+  EXPECT_EQ(p->layers[0].quant.down.mode, InputQuant::Mode::kNone);
+}
+
+}  // namespace
+}  // namespace sluice
