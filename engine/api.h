@@ -219,6 +219,7 @@ struct EngineOptions {
   bool enforce_eager = false;           // cuda: no CUDA graphs
   bool tune_gemms = false;              // cuda: time GEMM algorithms at load
   int tensor_parallel_size = 1;         // ranks the model is split over (cpu: threads)
+  int cpu_threads = 0;                  // cpu: intra-op threads (0: the CPUs this process may use)
   // "" (the checkpoint as stored, FP8 ones included) or "fp8": a 16-bit checkpoint's
   // linear layers quantized to FP8 on load (per channel, inputs per token).
   std::string quantization;

@@ -41,13 +41,13 @@ ctest --test-dir build-asan -L e2e -E "e2e_server_load|e2e_differential" -j "$JO
   --output-on-failure --timeout 1800 || status=1
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
-echo "== ThreadSanitizer: the engine loop, tensor-parallel ranks, the HTTP server and the gateway (build-tsan)"
+echo "== ThreadSanitizer: the engine loop, tensor-parallel ranks, the CPU thread pool, the HTTP server and the gateway (build-tsan)"
 cmake -S . -B build-tsan -G Ninja "${LEAN[@]}" -DSLUICE_TSAN=ON \
   -DSLUICE_ENABLE_CUDA=OFF -DSLUICE_BUILD_BENCH=OFF >/dev/null || exit 1
-cmake --build build-tsan -j "$JOBS" --target engine_test model_tensor_parallel_test gateway_test gateway_body_test http_server_test sluice sluice-gateway || exit 1
+cmake --build build-tsan -j "$JOBS" --target engine_test model_tensor_parallel_test kernels_cpu_test gateway_test gateway_body_test http_server_test sluice sluice-gateway || exit 1
 # (No gRPC front there: Debian's gRPC is not built with TSan and would report false races.)
 SLUICE_TEST_NO_GRPC=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build-tsan -R "^(engine_test|model_tensor_parallel_threads|gateway_test|gateway_body_test|http_server_test|e2e_gateway|e2e_faults|e2e_security)$" \
+  ctest --test-dir build-tsan -R "^(engine_test|model_tensor_parallel_threads|kernels_thread_pool|gateway_test|gateway_body_test|http_server_test|e2e_gateway|e2e_faults|e2e_security)$" \
   -j "$JOBS" --output-on-failure --timeout 1800 || status=1
 
 echo "== fuzzing: each target ${FUZZ_SECONDS:-60} s from its seed corpus (build-fuzz)"

@@ -23,6 +23,8 @@
 #include "engine/runner/fault_injection.h"
 #include "engine/spec/draft_model_proposer.h"
 #include "engine/spec/proposer.h"
+#include "sluice/kernels/gemm.h"
+#include "sluice/kernels/thread_pool.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -60,6 +62,11 @@ void AddEngineFlags(CLI::App* cmd, EngineOptions* o) {
                   "backend, GPUs with --device cuda")
       ->envname("SLUICE_TENSOR_PARALLEL_SIZE")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--cpu-threads", o->cpu_threads,
+                  "CPU backend: threads each step's GEMMs and attention are split over "
+                  "(default 0: the CPUs this process may use, within its cgroup's quota)")
+      ->envname("SLUICE_CPU_THREADS")
+      ->check(CLI::Range(0, 1024));
   cmd->add_option("--quantization,-q", o->quantization,
                   "fp8: quantize a 16-bit checkpoint's linear layers to FP8 as it loads (FP8 "
                   "checkpoints are read as FP8 without it)")
@@ -120,6 +127,11 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
 
 namespace {
 
+// --cpu-threads, or the CPUs this process may use.
+int CpuThreads(const EngineOptions& o) {
+  return o.cpu_threads > 0 ? o.cpu_threads : kernels::DefaultCpuThreads();
+}
+
 bool SameFileContents(const std::filesystem::path& a, const std::filesystem::path& b) {
   std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
   if (!fa || !fb) return false;
@@ -177,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Proposer>> CreateProposer(const EngineOptions& o,
                  o.num_speculative_tokens);
   }
   auto group = std::make_unique<CpuModelGroup>(std::move(draft), num_blocks, o.block_size);
+  group->SetThreads(CpuThreads(o));
   return std::make_unique<DraftModelProposer>(std::move(group));
 }
 
@@ -290,15 +303,20 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateBackend(const EngineOptions& o,
     group = std::make_unique<CpuModelGroup>(std::move(model), num_blocks, o.block_size);
   }
   if (rank_faults != nullptr) group->SetRankHook(RankFaultHook(*rank_faults));
+  // One pool of our own per rank (the model turns the BLAS's threads off).
+  const int threads = CpuThreads(o);
+  group->SetThreads(threads);
   auto runner = std::make_unique<CpuRunner>(std::move(group));
   SLUICE_ASSIGN_OR_RETURN(std::unique_ptr<Proposer> proposer,
                           CreateProposer(o, model_dir, *config, num_blocks));
   const bool speculates = proposer != nullptr;
   if (proposer) runner->SetProposer(std::move(proposer));
   if (!o.quiet) {
-    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens{}", config->Summary(),
-                 o.random_weights ? " (random weights)" : "", seconds(), num_blocks, o.block_size,
-                 tp > 1 ? absl::StrFormat(", %d tensor-parallel ranks as threads", tp) : "");
+    spdlog::info("{}{} loaded in {:.2f} s; KV cache {} blocks of {} tokens{}; {} CPU threads, {}",
+                 config->Summary(), o.random_weights ? " (random weights)" : "", seconds(),
+                 num_blocks, o.block_size,
+                 tp > 1 ? absl::StrFormat(", %d tensor-parallel ranks as threads", tp) : "",
+                 threads, kernels::cpu::BlasName());
   }
   runner->ReserveStepBuffers(o.max_num_batched_tokens, o.max_num_seqs,
                              speculates ? o.num_speculative_tokens : 0);

@@ -65,6 +65,9 @@ CpuModel::CpuModel(ModelConfig config, ModelWeights weights, const TpShard& shar
     shard_ = PlanShard(config_, 0, 1);
   }
   local_ = LocalConfig(config_, shard_);
+  // The model's threads are its pool's (SetThreadPool); BLAS threads would spin against
+  // them, and against the ranks of a group.
+  kernels::cpu::UseSingleThreadedBlas();
   rope_cos_sin_ = kernels::RopeCosSinCache(config_.rope, config_.max_position_embeddings);
 }
 
@@ -111,7 +114,7 @@ absl::Status CpuModel::LmHead(int rows, std::vector<float>& logits) {
   logits.resize(static_cast<size_t>(rows) * vocab);
   if (comm_ == nullptr) {
     return FromKernel(kernels::cpu::Gemm(logits.data(), picked_.data(), weights_.LmHead().data(),
-                                         nullptr, rows, vocab, h));
+                                         nullptr, rows, vocab, h, pool_.get()));
   }
   // Each rank's columns, padded to vocab_slice, gathered rank after rank, then laid out
   // row by row.
@@ -120,8 +123,9 @@ absl::Status CpuModel::LmHead(int rows, std::vector<float>& logits) {
   gathered_logits_.resize(local_logits_.size() * shard_.size);
   if (mine > 0 && rows > 0) {
     logits.resize(static_cast<size_t>(rows) * mine);
-    SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
-        logits.data(), picked_.data(), weights_.LmHead().data(), nullptr, rows, mine, h)));
+    SLUICE_RETURN_IF_ERROR(
+        FromKernel(kernels::cpu::Gemm(logits.data(), picked_.data(), weights_.LmHead().data(),
+                                      nullptr, rows, mine, h, pool_.get())));
     for (int r = 0; r < rows; ++r) {
       std::copy(logits.begin() + static_cast<size_t>(r) * mine,
                 logits.begin() + static_cast<size_t>(r + 1) * mine,
@@ -290,7 +294,7 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
                           LinearInput(w.quant.qkv, hidden_.data(), n, c.hidden_size));
   SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
       qkv_.data(), x, w.qkv.data(), w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), n, qkv_width,
-      c.hidden_size)));
+      c.hidden_size, pool_.get())));
   q_.resize(static_cast<size_t>(n) * q_width);
   k_.resize(static_cast<size_t>(n) * kv_width);
   v_.resize(static_cast<size_t>(n) * kv_width);
@@ -328,12 +332,12 @@ absl::Status CpuModel::Attention(int layer, const ForwardBatch& b, CpuKvCache& c
   p.sliding_window = c.LayerWindow(layer);
   p.sinks = w.sinks.empty() ? nullptr : w.sinks.data();
   attn_.resize(static_cast<size_t>(n) * q_width);
-  SLUICE_RETURN_IF_ERROR(FromKernel(
-      kernels::cpu::PagedAttention(p, attn_.data(), q_.data(), cache.k(layer), cache.v(layer))));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::PagedAttentionFast(
+      p, attn_.data(), q_.data(), cache.k(layer), cache.v(layer), pool_.get())));
   SLUICE_ASSIGN_OR_RETURN(const float* attn, LinearInput(w.quant.o_proj, attn_.data(), n, q_width));
   return FromKernel(kernels::cpu::Gemm(hidden_.data(), attn, w.o_proj.data(),
                                        w.o_bias.empty() ? nullptr : w.o_bias.data(), n,
-                                       c.hidden_size, q_width));
+                                       c.hidden_size, q_width, pool_.get()));
 }
 
 absl::Status CpuModel::Mlp(int layer, int n) {
@@ -345,13 +349,13 @@ absl::Status CpuModel::Mlp(int layer, int n) {
   act_.resize(static_cast<size_t>(n) * inter);
   SLUICE_ASSIGN_OR_RETURN(const float* x,
                           LinearInput(w.quant.gate_up, hidden_.data(), n, c.hidden_size));
-  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(gate_up_.data(), x, w.gate_up.data(),
-                                                       nullptr, n, 2 * inter, c.hidden_size)));
+  SLUICE_RETURN_IF_ERROR(FromKernel(kernels::cpu::Gemm(
+      gate_up_.data(), x, w.gate_up.data(), nullptr, n, 2 * inter, c.hidden_size, pool_.get())));
   SLUICE_RETURN_IF_ERROR(
       FromKernel(kernels::cpu::SiluAndMul(act_.data(), gate_up_.data(), n, inter)));
   SLUICE_ASSIGN_OR_RETURN(const float* act, LinearInput(w.quant.down, act_.data(), n, inter));
   return FromKernel(kernels::cpu::Gemm(hidden_.data(), act, w.down_proj.data(), nullptr, n,
-                                       c.hidden_size, inter));
+                                       c.hidden_size, inter, pool_.get()));
 }
 
 absl::Status CpuModel::Moe(int layer, int n) {

@@ -17,6 +17,7 @@
 #include "engine/model/weights.h"
 #include "engine/parallel/communicator.h"
 #include "sluice/kernels/kv_cache.h"
+#include "sluice/kernels/thread_pool.h"
 
 namespace sluice {
 
@@ -87,6 +88,10 @@ class CpuModel {
   // batch still works: Forward grows the scratch as needed.
   void ReserveScratch(int max_tokens, int max_rows);
 
+  // The threads Forward splits its GEMMs and attention over (nullptr: the caller's
+  // alone). The output depends on how many only to float32 rounding.
+  void SetThreadPool(std::shared_ptr<kernels::ThreadPool> pool) { pool_ = std::move(pool); }
+
   // Bytes of the loaded tensors, and of the per-step scratch as reserved (capacity).
   int64_t weight_bytes() const;
   int64_t scratch_bytes() const;
@@ -119,6 +124,7 @@ class CpuModel {
   std::vector<float> router_logits_;
   std::vector<float> quantized_;  // an FP8 linear layer's input, quantized and back
   std::vector<float> local_logits_, gathered_logits_;  // vocab-parallel lm_head
+  std::shared_ptr<kernels::ThreadPool> pool_;
 };
 
 }  // namespace sluice

@@ -1,5 +1,6 @@
 #include "engine/model/cpu_model_group.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,13 @@ namespace sluice {
 CpuModelGroup::CpuModelGroup(std::shared_ptr<CpuModel> model, int num_blocks, int block_size) {
   caches_.emplace_back(model->local_config(), num_blocks, block_size);
   models_.push_back(std::move(model));
+}
+
+void CpuModelGroup::SetThreads(int threads) {
+  const int each = std::max(1, threads / size());
+  for (auto& m : models_) {
+    m->SetThreadPool(each > 1 ? std::make_shared<kernels::ThreadPool>(each) : nullptr);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<CpuModelGroup>> CpuModelGroup::Create(

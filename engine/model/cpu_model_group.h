@@ -62,6 +62,9 @@ class CpuModelGroup {
   const kernels::KvCacheShape& cache_shape() const { return caches_[0].shape(); }
 
   void ReserveScratch(int max_tokens, int max_rows);
+  // `threads` intra-op threads in all, split evenly over the ranks (at least one each):
+  // each rank's GEMMs and attention run over a pool of its own. Default: one each.
+  void SetThreads(int threads);
   // Summed over the ranks.
   int64_t weight_bytes() const;
   int64_t scratch_bytes() const;

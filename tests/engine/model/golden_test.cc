@@ -9,6 +9,7 @@
 #include "engine/model/generate.h"
 #include "gtest/gtest.h"
 #include "server/tokenizer/tokenizer.h"
+#include "sluice/kernels/thread_pool.h"
 #include "tests/common/fixtures.h"
 
 namespace sluice {
@@ -27,12 +28,14 @@ struct GoldenModel {
   std::string golden_path;  // golden json
 };
 
-// Runs every case of a golden file against a model directory.
-void CheckGolden(const std::string& model_dir, const std::string& golden_path) {
+// Runs every case of a golden file against a model directory, its GEMMs and attention
+// split over `threads` threads.
+void CheckGolden(const std::string& model_dir, const std::string& golden_path, int threads = 1) {
   auto tokenizer = Tokenizer::FromDir(TinyModelDir());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   auto model = CpuModel::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
+  if (threads > 1) (*model)->SetThreadPool(std::make_shared<kernels::ThreadPool>(threads));
   const nlohmann::json golden = ReadJsonOrDie(golden_path);
   ASSERT_FALSE(golden["cases"].empty());
   for (const auto& c : golden["cases"]) {
@@ -72,6 +75,41 @@ TEST(GoldenTest, TinyModelMatchesTransformers) {
   CheckGolden(TinyModelDir(), SharedDir() + "/fixtures/golden_tiny.json");
 }
 
+TEST(GoldenTest, TinyModelMatchesTransformersOnThreeThreads) {
+  CheckGolden(TinyModelDir(), SharedDir() + "/fixtures/golden_tiny.json", 3);
+}
+
+// The threads split the GEMMs' columns, which may change how the BLAS kernel blocks a
+// sum, so the logits agree to float32 rounding on any thread count (attention's are the
+// same bits, kernels_cpu_test).
+TEST(GoldenTest, LogitsHardlyDependOnTheThreadCount) {
+  auto model = CpuModel::Load(TinyModelDir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::vector<int32_t> prompt(100);
+  for (int i = 0; i < 100; ++i) prompt[i] = 5 + (i * 131) % 4000;
+  GenerateOptions opts;
+  opts.max_tokens = 8;
+  opts.ignore_eos = true;
+  std::vector<std::vector<float>> runs[2];
+  for (int threads : {1, 3}) {
+    (*model)->SetThreadPool(threads > 1 ? std::make_shared<kernels::ThreadPool>(threads) : nullptr);
+    auto& out = runs[threads > 1];
+    ASSERT_TRUE(Generate(**model, prompt, opts, nullptr, [&](int, std::span<const float> logits) {
+                  out.emplace_back(logits.begin(), logits.end());
+                }).ok());
+  }
+  ASSERT_EQ(runs[0].size(), 8u);
+  ASSERT_EQ(runs[1].size(), 8u);
+  float worst = 0.0f;
+  for (size_t i = 0; i < runs[0].size(); ++i) {
+    for (size_t j = 0; j < runs[0][i].size(); ++j) {
+      worst = std::max(worst, std::fabs(runs[0][i][j] - runs[1][i][j]));
+    }
+  }
+  EXPECT_LT(worst, 1e-4f);
+  std::printf("largest logit difference, 1 vs 3 threads: %g\n", worst);
+}
+
 TEST(GoldenTest, Llama3RopeUntiedVariantMatchesTransformers) {
   const std::string dir = SharedDir() + "/fixtures/variants/llama3-rope-untied";
   CheckGolden(dir, dir + "/golden.json");
@@ -90,6 +128,7 @@ TEST(GoldenTest, Qwen3DenseVariantMatchesTransformers) {
 TEST(GoldenTest, Qwen3MoeVariantMatchesTransformers) {
   const std::string dir = SharedDir() + "/fixtures/variants/qwen3-moe";
   CheckGolden(dir, dir + "/golden.json");
+  CheckGolden(dir, dir + "/golden.json", 2);
 }
 
 // Mixtral's per-expert tensors (block_sparse_moe.experts.E.w1/w3/w2) and its renormalized

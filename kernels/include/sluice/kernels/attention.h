@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "sluice/kernels/status.h"
+#include "sluice/kernels/thread_pool.h"
 
 namespace sluice::kernels {
 
@@ -45,6 +46,20 @@ Status PagedAttention(const PagedAttentionParams& p,
                       const float* q,         // [num_q_tokens, num_q_heads, head_dim]
                       const float* k_cache,   // [num_blocks, block_size, kv_heads, head_dim]
                       const float* v_cache);  // [num_blocks, block_size, kv_heads, head_dim]
+
+// Vector instructions for the CPU kernels: the best the CPU has, or one named (tests).
+enum class CpuIsa { kBest, kPortable, kAvx2, kAvx512 };
+// Whether `isa` runs here for heads of `head_dim` (AVX-512: multiples of 16; AVX2: 8).
+bool HasCpuIsa(CpuIsa isa, int head_dim);
+
+// What the CPU backend serves with: PagedAttention's math, tiled by (sequence, KV head,
+// run of up to 16 query tokens) so that each K and V row is read once for the group's
+// query heads, vectorized, and spread over `pool` (nullptr: the calling thread). Sums
+// run in another order than the reference's; results agree to float32 rounding, and do
+// not depend on the pool's size.
+Status PagedAttentionFast(const PagedAttentionParams& p, float* out, const float* q,
+                          const float* k_cache, const float* v_cache, ThreadPool* pool = nullptr,
+                          CpuIsa isa = CpuIsa::kBest);
 
 }  // namespace cpu
 }  // namespace sluice::kernels

@@ -1,0 +1,119 @@
+#include "sluice/kernels/thread_pool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <string>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace sluice::kernels {
+namespace {
+
+inline void Pause() {
+#if defined(__x86_64__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// How long a worker spins for the next region before it sleeps: about 50 us, longer than
+// the gap between two regions of one step, far shorter than the gap between steps.
+constexpr int kSpins = 20000;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { Worker(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    epoch_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::Work() {
+  for (;;) {
+    const int64_t begin = next_.fetch_add(grain_, std::memory_order_relaxed);
+    if (begin >= n_) return;
+    (*fn_)(begin, std::min(n_, begin + grain_));
+  }
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t)>& fn) {
+  grain = std::max<int64_t>(grain, 1);
+  if (n <= 0) return;
+  if (workers_.empty() || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  n_ = n;
+  grain_ = grain;
+  fn_ = &fn;
+  next_.store(0, std::memory_order_relaxed);
+  const uint64_t e = epoch_.load(std::memory_order_relaxed) + 1;
+  open_.store(e);  // (seq_cst, as every access to open_ and active_: see Worker)
+  {
+    // Under the lock, so that a worker going to sleep sees the new epoch or is woken.
+    std::lock_guard<std::mutex> lock(mu_);
+    epoch_.store(e, std::memory_order_release);
+  }
+  if (sleeping_.load() > 0) wake_.notify_all();
+  Work();
+  open_.store(0);
+  while (active_.load() > 0) Pause();
+  fn_ = nullptr;
+}
+
+void ThreadPool::Worker() {
+  uint64_t seen = 0;
+  for (;;) {
+    uint64_t e = epoch_.load(std::memory_order_acquire);
+    for (int i = 0; e == seen && i < kSpins; ++i) {
+      Pause();
+      e = epoch_.load(std::memory_order_acquire);
+    }
+    if (e == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      sleeping_.fetch_add(1);
+      wake_.wait(lock, [&] { return epoch_.load() != seen; });
+      sleeping_.fetch_sub(1);
+      e = epoch_.load();
+    }
+    seen = e;
+    if (stop_.load()) return;
+    // Join, then check the region is still open: with both seq_cst, either the caller's
+    // wait sees this worker, or this worker sees the region closed (and touches nothing).
+    active_.fetch_add(1);
+    if (open_.load() == e) Work();
+    active_.fetch_sub(1);
+  }
+}
+
+int DefaultCpuThreads() {
+  int cpus = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  // cgroup v2: "max 100000" or "<quota> <period>".
+  std::ifstream f("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  int64_t period = 0;
+  if (f >> quota >> period && quota != "max" && period > 0) {
+    const double q = std::stod(quota) / static_cast<double>(period);
+    if (q > 0) cpus = std::min(cpus, std::max(1, static_cast<int>(std::ceil(q))));
+  }
+  return cpus;
+}
+
+}  // namespace sluice::kernels
