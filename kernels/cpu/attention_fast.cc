@@ -77,6 +77,8 @@ Status PagedAttentionFast(const PagedAttentionParams& p, float* out, const float
   const TileFn attend = Pick(isa, p.head_dim);
   if (attend == nullptr) return Status::InvalidArgument("paged_attention: ISA not available");
   const int group = p.num_q_heads / p.num_kv_heads;
+  // A group wider than a tile (more than 64 query heads a KV head) takes the reference.
+  if (group > kMaxTileQueries) return PagedAttention(p, out, q, k_cache, v_cache);
   const int tokens_per_tile = std::max(1, std::min(16, kMaxTileQueries / group));
   // The tiles, kept across calls so that a steady state allocates nothing.
   thread_local std::vector<Tile> caller_tiles;

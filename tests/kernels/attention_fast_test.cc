@@ -69,6 +69,10 @@ TEST(PagedAttentionFastTest, OddHeadSizesTakeThePortablePath) {
   Compare({"d20", {5, 33}, {5, 2}, 4, 2, 20, 16}, {cpu::CpuIsa::kBest}, {nullptr});
 }
 
+TEST(PagedAttentionFastTest, GroupsWiderThanATileTakeTheReference) {
+  Compare({"mqa128", {40, 3}, {40, 1}, 128, 1, 64, 16}, {cpu::CpuIsa::kBest}, {nullptr});
+}
+
 TEST(PagedAttentionFastTest, OutputDoesNotDependOnThePool) {
   const AttentionCase c{"mixed", {1, 40, 50, 700, 9}, {1, 1, 50, 200, 1}, 32, 8, 64};
   std::mt19937_64 rng(5);
