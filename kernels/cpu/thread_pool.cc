@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -22,9 +23,9 @@ inline void Pause() {
 #endif
 }
 
-// How long a worker spins for the next region before it sleeps: about 50 us, longer than
-// the gap between two regions of one step, far shorter than the gap between steps.
-constexpr int kSpins = 20000;
+// How long a worker spins for the next region before it sleeps: longer than the gap
+// between two regions of one step, shorter than a wake-up is worth between steps.
+constexpr auto kSpin = std::chrono::microseconds(100);
 
 }  // namespace
 
@@ -80,9 +81,11 @@ void ThreadPool::Worker() {
   uint64_t seen = 0;
   for (;;) {
     uint64_t e = epoch_.load(std::memory_order_acquire);
-    for (int i = 0; e == seen && i < kSpins; ++i) {
+    const auto give_up = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 1; e == seen; ++i) {
       Pause();
       e = epoch_.load(std::memory_order_acquire);
+      if (i % 64 == 0 && std::chrono::steady_clock::now() > give_up) break;
     }
     if (e == seen) {
       std::unique_lock<std::mutex> lock(mu_);

@@ -1,6 +1,6 @@
 // The CPU backend's intra-op threads: a fixed set of workers that a kernel splits its
-// work over (GEMM columns, attention's (sequence, KV head) tiles). Between the parallel
-// regions of a step the workers spin briefly (pause, no system call), then sleep on a
+// work over (GEMM columns, attention's (sequence, KV head) tiles). After a parallel
+// region the workers spin for up to 100 us (pause, no system call), then sleep on a
 // condition variable, so that an idle server costs no CPU and a busy step no wake-ups.
 //
 // Thread safety: one caller at a time (the engine's thread, or a tensor-parallel rank's,
