@@ -39,7 +39,8 @@ def run_level(bench, url, model, concurrency, args, out):
                    timeout=3600)
     r = json.loads(pathlib.Path(out).read_text())["results"][0]
     return {"out_tok_s": r["output_token_throughput"], "ttft_p50_ms": r["ttft_ms"]["p50"],
-            "itl_p50_ms": r["itl_ms"]["p50"], "failed": r["failed"]}
+            "itl_p50_ms": r["itl_ms"]["p50"], "failed": r["failed"],
+            "output_tokens": r["total_output_tokens"], "requests": n}
 
 
 def svg(results, levels, path):
@@ -116,7 +117,9 @@ def main():
                         results[name][c].append(r)
                         print(f"round {rnd + 1}/{args.rounds} {name:>10} c={c:<3} "
                               f"{r['out_tok_s']:8.0f} tok/s  TTFT p50 {r['ttft_p50_ms']:7.1f} ms"
-                              f"  ITL p50 {r['itl_p50_ms']:6.2f} ms", flush=True)
+                              f"  ITL p50 {r['itl_p50_ms']:6.2f} ms  {r['output_tokens']} tokens"
+                              f" of {r['requests'] * args.output_len}, {r['failed']} failed",
+                              flush=True)
                 loads.append(os.getloadavg()[0])
     finally:
         server.stop()

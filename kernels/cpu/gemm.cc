@@ -15,6 +15,11 @@ namespace {
 // Columns [c0, c1) of out = a @ w.T.
 void GemmColumns(float* out, const float* a, const float* w, int m, int n, int k, int c0, int c1) {
 #if defined(SLUICE_HAVE_OPENBLAS)
+  if (m == 1) {  // a matrix-vector product: sgemm would pack the whole weight first
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, c1 - c0, k, 1.0f, w + int64_t{c0} * k, k, a, 1, 0.0f,
+                out + c0, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, c1 - c0, k, 1.0f, a, k,
               w + int64_t{c0} * k, k, 0.0f, out + c0, n);
 #else

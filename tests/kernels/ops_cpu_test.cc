@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -17,6 +18,7 @@
 #include "sluice/kernels/qkv.h"
 #include "sluice/kernels/random.h"
 #include "sluice/kernels/rope.h"
+#include "sluice/kernels/thread_pool.h"
 
 namespace sluice::kernels {
 namespace {
@@ -267,15 +269,22 @@ TEST(KvCacheCpuTest, WritesSlotsSkipsPaddingAndCopiesBlocks) {
 }
 
 TEST(GemmCpuTest, MatchesNaiveProductWithBias) {
-  const int m = 5, n = 7, k = 33;
-  auto a = Random(m * k, 10), w = Random(n * k, 11), bias = Random(n, 12);
-  std::vector<float> out(m * n);
-  ASSERT_TRUE(cpu::Gemm(out.data(), a.data(), w.data(), bias.data(), m, n, k).ok());
-  for (int i = 0; i < m; ++i) {
-    for (int j = 0; j < n; ++j) {
-      double acc = bias[j];
-      for (int p = 0; p < k; ++p) acc += double{a[i * k + p]} * w[j * k + p];
-      EXPECT_NEAR(out[i * n + j], acc, 1e-4);
+  // m = 1 takes the matrix-vector path; a pool splits the columns (the last slice short).
+  ThreadPool pool(3);
+  for (const auto& [m, n, k, use_pool] : std::vector<std::tuple<int, int, int, bool>>{
+           {5, 7, 33, false}, {1, 7, 33, false}, {1, 700, 65, true}, {9, 1000, 300, true}}) {
+    SCOPED_TRACE(::testing::Message() << m << "x" << n << "x" << k << " pool " << use_pool);
+    auto a = Random(m * k, 10), w = Random(n * k, 11), bias = Random(n, 12);
+    std::vector<float> out(m * n);
+    ASSERT_TRUE(
+        cpu::Gemm(out.data(), a.data(), w.data(), bias.data(), m, n, k, use_pool ? &pool : nullptr)
+            .ok());
+    for (int i = 0; i < m; ++i) {
+      for (int j = 0; j < n; ++j) {
+        double acc = bias[j];
+        for (int p = 0; p < k; ++p) acc += double{a[i * k + p]} * w[j * k + p];
+        ASSERT_NEAR(out[i * n + j], acc, 1e-4) << i << " " << j;
+      }
     }
   }
 }
