@@ -24,7 +24,7 @@ struct Fp8Scheme {
   enum class Inputs {
     kNone,           // weights only: inputs stay in 16 bits
     kPerToken,       // dynamic: one scale per token (row) of the input
-    kPerTokenGroup,  // dynamic: one per token and group of block_k columns
+    kPerTokenGroup,  // dynamic: one per token and group of input_group columns
     kStatic,         // `input_scale`, one per tensor, fixed at calibration
   };
   bool enabled = false;
@@ -32,7 +32,8 @@ struct Fp8Scheme {
   bool on_load = false;  // quantize 16-bit weights as they load (per channel)
   Weights weights = Weights::kChannel;
   Inputs inputs = Inputs::kPerToken;
-  int block_n = 0, block_k = 0;  // kBlock
+  int block_n = 0, block_k = 0;  // kBlock: rows and columns of a weight block
+  int input_group = 0;           // kPerTokenGroup: columns per input scale
 };
 
 struct ModelConfig {

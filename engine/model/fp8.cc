@@ -1,5 +1,6 @@
 #include "engine/model/fp8.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
@@ -52,6 +53,7 @@ absl::Status ParseFp8Layout(const json& q, const Fields& f, Fp8Scheme& s) {
       return f.Error("activation_scheme", "must be \"dynamic\" with weight_block_size");
     }
     s.inputs = Fp8Scheme::Inputs::kPerTokenGroup;
+    s.input_group = s.block_k;  // inputs in groups as wide as a weight block
   }
   return absl::OkStatus();
 }
@@ -106,7 +108,7 @@ absl::Status ParseConfigGroup(const json& g, const std::string& gname, const Fie
       return f.Error(an + ".group_size", "must be a positive integer");
     }
     s.inputs = Fp8Scheme::Inputs::kPerTokenGroup;
-    s.block_k = a["group_size"].get<int>();
+    s.input_group = a["group_size"].get<int>();
   } else if (!dynamic && as == "tensor") {
     s.inputs = Fp8Scheme::Inputs::kStatic;
   } else {
@@ -132,7 +134,7 @@ absl::Status ParseCompressedTensors(const json& q, const Fields& f, Fp8Scheme& s
   for (const auto& [name, g] : q["config_groups"].items()) {
     Fp8Scheme one;
     SLUICE_RETURN_IF_ERROR(ParseConfigGroup(g, "config_groups." + name, f, one));
-    if (!first && (one.inputs != s.inputs || one.block_k != s.block_k)) {
+    if (!first && (one.inputs != s.inputs || one.input_group != s.input_group)) {
       return f.Error("config_groups", "must quantize the inputs of every group alike");
     }
     if (first || one.weights == Fp8Scheme::Weights::kBlock) s = one;
@@ -183,11 +185,12 @@ absl::Status ParseQuantization(const json& j, const std::string& source, ModelCo
 
 namespace {
 
-// A scale tensor: 16- or 32-bit floats, finite and >= 0, of `want` elements.
+// A scale tensor: 16- or 32-bit floats, finite and >= 0, of one of `shapes`.
 absl::StatusOr<std::vector<float>> Scales(const Checkpoint& ckpt, const std::string& name,
-                                          int64_t want, const std::string& shape_text) {
+                                          const std::vector<std::vector<int64_t>>& shapes,
+                                          const std::string& shape_text) {
   SLUICE_ASSIGN_OR_RETURN(const TensorView* t, ckpt.Get(name));
-  if (t->NumElements() != want || (want > 1 && t->shape.size() > 2)) {
+  if (std::find(shapes.begin(), shapes.end(), t->shape) == shapes.end()) {
     return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor ", name, " has shape [",
                                                    absl::StrJoin(t->shape, ", "),
                                                    "] but should be ", shape_text));
@@ -206,6 +209,9 @@ absl::StatusOr<std::vector<float>> Scales(const Checkpoint& ckpt, const std::str
   return v;
 }
 
+// One scale for a tensor: [], [1] or [1, 1].
+const std::vector<std::vector<int64_t>> kOneScale = {{}, {1}, {1, 1}};
+
 // The FP8 weight times its scales (see ReadFp8Linear).
 absl::StatusOr<std::vector<float>> DequantizeFp8Linear(const Checkpoint& ckpt,
                                                        const Fp8Scheme& scheme,
@@ -218,7 +224,7 @@ absl::StatusOr<std::vector<float>> DequantizeFp8Linear(const Checkpoint& ckpt,
     const int64_t rows = (out + bn - 1) / bn, cols = (in + bk - 1) / bk;
     SLUICE_ASSIGN_OR_RETURN(
         std::vector<float> s,
-        Scales(ckpt, base + "weight_scale_inv", rows * cols,
+        Scales(ckpt, base + "weight_scale_inv", {{rows, cols}},
                absl::StrCat("[", rows, ", ", cols, "] (blocks of ", bn, " x ", bk, ")")));
     for (int64_t o = 0; o < out; ++o) {
       for (int64_t k = 0; k < in; ++k) w[o * in + k] *= s[(o / bn) * cols + k / bk];
@@ -228,7 +234,9 @@ absl::StatusOr<std::vector<float>> DequantizeFp8Linear(const Checkpoint& ckpt,
   const std::string name = base + "weight_scale";
   SLUICE_ASSIGN_OR_RETURN(const TensorView* st, ckpt.Get(name));
   const bool per_tensor = st->NumElements() == 1;
-  SLUICE_ASSIGN_OR_RETURN(std::vector<float> s, Scales(ckpt, name, per_tensor ? 1 : out,
+  std::vector<std::vector<int64_t>> shapes = kOneScale;
+  if (!per_tensor) shapes = {{out, 1}, {out}};
+  SLUICE_ASSIGN_OR_RETURN(std::vector<float> s, Scales(ckpt, name, shapes,
                                                        absl::StrCat("[] or [1] (per tensor) or [",
                                                                     out, ", 1] (per channel)")));
   for (int64_t o = 0; o < out; ++o) {
@@ -250,11 +258,11 @@ absl::StatusOr<InputQuant> Fp8LinearInput(const Checkpoint& ckpt, const Fp8Schem
       return q;
     case Fp8Scheme::Inputs::kPerTokenGroup:
       q.mode = InputQuant::Mode::kPerTokenGroup;
-      q.group = scheme.block_k;
+      q.group = scheme.input_group;
       return q;
     case Fp8Scheme::Inputs::kStatic: {
-      SLUICE_ASSIGN_OR_RETURN(std::vector<float> s,
-                              Scales(ckpt, base + "input_scale", 1, "[] or [1] (per tensor)"));
+      SLUICE_ASSIGN_OR_RETURN(std::vector<float> s, Scales(ckpt, base + "input_scale", kOneScale,
+                                                           "[] or [1] (per tensor)"));
       if (s[0] <= 0.0f) {
         return absl::InvalidArgumentError(absl::StrCat(base, "input_scale is 0"));
       }

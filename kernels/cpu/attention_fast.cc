@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -124,7 +125,8 @@ Status PagedAttentionFast(const PagedAttentionParams& p, float* out, const float
           outs[n] = out + off;
           last[n] = kv_len;
           first[n] = p.sliding_window > 0 ? std::max(0, kv_len - p.sliding_window) : 0;
-          sinks[n] = p.sinks != nullptr ? p.sinks[head] : 0.0f;
+          // As the reference: a sink that is not finite is no sink.
+          sinks[n] = p.sinks != nullptr && std::isfinite(p.sinks[head]) ? p.sinks[head] : -INFINITY;
         }
       }
       const int64_t stride = last[n - 1];  // the tile's last token reads the most

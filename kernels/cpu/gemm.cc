@@ -60,7 +60,7 @@ Status Gemm(float* out, const float* a, const float* w, const float* bias, int m
       static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / min_cols)));
   if (parts > 1) {
     // Column slices in multiples of 16 (whole vectors for the BLAS kernel).
-    const int step = (n / parts + 15) / 16 * 16;
+    const int step = ((n + parts - 1) / parts + 15) / 16 * 16;  // parts * step >= n
     pool->ParallelFor(parts, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int c0 = static_cast<int>(i) * step, c1 = std::min(n, c0 + step);

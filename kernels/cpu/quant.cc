@@ -7,7 +7,10 @@
 
 namespace sluice::kernels {
 
-float Fp8DynamicScale(float amax) { return amax > 0.0f ? amax / kFp8E4m3Max : 1.0f; }
+float Fp8DynamicScale(float amax) {
+  const float s = amax / kFp8E4m3Max;
+  return s > 0.0f ? s : 1.0f;  // zeros, or an amax so small its quotient is 0
+}
 
 namespace cpu {
 

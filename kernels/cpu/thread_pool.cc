@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -71,10 +72,24 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     epoch_.store(e, std::memory_order_release);
   }
   if (sleeping_.load() > 0) wake_.notify_all();
+  // Closes the region and waits for the workers inside it, also when fn throws here.
+  struct Close {
+    ThreadPool* pool;
+    ~Close() {
+      pool->open_.store(0);
+      // Workers inside run ranges (short), or were descheduled while joining: yield
+      // to them rather than spin out a time slice.
+      for (int i = 1; pool->active_.load() > 0; ++i) {
+        if (i % 256 == 0) {
+          std::this_thread::yield();
+        } else {
+          Pause();
+        }
+      }
+      pool->fn_ = nullptr;
+    }
+  } close{this};
   Work();
-  open_.store(0);
-  while (active_.load() > 0) Pause();
-  fn_ = nullptr;
 }
 
 void ThreadPool::Worker() {
@@ -98,23 +113,45 @@ void ThreadPool::Worker() {
     if (stop_.load()) return;
     // Join, then check the region is still open: with both seq_cst, either the caller's
     // wait sees this worker, or this worker sees the region closed (and touches nothing).
+    if (open_.load() != e) continue;  // closed already: nothing to join
     active_.fetch_add(1);
     if (open_.load() == e) Work();
     active_.fetch_sub(1);
   }
 }
 
+namespace {
+
+// The CPU quota of this process's cgroup in CPUs (v2 cpu.max, else v1 cfs quota), or 0.
+double CgroupCpus() {
+  std::ifstream v2("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  double period = 0;
+  if (v2 >> quota >> period) {
+    if (quota == "max" || period <= 0) return 0;
+    char* end = nullptr;
+    const double q = std::strtod(quota.c_str(), &end);
+    return end != quota.c_str() && q > 0 ? q / period : 0;
+  }
+  std::ifstream q1("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+      p1("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  double q = 0;
+  if (q1 >> q && p1 >> period && q > 0 && period > 0) return q / period;
+  return 0;
+}
+
+}  // namespace
+
 int DefaultCpuThreads() {
   int cpus = 1;
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
-  // cgroup v2: "max 100000" or "<quota> <period>".
-  std::ifstream f("/sys/fs/cgroup/cpu.max");
-  std::string quota;
-  int64_t period = 0;
-  if (f >> quota >> period && quota != "max" && period > 0) {
-    const double q = std::stod(quota) / static_cast<double>(period);
-    if (q > 0) cpus = std::min(cpus, std::max(1, static_cast<int>(std::ceil(q))));
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    cpus = std::max(1, CPU_COUNT(&set));
+  } else {
+    cpus = std::max(1u, std::thread::hardware_concurrency());  // more CPUs than a cpu_set_t
+  }
+  if (const double quota = CgroupCpus(); quota > 0) {
+    cpus = std::min(cpus, std::max(1, static_cast<int>(std::ceil(quota))));
   }
   return cpus;
 }

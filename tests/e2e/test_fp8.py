@@ -146,6 +146,11 @@ def test_broken_fp8_checkpoints_are_refused_naming_what_is_wrong(checkpoints, sl
         h[scale]["data_offsets"] = [lo, lo + 128]  # k_proj has 128 rows
         h[scale]["shape"] = [128, 1]
 
+    block_scale = "model.layers.0.mlp.down_proj.weight_scale_inv"
+
+    def transpose_block_scale(h):  # the same bytes as [3, 2]: refused, not misapplied
+        h[block_scale]["shape"] = [3, 2]
+
     def drop_config(c):
         del c["quantization_config"]
 
@@ -161,6 +166,7 @@ def test_broken_fp8_checkpoints_are_refused_naming_what_is_wrong(checkpoints, sl
         ("channel", None, drop_config, ["q_proj.weight", "F8_E4M3", "quantization_config"]),
         ("channel", None, awq, ["quant_method", "awq"]),
         ("block", None, block_of_zero, ["weight_block_size"]),
+        ("block", transpose_block_scale, None, [block_scale, "should be [2, 3]"]),
     ]
     for i, (layout, eh, ec, parts) in enumerate(cases):
         broken = rewrite(checkpoints[layout], tmp_path / f"broken{i}", eh, ec)

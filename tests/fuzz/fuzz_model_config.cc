@@ -29,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(c.fp8.block_n > 0 && c.fp8.block_k > 0);
   }
   if (c.fp8.inputs == sluice::Fp8Scheme::Inputs::kPerTokenGroup && c.fp8.enabled) {
-    FUZZ_CHECK(c.fp8.block_k > 0);
+    FUZZ_CHECK(c.fp8.input_group > 0);
   }
   FUZZ_CHECK(!c.fp8.enabled || c.num_experts == 0);
   return 0;

@@ -270,12 +270,17 @@ TEST(KvCacheCpuTest, WritesSlotsSkipsPaddingAndCopiesBlocks) {
 
 TEST(GemmCpuTest, MatchesNaiveProductWithBias) {
   // m = 1 takes the matrix-vector path; a pool splits the columns (the last slice short).
+  // Every element is checked: a column no slice covered would keep the NaN put there.
   ThreadPool pool(3);
   for (const auto& [m, n, k, use_pool] : std::vector<std::tuple<int, int, int, bool>>{
-           {5, 7, 33, false}, {1, 7, 33, false}, {1, 700, 65, true}, {9, 1000, 300, true}}) {
+           {5, 7, 33, false},
+           {1, 7, 33, false},
+           {1, 4097, 256, true},  // single rows on the pool
+           {9, 1000, 300, true},
+           {9, 193, 300, true}}) {  // 193 / 3 rounds to whole vectors: the tail is short
     SCOPED_TRACE(::testing::Message() << m << "x" << n << "x" << k << " pool " << use_pool);
     auto a = Random(m * k, 10), w = Random(n * k, 11), bias = Random(n, 12);
-    std::vector<float> out(m * n);
+    std::vector<float> out(m * n, NAN);
     ASSERT_TRUE(
         cpu::Gemm(out.data(), a.data(), w.data(), bias.data(), m, n, k, use_pool ? &pool : nullptr)
             .ok());

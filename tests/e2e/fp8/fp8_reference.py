@@ -4,7 +4,7 @@ docs/architecture.md ("FP8 weights") specifies it and the CPU backend computes i
 - each FP8 weight is its E4M3 code's value times its scale (per tensor, per output
   channel, or per 128 x 128 block);
 - each FP8 layer's input is quantized to E4M3 and back before the matmul: per token
-  (scale = amax / 448 in float32, 1 for a row of zeros), per token and group of columns,
+  (scale = amax / 448 in float32, 1 where that is 0), per token and group of columns,
   or with the checkpoint's static input_scale (the largest of q, k and v's, which share
   their input; gate and up likewise); values beyond ±448 saturate;
 - `--quantization fp8` quantizes a 16-bit checkpoint's linear layers per output channel
@@ -67,7 +67,8 @@ def quant_dequant(x, group=0, static_scale=0.0):
             s = np.full((rows, 1), np.float32(static_scale), dtype=np.float32)
         else:
             amax = np.abs(blk).max(axis=1, keepdims=True).astype(np.float32)
-            s = np.where(amax > 0, amax / FP8_MAX, np.float32(1.0)).astype(np.float32)
+            s = (amax / FP8_MAX).astype(np.float32)
+            s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
         out[:, lo:lo + g] = TABLE[to_e4m3(blk / s)] * s
     return out
 
@@ -128,8 +129,8 @@ class Model:
         w = w.astype(np.float32)
         if dt != "F8_E4M3":
             if self.on_load:
-                amax = np.abs(w).max(axis=1, keepdims=True)
-                s = np.where(amax > 0, amax / FP8_MAX, np.float32(1.0)).astype(np.float32)
+                s = (np.abs(w).max(axis=1, keepdims=True) / FP8_MAX).astype(np.float32)
+                s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
                 return TABLE[to_e4m3(w / s)] * s, "token", 0.0
             return w, "none", 0.0
         if self.block:

@@ -456,6 +456,7 @@ TEST(Fp8ConfigTest, BothPublishedLayoutsParse) {
   EXPECT_EQ(c->fp8.inputs, I::kPerTokenGroup);
   EXPECT_EQ(c->fp8.block_n, 128);
   EXPECT_EQ(c->fp8.block_k, 128);
+  EXPECT_EQ(c->fp8.input_group, 128);
   c = WithQuant(R"({"quant_method":"fp8","activation_scheme":"static"})");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->fp8.weights, W::kTensor);

@@ -10,8 +10,8 @@
 
 namespace sluice::kernels {
 
-// A group's dynamic scale: amax / 448, or 1 for a group of zeros. The quotient is
-// rounded to fp32 before the values are divided by it.
+// A group's dynamic scale: amax / 448 (rounded to fp32 before the values are divided by
+// it), or 1 where that is 0 (a group of zeros, or of values too small to scale).
 float Fp8DynamicScale(float amax);
 
 namespace cpu {

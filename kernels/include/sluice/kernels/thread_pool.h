@@ -30,7 +30,8 @@ class ThreadPool {
   // Calls fn(begin, end) over disjoint ranges that cover [0, n), `grain` indices each
   // (the last may be shorter), handed out to the threads as they come free, and returns
   // when every call has returned. The caller runs ranges too, all of them if no worker
-  // comes (a busy machine): nothing waits on a thread that is not running.
+  // comes (a busy machine): the caller waits only for ranges in progress. fn must not
+  // throw on a worker (std::terminate); on the caller, the region is closed first.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
@@ -55,7 +56,8 @@ class ThreadPool {
 };
 
 // Threads the CPU backend uses by default: the CPUs this process may run on (its
-// affinity mask), capped by its cgroup's CPU quota (a container's limit), at least 1.
+// affinity mask), capped by its cgroup's CPU quota (a container's limit, cgroup v2 or
+// v1), at least 1.
 int DefaultCpuThreads();
 
 }  // namespace sluice::kernels
