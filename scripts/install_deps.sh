@@ -28,18 +28,5 @@ if ((${#missing[@]})); then
 fi
 
 # Python test tools (real peers: Hugging Face tokenizers, the openai client, pytest).
-VENV=.venv
-REQ=scripts/requirements-test.txt
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[install] creating Python venv in $VENV"
-  python3 -m venv "$VENV"
-fi
-stamp="$VENV/.requirements.sha256"
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[install] installing Python test tools"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r "$REQ"
-  echo "$want" >"$stamp"
-fi
+bash scripts/make_venv.sh .venv scripts/requirements-test.txt "Python test tools"
 echo "[install] dependencies ready"

@@ -27,6 +27,19 @@ Status ValidatePagedAttention(const PagedAttentionParams& p) {
   return Status::Ok();
 }
 
+Status GetSequenceQueries(const PagedAttentionParams& p, int s, SequenceQueries* out) {
+  out->q_begin = p.cu_seqlens_q ? p.cu_seqlens_q[s] : s;
+  out->q_len = p.cu_seqlens_q ? p.cu_seqlens_q[s + 1] - out->q_begin : 1;
+  out->seq_len = p.seq_lens[s];
+  if (out->q_len < 0 || out->q_len > out->seq_len ||
+      (out->seq_len + p.block_size - 1) / p.block_size > p.max_blocks_per_seq) {
+    return Status::InvalidArgument("paged_attention: sequence " + std::to_string(s) +
+                                   " has q_len " + std::to_string(out->q_len) + " and seq_len " +
+                                   std::to_string(out->seq_len) + " that do not fit its table");
+  }
+  return Status::Ok();
+}
+
 namespace cpu {
 namespace {
 
@@ -73,15 +86,9 @@ Status PagedAttention(const PagedAttentionParams& p, float* out, const float* q,
   const int64_t token_stride = int64_t{p.num_q_heads} * p.head_dim;
   std::vector<float> scores;
   for (int s = 0; s < p.num_seqs; ++s) {
-    const int q_begin = p.cu_seqlens_q ? p.cu_seqlens_q[s] : s;
-    const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[s + 1] - q_begin : 1;
-    const int seq_len = p.seq_lens[s];
-    if (q_len < 0 || q_len > seq_len ||
-        (seq_len + p.block_size - 1) / p.block_size > p.max_blocks_per_seq) {
-      return Status::InvalidArgument("paged_attention: sequence " + std::to_string(s) +
-                                     " has q_len " + std::to_string(q_len) + " and seq_len " +
-                                     std::to_string(seq_len) + " that do not fit its table");
-    }
+    SequenceQueries sq;
+    if (Status st = GetSequenceQueries(p, s, &sq); !st.ok()) return st;
+    const int q_begin = sq.q_begin, q_len = sq.q_len, seq_len = sq.seq_len;
     const int32_t* block_row = p.block_tables + int64_t{s} * p.max_blocks_per_seq;
     for (int i = 0; i < q_len; ++i) {
       const int kv_len = seq_len - q_len + i + 1;

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <string>
 #include <vector>
 
 #include "attention_tile.h"
@@ -65,6 +64,7 @@ TileFn Pick(CpuIsa isa, int head_dim) {
 // A tile: sequence s, KV head h, query tokens [t0, t1) of s.
 struct Tile {
   int s, h, t0, t1;
+  SequenceQueries seq;  // s's, as checked when the tile was made
 };
 
 }  // namespace
@@ -86,18 +86,11 @@ Status PagedAttentionFast(const PagedAttentionParams& p, float* out, const float
   std::vector<Tile>& tiles = caller_tiles;  // (the workers read the caller's)
   tiles.clear();
   for (int s = 0; s < p.num_seqs; ++s) {
-    const int q_begin = p.cu_seqlens_q ? p.cu_seqlens_q[s] : s;
-    const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[s + 1] - q_begin : 1;
-    const int seq_len = p.seq_lens[s];
-    if (q_len < 0 || q_len > seq_len ||
-        (seq_len + p.block_size - 1) / p.block_size > p.max_blocks_per_seq) {
-      return Status::InvalidArgument("paged_attention: sequence " + std::to_string(s) +
-                                     " has q_len " + std::to_string(q_len) + " and seq_len " +
-                                     std::to_string(seq_len) + " that do not fit its table");
-    }
-    for (int t0 = 0; t0 < q_len; t0 += tokens_per_tile) {
+    SequenceQueries sq;
+    if (Status st = GetSequenceQueries(p, s, &sq); !st.ok()) return st;
+    for (int t0 = 0; t0 < sq.q_len; t0 += tokens_per_tile) {
       for (int h = 0; h < p.num_kv_heads; ++h) {
-        tiles.push_back({s, h, t0, std::min(q_len, t0 + tokens_per_tile)});
+        tiles.push_back({s, h, t0, std::min(sq.q_len, t0 + tokens_per_tile), sq});
       }
     }
   }
@@ -108,9 +101,7 @@ Status PagedAttentionFast(const PagedAttentionParams& p, float* out, const float
     float denom[kMaxTileQueries];
     for (int64_t i = begin; i < end; ++i) {
       const Tile& tile = tiles[i];
-      const int q_begin = p.cu_seqlens_q ? p.cu_seqlens_q[tile.s] : tile.s;
-      const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[tile.s + 1] - q_begin : 1;
-      const int seq_len = p.seq_lens[tile.s];
+      const int q_begin = tile.seq.q_begin, q_len = tile.seq.q_len, seq_len = tile.seq.seq_len;
       const float* qs[kMaxTileQueries];
       float* outs[kMaxTileQueries];
       int first[kMaxTileQueries], last[kMaxTileQueries];

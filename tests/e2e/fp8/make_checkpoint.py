@@ -112,25 +112,21 @@ def quantize(tensors, layout, gen):
     return out
 
 
+def compressed_tensors(weights, inputs):
+    """A compressed-tensors FP8 config: one group over the Linear layers, lm_head left out."""
+    fp8 = {"num_bits": 8, "type": "float", "symmetric": True}
+    return {
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "quantization_status": "compressed", "ignore": ["lm_head"],
+        "config_groups": {"group_0": {
+            "targets": ["Linear"],
+            "weights": {**fp8, "strategy": weights, "dynamic": False},
+            "input_activations": {**fp8, **inputs}}}}
+
+
 QUANT_CONFIG = {
-    "channel": {
-        "quant_method": "compressed-tensors", "format": "float-quantized",
-        "quantization_status": "compressed", "ignore": ["lm_head"],
-        "config_groups": {"group_0": {
-            "targets": ["Linear"],
-            "weights": {"num_bits": 8, "type": "float", "strategy": "channel",
-                        "dynamic": False, "symmetric": True},
-            "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
-                                  "dynamic": True, "symmetric": True}}}},
-    "static": {
-        "quant_method": "compressed-tensors", "format": "float-quantized",
-        "quantization_status": "compressed", "ignore": ["lm_head"],
-        "config_groups": {"group_0": {
-            "targets": ["Linear"],
-            "weights": {"num_bits": 8, "type": "float", "strategy": "tensor",
-                        "dynamic": False, "symmetric": True},
-            "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor",
-                                  "dynamic": False, "symmetric": True}}}},
+    "channel": compressed_tensors("channel", {"strategy": "token", "dynamic": True}),
+    "static": compressed_tensors("tensor", {"strategy": "tensor", "dynamic": False}),
     "block": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
               "weight_block_size": [128, 128]},
 }

@@ -37,6 +37,13 @@ struct PagedAttentionParams {
 // Checks shapes and head ratios; pointers are not dereferenced.
 Status ValidatePagedAttention(const PagedAttentionParams& p);
 
+// Sequence s's query tokens [q_begin, q_begin + q_len) and its context length.
+struct SequenceQueries {
+  int q_begin = 0, q_len = 0, seq_len = 0;
+};
+// Those of sequence s, or the error when they do not fit its block-table row.
+Status GetSequenceQueries(const PagedAttentionParams& p, int s, SequenceQueries* out);
+
 namespace cpu {
 
 // fp32 reference. REQUIRES: q_len(s) <= seq_lens[s] and every block a sequence
